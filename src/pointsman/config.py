@@ -1,0 +1,265 @@
+"""The one YAML config file: its schema, `${ENV_VAR}` substitution and readable validation errors.
+
+Every problem becomes one line naming the key path and the reason, e.g.
+``deployments[1].price.input: wrong type: expected a number, got 'cheap'``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROVIDERS = ("openai", "anthropic")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Strict):
+    """US dollars per million tokens."""
+
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+
+
+class Capabilities(_Strict):
+    vision: bool = False
+    tools: bool = True
+    json_output: bool = True
+
+
+class Timeouts(_Strict):
+    """Seconds. `first_byte` bounds the wait for a stream's first chunk, `inter_chunk` every later
+    read; `total` bounds the whole upstream call."""
+
+    connect: float = Field(5.0, gt=0)
+    first_byte: float = Field(30.0, gt=0)
+    inter_chunk: float = Field(30.0, gt=0)
+    total: float = Field(600.0, gt=0)
+
+
+class Deployment(_Strict):
+    name: str = Field(min_length=1)
+    provider: str
+    model: str = Field(min_length=1)
+    api_base: str = Field(min_length=1)
+    api_key: str | None = None
+    price: Price = Price()
+    context_window: int = Field(128_000, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0)
+    capabilities: Capabilities = Capabilities()
+    region: str | None = None
+    tags: tuple[str, ...] = ()
+    timeouts: Timeouts = Timeouts()
+    max_retries: int = Field(0, ge=0, le=10)
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+    headers: dict[str, str] = {}
+    params: dict[str, str] = {}
+    # Ask OpenAI-compatible upstreams for usage on streams (stream_options.include_usage) so
+    # streamed requests are costed; turn off for servers that reject the option.
+    stream_usage: bool = True
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in PROVIDERS:
+            raise ValueError(f"unknown provider {value!r} (expected one of: {', '.join(PROVIDERS)})")
+        return value
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.price.input + completion_tokens * self.price.output) / 1e6
+
+
+class VirtualModel(_Strict):
+    """A name clients may ask for (`auto`, `fast`, ...) that is routed by a strategy."""
+
+    strategy: str = "ordered"
+    deployments: tuple[str, ...] = ()
+    fallbacks: tuple[str, ...] = ()
+    options: dict[str, Any] = {}
+    description: str = ""
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(4000, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    # Static client keys; when set, every /v1 request needs `Authorization: Bearer <one of them>`.
+    api_keys: tuple[str, ...] = ()
+
+
+class RouterSettings(_Strict):
+    max_attempts: int = Field(5, ge=1, le=50)
+    backoff_base_s: float = Field(0.05, ge=0)
+    backoff_max_s: float = Field(2.0, ge=0)
+    # A Retry-After up to this long is waited out in place; a longer one cools the deployment
+    # down for that long and the request fails over at once.
+    max_retry_wait_s: float = Field(1.0, ge=0)
+    cooldown_s: float = Field(5.0, ge=0)
+
+
+class StoreSettings(_Strict):
+    path: str | None = None
+    enabled: bool = True
+    flush_interval_s: float = Field(0.2, gt=0)
+
+
+class Config(_Strict):
+    server: ServerSettings = ServerSettings()
+    router: RouterSettings = RouterSettings()
+    store: StoreSettings = StoreSettings()
+    deployments: tuple[Deployment, ...] = Field(min_length=1)
+    models: dict[str, VirtualModel] = {}
+
+    def deployment(self, name: str) -> Deployment:
+        return self._by_name()[name]
+
+    def _by_name(self) -> dict[str, Deployment]:
+        cached = self.__dict__.get("_deployments_by_name")
+        if cached is None:
+            cached = {d.name: d for d in self.deployments}
+            self.__dict__["_deployments_by_name"] = cached
+        return cached
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute_env(node: Any, path: str, problems: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _substitute_env(v, join_path(path, k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute_env(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            value = os.environ.get(name)
+            if value is None:
+                if default is not None:
+                    return default
+                problems.append(f"{path}: environment variable {name} is not set")
+                return ""
+            return value
+
+        return _ENV.sub(replace, node)
+    return node
+
+
+def join_path(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+_TYPE_WORDS = {
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "list_type": "a list",
+    "tuple_type": "a list",
+}
+
+
+def describe_error(error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "missing required key"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind in _TYPE_WORDS:
+        return f"wrong type: expected {_TYPE_WORDS[kind]}, got {error['input']!r}"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    return f"{error['msg'][0].lower()}{error['msg'][1:]} (got {error['input']!r})"
+
+
+def _check_references(config: Config) -> list[str]:
+    problems: list[str] = []
+    names = [d.name for d in config.deployments]
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            problems.append(f"deployments[{i}].name: duplicate deployment name {name!r}")
+        seen.add(name)
+    for vname, vm in config.models.items():
+        if vname in seen:
+            problems.append(f"models.{vname}: name is also a deployment name; pick another")
+        for field in ("deployments", "fallbacks"):
+            for i, ref in enumerate(getattr(vm, field)):
+                if ref not in seen:
+                    problems.append(
+                        f"models.{vname}.{field}[{i}]: unknown deployment {ref!r} "
+                        f"(known: {', '.join(names)})"
+                    )
+    if not problems:
+        # Strategy options are validated by the strategy itself, with the same path style.
+        from pointsman.strategies import validate_options
+
+        for vname, vm in config.models.items():
+            problems.extend(validate_options(f"models.{vname}", vm, config))
+    return problems
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    """Validate a config mapping (as read from YAML); raise ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError([f"(top level): expected a mapping, got {type(data).__name__}"], source)
+    problems: list[str] = []
+    data = _substitute_env(data, "", problems)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            path = ""
+            for part in error["loc"]:
+                path = join_path(path, part)
+            problems.append(f"{path or '(top level)'}: {describe_error(error)}")
+        raise ConfigError(problems, source) from None
+    problems.extend(_check_references(config))
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def load_config(source: str | Path | dict[str, Any]) -> Config:
+    """Load and validate a config from a YAML file path or an already-parsed mapping."""
+    if isinstance(source, dict):
+        return parse_config(source)
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"(file): cannot read {path}: {exc.strerror}"], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"(yaml): {where}: {reason}"], str(path)) from None
+    return parse_config(data if data is not None else {}, str(path))
+

@@ -1,0 +1,84 @@
+"""Errors that reach a client: each knows its HTTP status and its OpenAI error type and code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PointsmanError(Exception):
+    """An error with an OpenAI-shaped body and an HTTP status."""
+
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
+
+
+class InvalidRequest(PointsmanError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationFailed(PointsmanError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(PointsmanError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class ModelNotFound(PointsmanError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class BodyTooLarge(PointsmanError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(PointsmanError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamFailed(PointsmanError):
+    """Every deployment of the plan failed; status 502, 503 or 504 says how."""
+
+    status = 503
+    type = "upstream_error"
+    code = "all_deployments_failed"
+
+
+class NoDeployment(PointsmanError):
+    """Policies removed every candidate: nothing may answer this request."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "no_eligible_deployment"

@@ -1,0 +1,354 @@
+"""The pipeline in one place: analyse, constrain, select, dispatch, record."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import aiohttp
+import orjson
+
+from pointsman.config import Config, Deployment, load_config
+from pointsman.decision import Decision
+from pointsman.dispatch import Dispatcher, Outcome, validate_chat_body
+from pointsman.errors import ModelNotFound, NoDeployment, PointsmanError
+from pointsman.policies import DEFAULT_POLICIES, apply_policies
+from pointsman.providers import Provider, UpstreamError, make_provider
+from pointsman.signals import Signals
+from pointsman.state import MemoryState
+from pointsman.store import RecordStore, default_db_path
+from pointsman.strategies import Strategy, build_strategy
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex[:24]
+
+
+def key_fingerprint(key: str | None) -> str | None:
+    """What the record keeps of a client key: enough to tell keys apart, never the key."""
+    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:12] if key else None
+
+
+@dataclass(slots=True)
+class Reply:
+    """A routed answer: JSON bytes, or a stream of SSE events (first one already received)."""
+
+    decision: Decision
+    headers: dict[str, str]
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
+
+
+@dataclass(slots=True)
+class _Call:
+    """Facts about one request that end up in its record."""
+
+    request_id: str
+    started: float
+    requested_model: str | None
+    key: str | None
+    user: str | None
+    stream: bool
+    ts: float = field(default_factory=time.time)
+
+
+class _Connections:
+    """One pooled keep-alive HTTP session (and the providers using it) per event loop."""
+
+    def __init__(self, config: Config) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300),
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+        )
+        self.providers: dict[str, Provider] = {
+            d.name: make_provider(d, self.session) for d in config.deployments
+        }
+
+
+class Router:
+    """Routes OpenAI-shaped chat requests to the configured deployments.
+
+    Build with `Router.from_config(path_or_dict)`; call `await acompletion(...)`,
+    `completion(...)` or `decide(...)`.
+    """
+
+    def __init__(self, config: Config, *, store: RecordStore | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.state = MemoryState()
+        self.policies = DEFAULT_POLICIES
+        self.strategies: dict[str, Strategy] = {
+            name: build_strategy(vm, config) for name, vm in config.models.items()
+        }
+        self._pools: dict[str, list[Deployment]] = {}
+        for name, vm in config.models.items():
+            names = [*vm.deployments, *sorted(self.strategies[name].referenced() - set(vm.deployments))]
+            names += [n for n in vm.fallbacks if n not in names]
+            self._pools[name] = [config.deployment(n) for n in names]
+        self._connections: dict[asyncio.AbstractEventLoop, _Connections] = {}
+        self.dispatcher = Dispatcher(config, self._provider, self.state)
+        self._sync_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_config(
+        cls, source: str | Path | dict[str, Any], *, db: str | Path | None = None
+    ) -> Router:
+        """A router from a YAML path or a config dict. Records go to `db`, else the config's
+        `store.path`, else the default under the user's data directory (unless disabled)."""
+        config = load_config(source)
+        store = None
+        if config.store.enabled:
+            path = db or config.store.path or default_db_path()
+            store = RecordStore(path, config.store.flush_interval_s)
+        return cls(config, store=store)
+
+    # -- analyse, constrain, select ---------------------------------------------------------
+
+    def route(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None,
+              request_id: str | None = None) -> tuple[Decision, Signals]:
+        model = body["model"]
+        decision = Decision(request_id or new_request_id(), model)
+        signals = Signals(body, headers)
+        if model in self.strategies:
+            strategy = self.strategies[model]
+            candidates = apply_policies(self._pools[model], signals, self.policies, decision.reasons)
+            if not candidates:
+                raise NoDeployment(
+                    f"no deployment of model {model!r} can serve this request: "
+                    + "; ".join(r.split(": ", 1)[1] for r in decision.reasons)
+                )
+            ranking = strategy.rank(candidates, signals)
+            alive = {d.name for d in candidates}
+            plan = list(dict.fromkeys(ranking.order))
+            plan += [n for n in self.config.models[model].fallbacks if n in alive and n not in plan]
+            decision.strategy, decision.reason = strategy.name, ranking.reason
+            decision.scores, decision.plan = ranking.scores, plan
+            decision.reasons.extend(ranking.notes)
+            if not plan:
+                raise NoDeployment(f"strategy {strategy.name!r} chose no deployment for model {model!r}")
+        elif model in self.config._by_name():
+            decision.strategy, decision.reason, decision.plan = "explicit", "deployment", [model]
+        else:
+            known = ", ".join([*self.config.models, *(d.name for d in self.config.deployments)])
+            raise ModelNotFound(f"model {model!r} does not exist (known models: {known})")
+        return decision, signals
+
+    def decide(self, request: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Decision:
+        """The decision for a chat request (an OpenAI-shaped dict), without calling any model."""
+        validate_chat_body(request)
+        return self.route(request, headers)[0]
+
+    # -- dispatch and record ----------------------------------------------------------------
+
+    def _provider(self, deployment: Deployment) -> Provider:
+        loop = asyncio.get_running_loop()
+        connections = self._connections.get(loop)
+        if connections is None:
+            connections = self._connections[loop] = _Connections(self.config)
+        return connections.providers[deployment.name]
+
+    async def handle(
+        self,
+        body: Any,
+        headers: Mapping[str, str] | None = None,
+        *,
+        request_id: str | None = None,
+        started: float | None = None,
+        key: str | None = None,
+    ) -> Reply:
+        """Route and dispatch one request body; always records it. Raises PointsmanError."""
+        call = _Call(
+            request_id or new_request_id(),
+            started if started is not None else perf_counter(),
+            body.get("model") if isinstance(body, dict) else None,
+            key,
+            body.get("user") if isinstance(body, dict) and isinstance(body.get("user"), str) else None,
+            bool(body.get("stream")) if isinstance(body, dict) else False,
+        )
+        decision: Decision | None = None
+        outcome = Outcome()
+        try:
+            validate_chat_body(body)
+            decision, _ = self.route(body, headers, call.request_id)
+            if call.stream:
+                first, rest = await self.dispatcher.open_stream(decision, body, outcome)
+                return Reply(
+                    decision,
+                    self._headers(decision, call, outcome),
+                    stream=self._relay(first, rest, decision, call, outcome),
+                )
+            completion = await self.dispatcher.complete(decision, body, outcome)
+            outcome.usage.prompt_tokens = completion.prompt_tokens
+            outcome.usage.completion_tokens = completion.completion_tokens
+            headers_out = self._headers(decision, call, outcome)
+            self._record(call, decision, outcome, 200, None)
+            return Reply(decision, headers_out, body=completion.body)
+        except PointsmanError as exc:
+            self._record(call, decision, outcome, exc.status, exc.message)
+            if decision is not None:
+                exc.headers.update(self._headers(decision, call, outcome))
+            raise
+
+    def _headers(self, decision: Decision, call: _Call, outcome: Outcome) -> dict[str, str]:
+        overhead = perf_counter() - call.started - outcome.upstream_s - outcome.waited_s
+        headers = {
+            "x-pointsman-route": decision.route,
+            "x-pointsman-request-id": call.request_id,
+            "x-pointsman-overhead-ms": f"{overhead * 1000:.2f}",
+        }
+        if decision.answered_by:
+            headers["x-pointsman-model"] = decision.answered_by
+        return headers
+
+    async def _relay(
+        self, first: bytes, rest: AsyncIterator[bytes], decision: Decision, call: _Call, outcome: Outcome
+    ) -> AsyncIterator[bytes]:
+        status, error = 200, None
+        try:
+            yield first
+            async for chunk in rest:
+                yield chunk
+        except UpstreamError as exc:
+            # Bytes already reached the client: end the stream with an error event the
+            # OpenAI client raises, never a silent truncation.
+            status, error = 502, f"stream interrupted: {exc.describe()}"
+            if decision.attempts:
+                decision.attempts[-1].error = error
+            yield b"data: " + orjson.dumps(
+                {"error": {"message": f"upstream {decision.answered_by} failed mid-stream: {exc.message}",
+                           "type": "upstream_error", "param": None, "code": "stream_interrupted"}}
+            ) + b"\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            status, error = 499, "client disconnected mid-stream"
+            raise
+        finally:
+            await rest.aclose()
+            self._record(call, decision, outcome, status, error)
+
+    def _record(
+        self, call: _Call, decision: Decision | None, outcome: Outcome, status: int, error: str | None
+    ) -> None:
+        if self.store is None:
+            return
+        total = perf_counter() - call.started
+        deployment = outcome.deployment
+        usage = outcome.usage
+        cost = deployment.cost(usage.prompt_tokens, usage.completion_tokens) if deployment else 0.0
+        self.store.add(
+            {
+                "request_id": call.request_id,
+                "ts": call.ts,
+                "api_key": key_fingerprint(call.key),
+                "user": call.user,
+                "requested_model": call.requested_model if isinstance(call.requested_model, str) else None,
+                "route": decision.route if decision else None,
+                "decision": (
+                    {k: v for k, v in decision.as_dict().items() if k != "attempts"} if decision else None
+                ),
+                "attempts": [
+                    {"deployment": a.deployment, "status": a.status, "error": a.error,
+                     "latency_ms": round(a.latency_ms, 3), "first_byte_ms": a.first_byte_ms}
+                    for a in decision.attempts
+                ] if decision else [],
+                "deployment": decision.answered_by if decision else None,
+                "status": status,
+                "error": error,
+                "stream": int(call.stream),
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cost": cost,
+                "latency_ms": total * 1000,
+                "upstream_ms": outcome.upstream_s * 1000,
+                "first_token_ms": outcome.first_byte_s * 1000 if outcome.first_byte_s is not None else None,
+                "overhead_ms": (total - outcome.upstream_s - outcome.waited_s) * 1000,
+            }
+        )
+
+    def record_rejection(self, exc: PointsmanError, *, request_id: str, started: float,
+                         key: str | None = None) -> None:
+        """Record a request refused before routing (bad JSON, too large, unauthorised)."""
+        call = _Call(request_id, started, None, key, None, False)
+        self._record(call, None, Outcome(), exc.status, exc.message)
+
+    # -- library face -------------------------------------------------------------------------
+
+    async def acompletion(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        stream: bool = False,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Any:
+        """Like the server's /v1/chat/completions: returns an `openai` ChatCompletion, or with
+        `stream=True` an async iterator of ChatCompletionChunk."""
+        from openai.types.chat import ChatCompletion
+
+        body = {"model": model, "messages": messages, **params}
+        if stream:
+            body["stream"] = True
+        reply = await self.handle(body, {k.lower(): v for k, v in (headers or {}).items()})
+        if reply.stream is not None:
+            return _chunks(reply.stream)
+        assert reply.body is not None
+        return ChatCompletion.model_validate_json(reply.body)
+
+    def completion(self, model: str, messages: list[dict[str, Any]], **params: Any) -> Any:
+        """Blocking `acompletion`; with `stream=True` returns a plain iterator of chunks."""
+        loop = self._loop()
+        result = asyncio.run_coroutine_threadsafe(self.acompletion(model, messages, **params), loop).result()
+        if not params.get("stream"):
+            return result
+        return _blocking_iter(result, loop)
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self._sync_loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="pointsman-sync", daemon=True).start()
+            self._sync_loop = loop
+        return self._sync_loop
+
+    async def aclose(self) -> None:
+        connections = self._connections.pop(asyncio.get_running_loop(), None)
+        if connections is not None:
+            await connections.session.close()
+
+    def close(self) -> None:
+        """Flush records and release connections made by `completion`."""
+        if self._sync_loop is not None:
+            asyncio.run_coroutine_threadsafe(self.aclose(), self._sync_loop).result()
+            self._sync_loop.call_soon_threadsafe(self._sync_loop.stop)
+            self._sync_loop = None
+        if self.store is not None:
+            self.store.close()
+
+
+async def _chunks(stream: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+    from openai import APIError
+    from openai.types.chat import ChatCompletionChunk
+
+    async for event in stream:
+        data = event[6:].strip()
+        if data == b"[DONE]":
+            return
+        parsed = orjson.loads(data)
+        if "error" in parsed:
+            raise APIError(parsed["error"]["message"], request=None, body=parsed["error"])  # type: ignore[arg-type]
+        yield ChatCompletionChunk.model_validate(parsed)
+
+
+def _blocking_iter(stream: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) -> Iterator[Any]:
+    while True:
+        try:
+            yield asyncio.run_coroutine_threadsafe(anext(stream), loop).result()  # type: ignore[arg-type]
+        except StopAsyncIteration:
+            return
