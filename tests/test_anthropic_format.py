@@ -217,7 +217,9 @@ def test_cache_control_on_parts_and_tools_is_kept() -> None:
         pytest.param(
             {
                 "messages": [
-                    user([{"type": "image_url", "image_url": {"url": "data:image/svg+xml;base64,"}}])
+                    user(
+                        [{"type": "image_url", "image_url": {"url": "data:image/svg+xml;base64,"}}]
+                    )
                 ]
             },
             "image type 'image/svg\\+xml' is not supported",
@@ -268,8 +270,18 @@ def test_tool_calls_and_results_round_trip_through_the_anthropic_shape() -> None
             "role": "assistant",
             "content": [
                 {"type": "text", "text": "Checking both."},
-                {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
-                {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Rome"}},
+                {
+                    "type": "tool_use",
+                    "id": "call_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                },
+                {
+                    "type": "tool_use",
+                    "id": "call_2",
+                    "name": "get_weather",
+                    "input": {"city": "Rome"},
+                },
             ],
         },
         {
@@ -516,7 +528,7 @@ data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":
 
 event: message_stop
 data: {"type":"message_stop"}
-"""
+"""  # noqa: E501 - recorded event lines are kept verbatim
 
 TOOL_STREAM = """\
 event: message_start
@@ -575,7 +587,7 @@ data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":
 
 event: message_stop
 data: {"type":"message_stop"}
-"""
+"""  # noqa: E501 - recorded event lines are kept verbatim
 
 
 def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
@@ -672,7 +684,8 @@ def test_error_event_in_stream_raises_upstream_stream_error() -> None:
     translator.feed(start, data)
     with pytest.raises(UpstreamStreamError) as raised:
         translator.feed(
-            "error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+            "error",
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
         )
     assert raised.value.error_type == "overloaded_error"
     assert raised.value.message == "Overloaded"
@@ -710,7 +723,9 @@ def error_body(message: str, error_type: str = "invalid_request_error") -> dict[
         (400, error_body("prompt is too long: 208310 tokens > 200000 maximum"), True),
         (
             400,
-            error_body("input length and `max_tokens` exceed context limit: 198000 + 8192 > 200000"),
+            error_body(
+                "input length and `max_tokens` exceed context limit: 198000 + 8192 > 200000"
+            ),
             True,
         ),
         (400, error_body("messages: roles must alternate"), False),
@@ -972,7 +987,9 @@ def anthropic_client_reading(events: list[tuple[str, dict[str, Any]]]) -> anthro
 
     transport = httpx2.MockTransport(respond)
     return anthropic.Anthropic(
-        api_key="test", base_url="http://router.test", http_client=httpx2.Client(transport=transport)
+        api_key="test",
+        base_url="http://router.test",
+        http_client=httpx2.Client(transport=transport),
     )
 
 

@@ -80,7 +80,7 @@ _WORD = re.compile(r"\s*\S+")
 
 
 def _measure(content: Any) -> tuple[int, int]:
-    """(characters of text, number of images) in a message content, system prompt or tool result."""
+    # (characters of text, images) in a message content, a system prompt or a tool result.
     if isinstance(content, str):
         return len(content), 0
     chars = images = 0
@@ -101,9 +101,7 @@ def _measure(content: Any) -> tuple[int, int]:
     return chars, images
 
 
-def estimate_prompt_tokens(body: Json) -> int:
-    """Prompt tokens as the fake counts them: characters of all message text / 4, rounded up,
-    plus 85 per image."""
+def _estimate_prompt_tokens(body: Json) -> int:
     chars, images = _measure(body.get("system"))
     for message in body.get("messages") or ():
         if not isinstance(message, dict):
@@ -139,7 +137,7 @@ def _default_reply(name: str, messages: list[Any]) -> str:
 
 @dataclass(slots=True)
 class _Answer:
-    """What the simulated model says, before a dialect renders it."""
+    # What the simulated model says, before a dialect renders it.
 
     ident: int
     model: str
@@ -157,12 +155,12 @@ class _Answer:
 
 
 def _compose(
-    name: str, body: Json, behaviour: Behaviour, tool: str | None, prompt_tokens: int,
-    max_tokens: int | None, ident: int,
+    name: str, body: Json, behaviour: Behaviour, dialect: _Dialect, prompt_tokens: int, ident: int
 ) -> _Answer:
     model = body.get("model")
     model = model if isinstance(model, str) else name
-    if tool is not None and behaviour.tool_call:
+    tool = dialect.tool(body) if behaviour.tool_call else None
+    if tool is not None:
         return _Answer(
             ident, model, [], "tool", tool, behaviour.tool_arguments, prompt_tokens,
             _TOOL_CALL_TOKENS, behaviour.logprob,
@@ -170,6 +168,7 @@ def _compose(
     reply = behaviour.reply
     pieces = _WORD.findall(reply if reply is not None else _default_reply(name, body["messages"]))
     finish = "stop"
+    max_tokens = dialect.max_tokens(body)
     if max_tokens is not None and max_tokens < len(pieces):
         pieces = pieces[: max(max_tokens, 0)]
         finish = "length"
@@ -185,7 +184,7 @@ def _slices(text: str, size: int = 8) -> list[str]:
 
 @dataclass(slots=True)
 class _Frames:
-    """A streamed answer: `content` holds one frame per word (or argument slice)."""
+    # A streamed answer; `content` holds one frame per word (or tool-argument slice).
 
     head: list[bytes]
     content: list[bytes]
@@ -584,7 +583,7 @@ class FakeUpstream:
     def _arrive(
         self, name: str, request: web.BaseRequest, body: Json, generating: bool
     ) -> tuple[Behaviour, bool]:
-        """Count and record a request; return the behaviour it meets and whether it fails."""
+        # Count and record a request; return the behaviour it meets and whether it fails.
         with self._lock:
             deployment = self._deployment(name)
             deployment.calls += 1
@@ -642,14 +641,11 @@ class FakeUpstream:
         invalid = dialect.invalid(body)
         if invalid is not None:
             return _json(400, invalid)
-        prompt_tokens = estimate_prompt_tokens(body)
+        prompt_tokens = _estimate_prompt_tokens(body)
         window = behaviour.context_window
         if window is not None and prompt_tokens > window:
             return _json(400, dialect.context_error(prompt_tokens, window))
-        answer = _compose(
-            name, body, behaviour, dialect.tool(body), prompt_tokens, dialect.max_tokens(body),
-            next(self._ids),
-        )
+        answer = _compose(name, body, behaviour, dialect, prompt_tokens, next(self._ids))
         if body.get("stream") is True:
             return await self._stream(request, dialect.frames(answer, body), behaviour)
         return _json(200, dialect.render(answer, body))
