@@ -29,7 +29,9 @@ def upstream(_upstream_server: FakeUpstream) -> FakeUpstream:
     return _upstream_server
 
 
-def deployment(upstream: FakeUpstream, name: str, provider: str = "openai", **fields: Any) -> dict[str, Any]:
+def deployment(
+    upstream: FakeUpstream, name: str, provider: str = "openai", **fields: Any
+) -> dict[str, Any]:
     """A config entry for simulated deployment `name` on the fake upstream."""
     base = f"{upstream.url}/{name}" + ("/v1" if provider == "openai" else "")
     entry: dict[str, Any] = {

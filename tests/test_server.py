@@ -62,7 +62,9 @@ def test_streaming_answer_arrives_in_chunks_with_usage(upstream, serve):
 
 def test_stream_without_usage_request_still_costed_but_client_sees_no_usage_chunk(upstream, serve):
     server = serve(two_deployments(upstream))
-    chunks = list(server.client().chat.completions.create(model="auto", messages=HELLO, stream=True))
+    chunks = list(
+        server.client().chat.completions.create(model="auto", messages=HELLO, stream=True)
+    )
     assert all(c.choices for c in chunks)
     assert all(getattr(c, "usage", None) is None for c in chunks)
     record = server.records()[-1]
@@ -73,12 +75,16 @@ def test_tools_pass_through_and_tool_calls_come_back(upstream, serve):
     server = serve(two_deployments(upstream))
     upstream.set("primary", Behaviour(tool_arguments='{"city": "Oslo"}'))
     answer = server.client().chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": "weather in Oslo?"}],
-        tools=[TOOL], tool_choice="auto",
+        model="auto",
+        messages=[{"role": "user", "content": "weather in Oslo?"}],
+        tools=[TOOL],
+        tool_choice="auto",
     )
     call = answer.choices[0].message.tool_calls[0]
     assert answer.choices[0].finish_reason == "tool_calls"
-    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Oslo"}
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {
+        "city": "Oslo"
+    }
     sent = upstream.requests("primary")[0].body
     assert sent["tools"] == [TOOL] and sent["tool_choice"] == "auto"
 
@@ -86,7 +92,9 @@ def test_tools_pass_through_and_tool_calls_come_back(upstream, serve):
 def test_unknown_fields_and_response_format_reach_openai_upstreams(upstream, serve):
     server = serve(two_deployments(upstream))
     server.client().chat.completions.create(
-        model="auto", messages=HELLO, response_format={"type": "json_object"},
+        model="auto",
+        messages=HELLO,
+        response_format={"type": "json_object"},
         extra_body={"custom_vendor_flag": {"x": 1}, "top_k": 5},
     )
     sent = upstream.requests("primary")[0].body
@@ -104,7 +112,8 @@ def test_image_request_reaches_only_a_vision_deployment(upstream, serve):
     }
     server = serve(config)
     raw = server.client().chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": [{"type": "text", "text": "what is it?"}, IMAGE]}]
+        model="auto",
+        messages=[{"role": "user", "content": [{"type": "text", "text": "what is it?"}, IMAGE]}],
     )
     assert raw.headers["x-pointsman-model"] == "seeing"
     assert upstream.calls("text-only") == 0
@@ -122,7 +131,9 @@ def test_tool_request_skips_deployments_without_tools(upstream, serve):
         "models": {"auto": {"deployments": ["plain", "agentic"]}},
     }
     server = serve(config)
-    raw = server.client().chat.completions.with_raw_response.create(model="auto", messages=HELLO, tools=[TOOL])
+    raw = server.client().chat.completions.with_raw_response.create(
+        model="auto", messages=HELLO, tools=[TOOL]
+    )
     assert raw.headers["x-pointsman-model"] == "agentic" and upstream.calls("plain") == 0
 
 
@@ -136,7 +147,9 @@ def test_oversized_prompt_skips_small_context_windows(upstream, serve):
     }
     server = serve(config)
     long_prompt = [{"role": "user", "content": "word " * 2000}]
-    raw = server.client().chat.completions.with_raw_response.create(model="auto", messages=long_prompt)
+    raw = server.client().chat.completions.with_raw_response.create(
+        model="auto", messages=long_prompt
+    )
     assert raw.headers["x-pointsman-model"] == "large" and upstream.calls("small") == 0
 
 
@@ -220,7 +233,9 @@ def test_short_retry_after_is_waited_out_when_the_deployment_allows_a_retry(upst
 def test_stream_fails_over_when_the_upstream_fails_before_the_first_byte(upstream, serve):
     server = serve(two_deployments(upstream))
     upstream.set("primary", Behaviour(fail_after_chunks=0))
-    stream = server.client().chat.completions.with_raw_response.create(model="auto", messages=HELLO, stream=True)
+    stream = server.client().chat.completions.with_raw_response.create(
+        model="auto", messages=HELLO, stream=True
+    )
     assert stream.headers["x-pointsman-model"] == "backup"
     text = "".join(c.choices[0].delta.content or "" for c in stream.parse())
     assert text.startswith("Simulated answer from backup")
@@ -231,13 +246,17 @@ def test_stream_fails_over_on_a_slow_first_token(upstream, serve):
     config["deployments"][0]["timeouts"] = {"first_byte": 0.3}
     server = serve(config)
     upstream.set("primary", Behaviour(latency_s=3))
-    stream = server.client().chat.completions.with_raw_response.create(model="auto", messages=HELLO, stream=True)
+    stream = server.client().chat.completions.with_raw_response.create(
+        model="auto", messages=HELLO, stream=True
+    )
     assert stream.headers["x-pointsman-model"] == "backup"
 
 
 def test_failure_mid_stream_raises_in_the_client_and_is_recorded_as_failed(upstream, serve):
     server = serve(two_deployments(upstream))
-    upstream.set("primary", Behaviour(fail_after_chunks=2, reply="one two three four five six seven"))
+    upstream.set(
+        "primary", Behaviour(fail_after_chunks=2, reply="one two three four five six seven")
+    )
     stream = server.client().chat.completions.create(model="auto", messages=HELLO, stream=True)
     received = []
     with pytest.raises(openai.APIError, match="mid-stream"):
@@ -322,8 +341,12 @@ def test_unknown_model_is_404(upstream, serve):
     assert "gpt-17" in caught.value.message and caught.value.body["code"] == "model_not_found"
 
 
-def _post(url: str, data: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json", **(headers or {})})
+def _post(
+    url: str, data: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=data, headers={"content-type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -335,7 +358,9 @@ def test_malformed_json_is_400_in_openai_shape(upstream, serve):
     server = serve(two_deployments(upstream))
     status, body = _post(f"{server.url}/v1/chat/completions", b'{"model": "auto", "messages": [')
     assert status == 400
-    assert body["error"]["type"] == "invalid_request_error" and body["error"]["code"] == "invalid_json"
+    assert (
+        body["error"]["type"] == "invalid_request_error" and body["error"]["code"] == "invalid_json"
+    )
     assert "not valid JSON" in body["error"]["message"]
     assert server.records()[-1]["status"] == 400
 
@@ -360,7 +385,9 @@ def test_oversized_body_is_413(upstream, serve):
     config["server"] = {"max_body_bytes": 2000}
     server = serve(config)
     with pytest.raises(openai.APIStatusError) as caught:
-        server.client().chat.completions.create(model="auto", messages=[{"role": "user", "content": "x" * 5000}])
+        server.client().chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "x" * 5000}]
+        )
     assert caught.value.status_code == 413 and "2000 bytes" in caught.value.message
     assert upstream.calls("primary") == 0
 
@@ -405,8 +432,17 @@ def test_every_request_gets_a_record_with_cost_from_configured_prices(upstream, 
     assert [r["status"] for r in records] == [200, 404]
     ok = records[0]
     usage = answer.usage
-    assert ok["prompt_tokens"] == usage.prompt_tokens and ok["completion_tokens"] == usage.completion_tokens
-    assert ok["cost"] == pytest.approx((usage.prompt_tokens * 3.0 + usage.completion_tokens * 15.0) / 1e6)
-    assert ok["requested_model"] == "auto" and ok["deployment"] == "primary" and ok["route"] == "ordered:order"
+    assert (
+        ok["prompt_tokens"] == usage.prompt_tokens
+        and ok["completion_tokens"] == usage.completion_tokens
+    )
+    assert ok["cost"] == pytest.approx(
+        (usage.prompt_tokens * 3.0 + usage.completion_tokens * 15.0) / 1e6
+    )
+    assert (
+        ok["requested_model"] == "auto"
+        and ok["deployment"] == "primary"
+        and ok["route"] == "ordered:order"
+    )
     assert ok["latency_ms"] >= ok["upstream_ms"] > 0 and ok["overhead_ms"] >= 0
     assert records[1]["requested_model"] == "nope" and "does not exist" in records[1]["error"]

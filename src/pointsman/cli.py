@@ -42,8 +42,14 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"pointsman {__version__}: serving on http://{host}:{port}/v1", file=sys.stderr)
     try:
         uvicorn.run(
-            create_app(router), host=host, port=port, log_level=args.log_level,
-            access_log=False, http="httptools", loop="auto", workers=1,
+            create_app(router),
+            host=host,
+            port=port,
+            log_level=args.log_level,
+            access_log=False,
+            http="httptools",
+            loop="auto",
+            workers=1,
         )
     finally:
         if upstream is not None:
@@ -82,15 +88,31 @@ def _logs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"{len(records)} most recent requests ({db})")
-    for column in ("time", "request id", "model", "route", "answered by", "status", "tokens", "cost $",
-                   "ms", "error"):
+    for column in (
+        "time",
+        "request id",
+        "model",
+        "route",
+        "answered by",
+        "status",
+        "tokens",
+        "cost $",
+        "ms",
+        "error",
+    ):
         table.add_column(column)
     for r in records:
         table.add_row(
-            time.strftime("%H:%M:%S", time.localtime(r["ts"])), r["request_id"], r["requested_model"] or "",
-            r["route"] or "", r["deployment"] or "", str(r["status"]),
-            f"{r['prompt_tokens']}/{r['completion_tokens']}", f"{r['cost']:.6f}",
-            f"{r['latency_ms']:.0f}", (r["error"] or "")[:60],
+            time.strftime("%H:%M:%S", time.localtime(r["ts"])),
+            r["request_id"],
+            r["requested_model"] or "",
+            r["route"] or "",
+            r["deployment"] or "",
+            str(r["status"]),
+            f"{r['prompt_tokens']}/{r['completion_tokens']}",
+            f"{r['cost']:.6f}",
+            f"{r['latency_ms']:.0f}",
+            (r["error"] or "")[:60],
         )
     Console().print(table)
     return 0
@@ -115,7 +137,9 @@ def _route(args: argparse.Namespace) -> int:
         return 2
     router.store = None
     try:
-        decision = router.decide({"model": args.model, "messages": [{"role": "user", "content": args.prompt}]})
+        decision = router.decide(
+            {"model": args.model, "messages": [{"role": "user", "content": args.prompt}]}
+        )
     except PointsmanError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
@@ -175,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     route = sub.add_parser("route", help="show where a prompt would go, without calling a model")
     route.add_argument("prompt")
     route.add_argument("--config", help="config YAML (default: the bundled demo setup)")
-    route.add_argument("--model", default="auto", help="virtual model or deployment (default: auto)")
+    route.add_argument(
+        "--model", default="auto", help="virtual model or deployment (default: auto)"
+    )
     route.add_argument("--explain", action="store_true", help="print every reason")
     route.add_argument("--json", action="store_true")
     route.set_defaults(func=_route)

@@ -79,7 +79,9 @@ class Deployment(_Strict):
     @classmethod
     def _known_provider(cls, value: str) -> str:
         if value not in PROVIDERS:
-            raise ValueError(f"unknown provider {value!r} (expected one of: {', '.join(PROVIDERS)})")
+            raise ValueError(
+                f"unknown provider {value!r} (expected one of: {', '.join(PROVIDERS)})"
+            )
         return value
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
@@ -262,4 +264,3 @@ def load_config(source: str | Path | dict[str, Any]) -> Config:
         reason = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"(yaml): {where}: {reason}"], str(path)) from None
     return parse_config(data if data is not None else {}, str(path))
-

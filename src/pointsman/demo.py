@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from contextlib import nullcontext
 import time
+from contextlib import nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -84,19 +84,52 @@ def workload() -> list[dict[str, Any]]:
     ]
     requests: list[dict[str, Any]] = []
     for i, prompt in enumerate(chat * 2):
-        requests.append({"model": "auto", "messages": [{"role": "user", "content": prompt}],
-                         "stream": i % 3 == 0})
+        requests.append(
+            {
+                "model": "auto",
+                "messages": [{"role": "user", "content": prompt}],
+                "stream": i % 3 == 0,
+            }
+        )
     for prompt in code:
         requests.append({"model": "auto", "messages": [{"role": "user", "content": prompt}]})
     for prompt in reasoning:
-        requests.append({"model": "auto", "messages": [{"role": "user", "content": prompt}], "stream": True})
-    requests.append({"model": "auto", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "What is in this picture?"},
-        {"type": "image_url", "image_url": {"url": IMAGE}}]}]})
-    requests.append({"model": "auto", "messages": [{"role": "user", "content":
-        "Summarise this contract:\n" + "The party of the first part shall deliver goods. " * 600}]})
-    requests.append({"model": "auto", "tools": [WEATHER_TOOL],
-                     "messages": [{"role": "user", "content": "What's the weather in Oslo?"}]})
+        requests.append(
+            {"model": "auto", "messages": [{"role": "user", "content": prompt}], "stream": True}
+        )
+    requests.append(
+        {
+            "model": "auto",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is in this picture?"},
+                        {"type": "image_url", "image_url": {"url": IMAGE}},
+                    ],
+                }
+            ],
+        }
+    )
+    requests.append(
+        {
+            "model": "auto",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": "Summarise this contract:\n"
+                    + "The party of the first part shall deliver goods. " * 600,
+                }
+            ],
+        }
+    )
+    requests.append(
+        {
+            "model": "auto",
+            "tools": [WEATHER_TOOL],
+            "messages": [{"role": "user", "content": "What's the weather in Oslo?"}],
+        }
+    )
     for prompt in chat[:4]:
         requests.append({"model": "fast", "messages": [{"role": "user", "content": prompt}]})
     return requests
@@ -117,7 +150,9 @@ def run_demo(json_output: bool = False) -> int:
         db = Path(tmp) / "demo.db"
         router = Router.from_config(demo_config_path(), db=db)
         server = ServerThread(router).start()
-        console.print(f"[bold]pointsman demo[/]: server on {server.url}, simulated upstreams on {upstream.url}")
+        console.print(
+            f"[bold]pointsman demo[/]: server on {server.url}, simulated upstreams on {upstream.url}"
+        )
         client = OpenAI(base_url=f"{server.url}/v1", api_key="demo", max_retries=0)
         requests = workload()
         started = time.perf_counter()
@@ -128,7 +163,10 @@ def run_demo(json_output: bool = False) -> int:
                 try:
                     if params.pop("stream", False):
                         for _ in client.chat.completions.create(
-                            model=request["model"], messages=request["messages"], stream=True, **params
+                            model=request["model"],
+                            messages=request["messages"],
+                            stream=True,
+                            **params,
                         ):
                             pass
                     else:
@@ -154,8 +192,12 @@ def run_demo(json_output: bool = False) -> int:
     for column in ("deployment", "requests", "share", "cost $"):
         table.add_column(column, justify="left" if column == "deployment" else "right")
     for name, row in sorted(summary["deployments"].items(), key=lambda kv: -kv[1]["requests"]):
-        table.add_row(name, str(row["requests"]), f"{row['requests'] / max(1, summary['answered']):.0%}",
-                      f"{row['cost']:.6f}")
+        table.add_row(
+            name,
+            str(row["requests"]),
+            f"{row['requests'] / max(1, summary['answered']):.0%}",
+            f"{row['cost']:.6f}",
+        )
     console.print(table)
     console.print(
         f"{summary['answered']} of {len(requests)} requests answered in {elapsed:.1f}s; "
@@ -180,7 +222,9 @@ def summarise(records: list[dict[str, Any]], premium_price: Any) -> dict[str, An
         row["requests"] += 1
         row["cost"] += r["cost"]
         cost += r["cost"]
-        premium_cost += (r["prompt_tokens"] * premium_price.input + r["completion_tokens"] * premium_price.output) / 1e6
+        premium_cost += (
+            r["prompt_tokens"] * premium_price.input + r["completion_tokens"] * premium_price.output
+        ) / 1e6
         failed = [a for a in r["attempts"] if a["error"]]
         failed_attempts += len(failed)
         fallbacks += 1 if failed else 0

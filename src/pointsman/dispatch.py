@@ -44,13 +44,17 @@ class _Walk:
 
 
 class Dispatcher:
-    def __init__(self, config: Config, provider: Callable[[Deployment], Provider], state: MemoryState):
+    def __init__(
+        self, config: Config, provider: Callable[[Deployment], Provider], state: MemoryState
+    ):
         self.config = config
         self.settings = config.router
         self.provider = provider
         self.state = state
 
-    async def complete(self, decision: Decision, body: dict[str, Any], outcome: Outcome) -> Completion:
+    async def complete(
+        self, decision: Decision, body: dict[str, Any], outcome: Outcome
+    ) -> Completion:
         walk = _Walk()
         async for deployment in self._walk(decision, outcome, walk):
             started = perf_counter()
@@ -114,7 +118,9 @@ class Dispatcher:
             deployment = self.config.deployment(name)
             cooling = self.state.cooling_for(name)
             if cooling > 0:
-                decision.reasons.append(f"dispatch: skipped {name}: cooling down for {cooling:.1f}s")
+                decision.reasons.append(
+                    f"dispatch: skipped {name}: cooling down for {cooling:.1f}s"
+                )
                 continue
             if deployment.context_window <= walk.min_window:
                 decision.reasons.append(
@@ -139,7 +145,9 @@ class Dispatcher:
                     )
                 return
 
-    def _failed(self, attempt: Attempt, exc: UpstreamError, started: float, outcome: Outcome) -> None:
+    def _failed(
+        self, attempt: Attempt, exc: UpstreamError, started: float, outcome: Outcome
+    ) -> None:
         elapsed = perf_counter() - started
         attempt.status = exc.status
         attempt.error = exc.describe()
@@ -164,21 +172,31 @@ class Dispatcher:
             wait = exc.retry_after
             # Every request skips it until Retry-After has passed; this one may wait a short
             # Retry-After out in place if the deployment allows retries.
-            self.state.cool_down(deployment.name, wait if wait is not None else self.settings.cooldown_s)
+            self.state.cool_down(
+                deployment.name, wait if wait is not None else self.settings.cooldown_s
+            )
             if wait is not None and wait <= self.settings.max_retry_wait_s:
                 walk.retry_wait = wait
             return
         attempt_no = sum(1 for a in decision.attempts if a.deployment == deployment.name)
-        backoff = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt_no - 1))
+        backoff = min(
+            self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt_no - 1)
+        )
         # Full jitter keeps many clients from retrying in lockstep.
         walk.retry_wait = random.uniform(0, backoff)
 
     def _exhausted(self, decision: Decision) -> PointsmanError:
         tried = "; ".join(f"{a.deployment}: {a.error}" for a in decision.attempts)
-        skipped = [r.removeprefix("dispatch: ") for r in decision.reasons if r.startswith("dispatch: skipped")]
+        skipped = [
+            r.removeprefix("dispatch: ")
+            for r in decision.reasons
+            if r.startswith("dispatch: skipped")
+        ]
         detail = "; ".join(filter(None, [tried, *skipped])) or "nothing could be tried"
         message = f"all deployments failed for model {decision.requested_model!r}: {detail}"
-        if decision.attempts and all(a.error and a.error.startswith("timeout") for a in decision.attempts):
+        if decision.attempts and all(
+            a.error and a.error.startswith("timeout") for a in decision.attempts
+        ):
             return UpstreamFailed(message, status=504, code="upstream_timeout")
         waits = [self.state.cooling_for(name) for name in decision.plan]
         waits = [w for w in waits if w > 0]
@@ -201,12 +219,18 @@ def validate_chat_body(body: Any) -> None:
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     if not isinstance(body.get("model"), str) or not body["model"]:
-        raise InvalidRequest("'model' is required and must be a non-empty string", code="missing_model")
+        raise InvalidRequest(
+            "'model' is required and must be a non-empty string", code="missing_model"
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' is required and must be a non-empty array", code="invalid_messages")
+        raise InvalidRequest(
+            "'messages' is required and must be a non-empty array", code="invalid_messages"
+        )
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidRequest(f"messages[{i}] must be an object with a string 'role'", code="invalid_messages")
+            raise InvalidRequest(
+                f"messages[{i}] must be an object with a string 'role'", code="invalid_messages"
+            )
     if "stream" in body and not isinstance(body["stream"], bool):
         raise InvalidRequest("'stream' must be true or false", code="invalid_stream")

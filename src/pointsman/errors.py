@@ -29,7 +29,9 @@ class PointsmanError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
+        return {
+            "error": {"message": self.message, "type": self.type, "param": None, "code": self.code}
+        }
 
 
 class InvalidRequest(PointsmanError):

@@ -90,7 +90,10 @@ class Router:
         }
         self._pools: dict[str, list[Deployment]] = {}
         for name, vm in config.models.items():
-            names = [*vm.deployments, *sorted(self.strategies[name].referenced() - set(vm.deployments))]
+            names = [
+                *vm.deployments,
+                *sorted(self.strategies[name].referenced() - set(vm.deployments)),
+            ]
             names += [n for n in vm.fallbacks if n not in names]
             self._pools[name] = [config.deployment(n) for n in names]
         self._connections: dict[asyncio.AbstractEventLoop, _Connections] = {}
@@ -112,14 +115,20 @@ class Router:
 
     # -- analyse, constrain, select ---------------------------------------------------------
 
-    def route(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None,
-              request_id: str | None = None) -> tuple[Decision, Signals]:
+    def route(
+        self,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> tuple[Decision, Signals]:
         model = body["model"]
         decision = Decision(request_id or new_request_id(), model)
         signals = Signals(body, headers)
         if model in self.strategies:
             strategy = self.strategies[model]
-            candidates = apply_policies(self._pools[model], signals, self.policies, decision.reasons)
+            candidates = apply_policies(
+                self._pools[model], signals, self.policies, decision.reasons
+            )
             if not candidates:
                 raise NoDeployment(
                     f"no deployment of model {model!r} can serve this request: "
@@ -133,7 +142,9 @@ class Router:
             decision.scores, decision.plan = ranking.scores, plan
             decision.reasons.extend(ranking.notes)
             if not plan:
-                raise NoDeployment(f"strategy {strategy.name!r} chose no deployment for model {model!r}")
+                raise NoDeployment(
+                    f"strategy {strategy.name!r} chose no deployment for model {model!r}"
+                )
         elif model in self.config._by_name():
             decision.strategy, decision.reason, decision.plan = "explicit", "deployment", [model]
         else:
@@ -141,7 +152,9 @@ class Router:
             raise ModelNotFound(f"model {model!r} does not exist (known models: {known})")
         return decision, signals
 
-    def decide(self, request: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Decision:
+    def decide(
+        self, request: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> Decision:
         """The decision for a chat request (an OpenAI-shaped dict), without calling any model."""
         validate_chat_body(request)
         return self.route(request, headers)[0]
@@ -170,7 +183,9 @@ class Router:
             started if started is not None else perf_counter(),
             body.get("model") if isinstance(body, dict) else None,
             key,
-            body.get("user") if isinstance(body, dict) and isinstance(body.get("user"), str) else None,
+            body.get("user")
+            if isinstance(body, dict) and isinstance(body.get("user"), str)
+            else None,
             bool(body.get("stream")) if isinstance(body, dict) else False,
         )
         decision: Decision | None = None
@@ -209,7 +224,12 @@ class Router:
         return headers
 
     async def _relay(
-        self, first: bytes, rest: AsyncIterator[bytes], decision: Decision, call: _Call, outcome: Outcome
+        self,
+        first: bytes,
+        rest: AsyncIterator[bytes],
+        decision: Decision,
+        call: _Call,
+        outcome: Outcome,
     ) -> AsyncIterator[bytes]:
         status, error = 200, None
         try:
@@ -222,10 +242,20 @@ class Router:
             status, error = 502, f"stream interrupted: {exc.describe()}"
             if decision.attempts:
                 decision.attempts[-1].error = error
-            yield b"data: " + orjson.dumps(
-                {"error": {"message": f"upstream {decision.answered_by} failed mid-stream: {exc.message}",
-                           "type": "upstream_error", "param": None, "code": "stream_interrupted"}}
-            ) + b"\n\n"
+            yield (
+                b"data: "
+                + orjson.dumps(
+                    {
+                        "error": {
+                            "message": f"upstream {decision.answered_by} failed mid-stream: {exc.message}",
+                            "type": "upstream_error",
+                            "param": None,
+                            "code": "stream_interrupted",
+                        }
+                    }
+                )
+                + b"\n\n"
+            )
         except (asyncio.CancelledError, GeneratorExit):
             status, error = 499, "client disconnected mid-stream"
             raise
@@ -234,7 +264,12 @@ class Router:
             self._record(call, decision, outcome, status, error)
 
     def _record(
-        self, call: _Call, decision: Decision | None, outcome: Outcome, status: int, error: str | None
+        self,
+        call: _Call,
+        decision: Decision | None,
+        outcome: Outcome,
+        status: int,
+        error: str | None,
     ) -> None:
         if self.store is None:
             return
@@ -248,16 +283,27 @@ class Router:
                 "ts": call.ts,
                 "api_key": key_fingerprint(call.key),
                 "user": call.user,
-                "requested_model": call.requested_model if isinstance(call.requested_model, str) else None,
+                "requested_model": call.requested_model
+                if isinstance(call.requested_model, str)
+                else None,
                 "route": decision.route if decision else None,
                 "decision": (
-                    {k: v for k, v in decision.as_dict().items() if k != "attempts"} if decision else None
+                    {k: v for k, v in decision.as_dict().items() if k != "attempts"}
+                    if decision
+                    else None
                 ),
                 "attempts": [
-                    {"deployment": a.deployment, "status": a.status, "error": a.error,
-                     "latency_ms": round(a.latency_ms, 3), "first_byte_ms": a.first_byte_ms}
+                    {
+                        "deployment": a.deployment,
+                        "status": a.status,
+                        "error": a.error,
+                        "latency_ms": round(a.latency_ms, 3),
+                        "first_byte_ms": a.first_byte_ms,
+                    }
                     for a in decision.attempts
-                ] if decision else [],
+                ]
+                if decision
+                else [],
                 "deployment": decision.answered_by if decision else None,
                 "status": status,
                 "error": error,
@@ -267,13 +313,16 @@ class Router:
                 "cost": cost,
                 "latency_ms": total * 1000,
                 "upstream_ms": outcome.upstream_s * 1000,
-                "first_token_ms": outcome.first_byte_s * 1000 if outcome.first_byte_s is not None else None,
+                "first_token_ms": outcome.first_byte_s * 1000
+                if outcome.first_byte_s is not None
+                else None,
                 "overhead_ms": (total - outcome.upstream_s - outcome.waited_s) * 1000,
             }
         )
 
-    def record_rejection(self, exc: PointsmanError, *, request_id: str, started: float,
-                         key: str | None = None) -> None:
+    def record_rejection(
+        self, exc: PointsmanError, *, request_id: str, started: float, key: str | None = None
+    ) -> None:
         """Record a request refused before routing (bad JSON, too large, unauthorised)."""
         call = _Call(request_id, started, None, key, None, False)
         self._record(call, None, Outcome(), exc.status, exc.message)
@@ -305,7 +354,9 @@ class Router:
     def completion(self, model: str, messages: list[dict[str, Any]], **params: Any) -> Any:
         """Blocking `acompletion`; with `stream=True` returns a plain iterator of chunks."""
         loop = self._loop()
-        result = asyncio.run_coroutine_threadsafe(self.acompletion(model, messages, **params), loop).result()
+        result = asyncio.run_coroutine_threadsafe(
+            self.acompletion(model, messages, **params), loop
+        ).result()
         if not params.get("stream"):
             return result
         return _blocking_iter(result, loop)

@@ -40,7 +40,9 @@ def create_app(router: Router) -> Starlette:
 
     def authenticate(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
+        token = (
+            auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
+        )
         if not keys:
             return token or None
         if not token:
@@ -52,7 +54,9 @@ def create_app(router: Router) -> Starlette:
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+            raise BodyTooLarge(
+                f"request body of {declared} bytes exceeds the limit of {limit} bytes"
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -71,7 +75,9 @@ def create_app(router: Router) -> Starlette:
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
-                raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+                raise InvalidRequest(
+                    f"request body is not valid JSON: {exc}", code="invalid_json"
+                ) from None
         except PointsmanError as exc:
             router.record_rejection(exc, request_id=request_id, started=started, key=key)
             return error_response(exc, request_id)
@@ -92,13 +98,31 @@ def create_app(router: Router) -> Starlette:
     async def models(request: Request) -> Response:
         created = int(time.time())
         data = [
-            {"id": name, "object": "model", "created": created, "owned_by": "pointsman",
-             "pointsman": {"kind": "virtual", "strategy": vm.strategy, "description": vm.description}}
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "pointsman",
+                "pointsman": {
+                    "kind": "virtual",
+                    "strategy": vm.strategy,
+                    "description": vm.description,
+                },
+            }
             for name, vm in router.config.models.items()
         ] + [
-            {"id": d.name, "object": "model", "created": created, "owned_by": d.provider,
-             "pointsman": {"kind": "deployment", "model": d.model, "region": d.region,
-                           "context_window": d.context_window}}
+            {
+                "id": d.name,
+                "object": "model",
+                "created": created,
+                "owned_by": d.provider,
+                "pointsman": {
+                    "kind": "deployment",
+                    "model": d.model,
+                    "region": d.region,
+                    "context_window": d.context_window,
+                },
+            }
             for d in router.config.deployments
         ]
         return _json({"object": "list", "data": data})
@@ -115,20 +139,29 @@ def create_app(router: Router) -> Starlette:
         available = len(router.config.deployments) - len(cooling)
         status = 200 if available else 503
         return _json(
-            {"status": "ready" if available else "unavailable", "deployments": len(router.config.deployments),
-             "cooling_down": cooling, "records": router.store is not None},
+            {
+                "status": "ready" if available else "unavailable",
+                "deployments": len(router.config.deployments),
+                "cooling_down": cooling,
+                "records": router.store is not None,
+            },
             status,
         )
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return error_response(
-            PointsmanError(f"no route for {request.method} {request.url.path}", status=404, code="not_found")
+            PointsmanError(
+                f"no route for {request.method} {request.url.path}", status=404, code="not_found"
+            )
         )
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
         return error_response(
-            PointsmanError(f"method {request.method} not allowed on {request.url.path}", status=405,
-                           code="method_not_allowed")
+            PointsmanError(
+                f"method {request.method} not allowed on {request.url.path}",
+                status=405,
+                code="method_not_allowed",
+            )
         )
 
     @asynccontextmanager
@@ -165,8 +198,12 @@ class ServerThread:
         self._socket.bind((host, port))
         self.host, self.port = self._socket.getsockname()[:2]
         config = uvicorn.Config(
-            create_app(router), log_level="warning", access_log=False, lifespan="on",
-            loop="uvloop" if _has_uvloop() else "asyncio", http="httptools",
+            create_app(router),
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            loop="uvloop" if _has_uvloop() else "asyncio",
+            http="httptools",
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(

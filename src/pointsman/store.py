@@ -35,11 +35,15 @@ COLUMNS = (
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 JSON_COLUMNS = ("decision", "attempts")
-_INSERT = f"INSERT OR REPLACE INTO requests ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))})"
+_INSERT = (
+    f"INSERT OR REPLACE INTO requests ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))})"
+)
 
 
 def default_db_path() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "pointsman" / "records.db"
 
 

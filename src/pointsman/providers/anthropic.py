@@ -70,7 +70,9 @@ class AnthropicProvider(Provider):
                 body, self.deployment.model, self.deployment.max_output_tokens or 4096
             )
         except TranslationError as exc:
-            raise UpstreamError("http", f"cannot translate for Anthropic: {exc}", status=400) from None
+            raise UpstreamError(
+                "http", f"cannot translate for Anthropic: {exc}", status=400
+            ) from None
         request["stream"] = stream
         return orjson.dumps(request)
 
@@ -87,15 +89,21 @@ class AnthropicProvider(Provider):
         if response.status != 200:
             raise _error(response.status, raw, response.headers.get("retry-after"))
         try:
-            answer = from_anthropic_response(orjson.loads(raw), str(body.get("model") or self.deployment.model))
+            answer = from_anthropic_response(
+                orjson.loads(raw), str(body.get("model") or self.deployment.model)
+            )
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            raise UpstreamError("protocol", "upstream answered 200 with an unreadable message") from None
+            raise UpstreamError(
+                "protocol", "upstream answered 200 with an unreadable message"
+            ) from None
         usage = answer["usage"]
         return Completion(orjson.dumps(answer), usage["prompt_tokens"], usage["completion_tokens"])
 
     async def stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncIterator[bytes]:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        translator = AnthropicStreamTranslator(str(body.get("model") or self.deployment.model), include_usage)
+        translator = AnthropicStreamTranslator(
+            str(body.get("model") or self.deployment.model), include_usage
+        )
         payload = self._payload(body, stream=True)
         response = await self._post(self.url, payload, self.headers, stream=True)
         try:
@@ -115,7 +123,9 @@ class AnthropicProvider(Provider):
                     chunks = translator.feed(event or data.get("type", ""), data)
                 except UpstreamStreamError as exc:
                     status = anthropic_error_status(getattr(exc, "error_type", "api_error"))
-                    raise UpstreamError("protocol", f"upstream stream error: {exc}", status=status) from None
+                    raise UpstreamError(
+                        "protocol", f"upstream stream error: {exc}", status=status
+                    ) from None
                 for chunk in chunks:
                     yield b"data: " + orjson.dumps(chunk) + b"\n\n"
                 if (event or data.get("type")) == "message_stop":

@@ -41,7 +41,9 @@ class UpstreamError(Exception):
         """Worth trying again (here or elsewhere): not a fault of the request itself."""
         if self.kind in ("timeout", "connect", "protocol", "context_length"):
             return True
-        return self.status is not None and (self.status == 429 or self.status >= 500 or self.status in (401, 403, 404, 408))
+        return self.status is not None and (
+            self.status == 429 or self.status >= 500 or self.status in (401, 403, 404, 408)
+        )
 
     def describe(self) -> str:
         return f"{self.status} {self.message}" if self.status else f"{self.kind}: {self.message}"
@@ -87,7 +89,9 @@ class Provider:
         self.deployment = deployment
         self.session = session
         t = deployment.timeouts
-        self.timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.total)
+        self.timeout = aiohttp.ClientTimeout(
+            total=t.total, sock_connect=t.connect, sock_read=t.total
+        )
         self.stream_timeout = aiohttp.ClientTimeout(
             total=t.total, sock_connect=t.connect, sock_read=t.inter_chunk
         )
@@ -111,7 +115,7 @@ class Provider:
                 params=self.deployment.params or None,
                 timeout=self.stream_timeout if stream else self.timeout,
             )
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise UpstreamError("timeout", "timed out waiting for the upstream") from None
         except aiohttp.ClientConnectionError as exc:
             raise UpstreamError("connect", str(exc) or type(exc).__name__) from None

@@ -70,13 +70,18 @@ class OpenAIProvider(Provider):
         try:
             usage = orjson.loads(raw).get("usage") or {}
         except (orjson.JSONDecodeError, AttributeError):
-            raise UpstreamError("protocol", "upstream answered 200 with a body that is not JSON") from None
+            raise UpstreamError(
+                "protocol", "upstream answered 200 with a body that is not JSON"
+            ) from None
         return Completion(raw, usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
 
     async def stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncIterator[bytes]:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if self.deployment.stream_usage and not wants_usage:
-            body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+            body = {
+                **body,
+                "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
+            }
         response = await self._post(self.url, self._payload(body), self.headers, stream=True)
         try:
             if response.status != 200:

@@ -57,5 +57,7 @@ class Strategy:
     def check_names(self, path: str, names: Sequence[str]) -> list[str]:
         known = {d.name for d in self.config.deployments}
         return [
-            f"{path}[{i}]: unknown deployment {name!r}" for i, name in enumerate(names) if name not in known
+            f"{path}[{i}]: unknown deployment {name!r}"
+            for i, name in enumerate(names)
+            if name not in known
         ]

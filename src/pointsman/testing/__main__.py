@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--keep-requests", type=int, default=0,
+        "--keep-requests",
+        type=int,
+        default=0,
         help="requests each deployment remembers (default 0: nobody can ask a foreground server)",
     )
     args = parser.parse_args(argv)

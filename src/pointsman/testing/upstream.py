@@ -162,8 +162,15 @@ def _compose(
     tool = dialect.tool(body) if behaviour.tool_call else None
     if tool is not None:
         return _Answer(
-            ident, model, [], "tool", tool, behaviour.tool_arguments, prompt_tokens,
-            _TOOL_CALL_TOKENS, behaviour.logprob,
+            ident,
+            model,
+            [],
+            "tool",
+            tool,
+            behaviour.tool_arguments,
+            prompt_tokens,
+            _TOOL_CALL_TOKENS,
+            behaviour.logprob,
         )
     reply = behaviour.reply
     pieces = _WORD.findall(reply if reply is not None else _default_reply(name, body["messages"]))
@@ -229,8 +236,10 @@ class _OpenAI:
     def invalid(self, body: Json) -> bytes | None:
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             return self.error(
-                400, "Missing required parameter: 'messages'.",
-                code="missing_required_parameter", param="messages",
+                400,
+                "Missing required parameter: 'messages'.",
+                code="missing_required_parameter",
+                param="messages",
             )
         return None
 
@@ -274,19 +283,30 @@ class _OpenAI:
             message["tool_calls"] = [self._call(answer, answer.tool_arguments)]
         logprobs = self._logprobs(answer, answer.pieces) if body.get("logprobs") is True else None
         choice = {
-            "index": 0, "message": message, "finish_reason": _OPENAI_FINISH[answer.finish],
+            "index": 0,
+            "message": message,
+            "finish_reason": _OPENAI_FINISH[answer.finish],
             "logprobs": logprobs,
         }
-        return orjson.dumps({
-            "id": f"chatcmpl-fake{answer.ident:016d}", "object": "chat.completion",
-            "created": int(time.time()), "model": answer.model, "choices": [choice],
-            "usage": self._usage(answer), "system_fingerprint": None,
-        })
+        return orjson.dumps(
+            {
+                "id": f"chatcmpl-fake{answer.ident:016d}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": answer.model,
+                "choices": [choice],
+                "usage": self._usage(answer),
+                "system_fingerprint": None,
+            }
+        )
 
     def frames(self, answer: _Answer, body: Json) -> _Frames:
         base = {
-            "id": f"chatcmpl-fake{answer.ident:016d}", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": answer.model, "system_fingerprint": None,
+            "id": f"chatcmpl-fake{answer.ident:016d}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": answer.model,
+            "system_fingerprint": None,
         }
 
         def chunk(delta: Json, finish: str | None = None, logprobs: Json | None = None) -> bytes:
@@ -294,9 +314,11 @@ class _OpenAI:
             return b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
 
         if answer.tool is not None:
-            start = {"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, **self._call(answer, "")}
-            ]}
+            start = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"index": 0, **self._call(answer, "")}],
+            }
             content = [chunk(start)] + [
                 chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
                 for part in _slices(answer.tool_arguments)
@@ -382,14 +404,21 @@ class _Anthropic:
         if answer.tool is None:
             return {"type": "text", "text": "" if empty else answer.text}
         return {
-            "type": "tool_use", "id": f"toolu_fake{answer.ident:016d}", "name": answer.tool,
+            "type": "tool_use",
+            "id": f"toolu_fake{answer.ident:016d}",
+            "name": answer.tool,
             "input": {} if empty else orjson.loads(answer.tool_arguments),
         }
 
     def _message(self, answer: _Answer, content: list[Json], stop: str | None, out: int) -> Json:
         return {
-            "id": f"msg_fake{answer.ident:016d}", "type": "message", "role": "assistant",
-            "model": answer.model, "content": content, "stop_reason": stop, "stop_sequence": None,
+            "id": f"msg_fake{answer.ident:016d}",
+            "type": "message",
+            "role": "assistant",
+            "model": answer.model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
             "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": out},
         }
 
@@ -400,13 +429,21 @@ class _Anthropic:
 
     def frames(self, answer: _Answer, body: Json) -> _Frames:
         head = [
-            _event("message_start", {
-                "type": "message_start", "message": self._message(answer, [], None, 1),
-            }),
-            _event("content_block_start", {
-                "type": "content_block_start", "index": 0,
-                "content_block": self._block(answer, empty=True),
-            }),
+            _event(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": self._message(answer, [], None, 1),
+                },
+            ),
+            _event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": self._block(answer, empty=True),
+                },
+            ),
             _event("ping", {"type": "ping"}),
         ]
         if answer.tool is None:
@@ -422,18 +459,23 @@ class _Anthropic:
         ]
         tail = [
             _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            _event("message_delta", {
-                "type": "message_delta",
-                "delta": {"stop_reason": _ANTHROPIC_STOP[answer.finish], "stop_sequence": None},
-                "usage": {"output_tokens": answer.completion_tokens},
-            }),
+            _event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": _ANTHROPIC_STOP[answer.finish], "stop_sequence": None},
+                    "usage": {"output_tokens": answer.completion_tokens},
+                },
+            ),
             _event("message_stop", {"type": "message_stop"}),
         ]
         return _Frames(head, content, tail)
 
     def models(self, name: str) -> bytes:
         model = {
-            "type": "model", "id": name, "display_name": name,
+            "type": "model",
+            "id": name,
+            "display_name": name,
             "created_at": "2025-01-01T00:00:00Z",
         }
         return orjson.dumps({"data": [model], "has_more": False, "first_id": name, "last_id": name})
