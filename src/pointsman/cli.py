@@ -100,7 +100,8 @@ def _logs(args: argparse.Namespace) -> int:
         "ms",
         "error",
     ):
-        table.add_column(column)
+        # Ids stay whole (they are what one greps for); the error column gives way instead.
+        table.add_column(column, no_wrap=column != "error", min_width=28 if column == "request id" else None)
     for r in records:
         table.add_row(
             time.strftime("%H:%M:%S", time.localtime(r["ts"])),
@@ -131,11 +132,10 @@ def _route(args: argparse.Namespace) -> int:
     from pointsman.router import Router
 
     try:
-        router = Router.from_config(args.config) if args.config else _demo_router()
+        router = Router.from_config(args.config, records=False) if args.config else _demo_router()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    router.store = None
     try:
         decision = router.decide(
             {"model": args.model, "messages": [{"role": "user", "content": args.prompt}]}
@@ -160,7 +160,7 @@ def _demo_router() -> Any:
     from pointsman.router import Router
 
     os.environ.setdefault("POINTSMAN_SIM_URL", "http://127.0.0.1:9")
-    return Router.from_config(demo_config_path())
+    return Router.from_config(demo_config_path(), records=False)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -88,6 +88,30 @@ class Deployment(_Strict):
         return (prompt_tokens * self.price.input + completion_tokens * self.price.output) / 1e6
 
 
+class CascadeSettings(_Strict):
+    """Try the plan's deployments in order (cheap first) and accept an answer only when every
+    judge accepts it; otherwise escalate to the next. Non-streaming requests only."""
+
+    judges: tuple[Literal["rules", "logprobs", "llm"], ...] = ("rules",)
+    # logprobs judge: the mean token log-probability an answer needs.
+    min_logprob: float = -1.0
+    # llm judge: the deployment that grades answers 1-10, and the score an answer needs.
+    judge_deployment: str | None = None
+    min_score: float = Field(7.0, ge=1, le=10)
+    # rules judge: extra regular expressions that mark an answer as not good enough.
+    reject_patterns: tuple[str, ...] = ()
+    max_steps: int = Field(3, ge=1)
+
+
+class HedgeSettings(_Strict):
+    """If the first deployment has not answered within `after_s` (default: its recent p95),
+    send the same request to the next one and take whichever good answer comes first."""
+
+    after_s: float | None = Field(None, gt=0)
+    default_after_s: float = Field(2.0, gt=0)
+    min_samples: int = Field(20, ge=1)
+
+
 class VirtualModel(_Strict):
     """A name clients may ask for (`auto`, `fast`, ...) that is routed by a strategy."""
 
@@ -96,6 +120,8 @@ class VirtualModel(_Strict):
     fallbacks: tuple[str, ...] = ()
     options: dict[str, Any] = {}
     description: str = ""
+    cascade: CascadeSettings | None = None
+    hedge: HedgeSettings | None = None
 
 
 class ServerSettings(_Strict):
@@ -106,6 +132,15 @@ class ServerSettings(_Strict):
     api_keys: tuple[str, ...] = ()
 
 
+class CircuitBreakerSettings(_Strict):
+    """Open a deployment's circuit after `failure_threshold` failures in a row; after `open_s`
+    let `half_open_probes` requests through, and close it on a success."""
+
+    failure_threshold: int = Field(5, ge=1)
+    open_s: float = Field(10.0, gt=0)
+    half_open_probes: int = Field(1, ge=1)
+
+
 class RouterSettings(_Strict):
     max_attempts: int = Field(5, ge=1, le=50)
     backoff_base_s: float = Field(0.05, ge=0)
@@ -114,6 +149,12 @@ class RouterSettings(_Strict):
     # down for that long and the request fails over at once.
     max_retry_wait_s: float = Field(1.0, ge=0)
     cooldown_s: float = Field(5.0, ge=0)
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+    # When every deployment of a plan is cooling down or open, wait up to this long for the
+    # earliest to recover before answering 503 with Retry-After.
+    wait_for_recovery_s: float = Field(1.0, ge=0)
+    # Seconds between active health probes of deployments whose circuit is open (off if unset).
+    probe_interval_s: float | None = Field(None, gt=0)
 
 
 class StoreSettings(_Strict):
@@ -201,15 +242,22 @@ def describe_error(error: Any) -> str:
 
 def _check_references(config: Config) -> list[str]:
     problems: list[str] = []
-    names = [d.name for d in config.deployments]
+    names = list(dict.fromkeys(d.name for d in config.deployments))
     seen: set[str] = set()
-    for i, name in enumerate(names):
+    for i, name in enumerate(d.name for d in config.deployments):
         if name in seen:
             problems.append(f"deployments[{i}].name: duplicate deployment name {name!r}")
         seen.add(name)
     for vname, vm in config.models.items():
         if vname in seen:
             problems.append(f"models.{vname}: name is also a deployment name; pick another")
+        if vm.cascade and vm.cascade.judge_deployment and vm.cascade.judge_deployment not in seen:
+            problems.append(
+                f"models.{vname}.cascade.judge_deployment: unknown deployment "
+                f"{vm.cascade.judge_deployment!r} (known: {', '.join(names)})"
+            )
+        if vm.cascade and "llm" in vm.cascade.judges and not vm.cascade.judge_deployment:
+            problems.append(f"models.{vname}.cascade.judge_deployment: required by the 'llm' judge")
         for field in ("deployments", "fallbacks"):
             for i, ref in enumerate(getattr(vm, field)):
                 if ref not in seen:
@@ -217,12 +265,11 @@ def _check_references(config: Config) -> list[str]:
                         f"models.{vname}.{field}[{i}]: unknown deployment {ref!r} "
                         f"(known: {', '.join(names)})"
                     )
-    if not problems:
-        # Strategy options are validated by the strategy itself, with the same path style.
-        from pointsman.strategies import validate_options
+    # Strategy options are validated by the strategy itself, with the same path style.
+    from pointsman.strategies import validate_options
 
-        for vname, vm in config.models.items():
-            problems.extend(validate_options(f"models.{vname}", vm, config))
+    for vname, vm in config.models.items():
+        problems.extend(validate_options(f"models.{vname}", vm, config))
     return problems
 
 
@@ -235,7 +282,12 @@ def parse_config(data: Any, source: str = "config") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        for error in exc.errors():
+        errors = exc.errors()
+        failed_items = {e["loc"][0] for e in errors if len(e["loc"]) > 1}
+        for error in errors:
+            # "at least 1 item" after its items failed is noise: the items' own lines say it.
+            if error["type"] == "too_short" and error["loc"][:1] and error["loc"][0] in failed_items:
+                continue
             path = ""
             for part in error["loc"]:
                 path = join_path(path, part)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from time import perf_counter
 from typing import Any
 
 
@@ -15,6 +16,24 @@ class Attempt:
     error: str | None = None
     latency_ms: float = 0.0
     first_byte_ms: float | None = None
+    # "answer", or "hedge" for a hedged duplicate, or "judge" for a cascade's grading call.
+    role: str = "answer"
+    # A cascade judge's verdict on this answer, e.g. "rules:refusal_or_unsure".
+    verdict: str | None = None
+    cost: float = 0.0
+    started: float = field(default_factory=perf_counter, repr=False)
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "role": self.role,
+            "status": self.status,
+            "error": self.error,
+            "verdict": self.verdict,
+            "latency_ms": round(self.latency_ms, 3),
+            "first_byte_ms": None if self.first_byte_ms is None else round(self.first_byte_ms, 3),
+            "cost": self.cost,
+        }
 
 
 @dataclass(slots=True)
@@ -43,5 +62,6 @@ class Decision:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["attempts"] = [a.as_record() for a in self.attempts]
         data["route"] = self.route
         return data

@@ -23,7 +23,8 @@ from pointsman.errors import ModelNotFound, NoDeployment, PointsmanError
 from pointsman.policies import DEFAULT_POLICIES, apply_policies
 from pointsman.providers import Provider, UpstreamError, make_provider
 from pointsman.signals import Signals
-from pointsman.state import MemoryState
+from pointsman.cascade import Cascade, JudgeReply, answer_text
+from pointsman.state import BreakerSettings, MemoryState
 from pointsman.store import RecordStore, default_db_path
 from pointsman.strategies import Strategy, build_strategy
 
@@ -83,7 +84,8 @@ class Router:
     def __init__(self, config: Config, *, store: RecordStore | None = None) -> None:
         self.config = config
         self.store = store
-        self.state = MemoryState()
+        breaker = config.router.circuit_breaker
+        self.state = MemoryState(BreakerSettings(breaker.failure_threshold, breaker.open_s, breaker.half_open_probes))
         self.policies = DEFAULT_POLICIES
         self.strategies: dict[str, Strategy] = {
             name: build_strategy(vm, config) for name, vm in config.models.items()
@@ -97,18 +99,26 @@ class Router:
             names += [n for n in vm.fallbacks if n not in names]
             self._pools[name] = [config.deployment(n) for n in names]
         self._connections: dict[asyncio.AbstractEventLoop, _Connections] = {}
+        for strategy in self.strategies.values():
+            strategy.state = self.state
+        self.cascades: dict[str, Cascade] = {
+            name: Cascade(vm.cascade, self._judge_caller(vm.cascade.judge_deployment))
+            for name, vm in config.models.items()
+            if vm.cascade is not None
+        }
         self.dispatcher = Dispatcher(config, self._provider, self.state)
         self._sync_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_config(
-        cls, source: str | Path | dict[str, Any], *, db: str | Path | None = None
+        cls, source: str | Path | dict[str, Any], *, db: str | Path | None = None, records: bool = True
     ) -> Router:
         """A router from a YAML path or a config dict. Records go to `db`, else the config's
-        `store.path`, else the default under the user's data directory (unless disabled)."""
+        `store.path`, else the default under the user's data directory (unless disabled in the
+        config or by `records=False`)."""
         config = load_config(source)
         store = None
-        if config.store.enabled:
+        if config.store.enabled and records:
             path = db or config.store.path or default_db_path()
             store = RecordStore(path, config.store.flush_interval_s)
         return cls(config, store=store)
@@ -192,17 +202,23 @@ class Router:
         outcome = Outcome()
         try:
             validate_chat_body(body)
-            decision, _ = self.route(body, headers, call.request_id)
+            decision, signals = self.route(body, headers, call.request_id)
             if call.stream:
-                first, rest = await self.dispatcher.open_stream(decision, body, outcome)
+                first, rest = await self.dispatcher.open_stream(decision, body, outcome, signals)
                 return Reply(
                     decision,
                     self._headers(decision, call, outcome),
                     stream=self._relay(first, rest, decision, call, outcome),
                 )
-            completion = await self.dispatcher.complete(decision, body, outcome)
-            outcome.usage.prompt_tokens = completion.prompt_tokens
-            outcome.usage.completion_tokens = completion.completion_tokens
+            route = self.config.models.get(call.requested_model or "")
+            completion = await self.dispatcher.complete(
+                decision,
+                body,
+                outcome,
+                signals,
+                cascade=self.cascades.get(call.requested_model or ""),
+                hedge=route.hedge if route is not None else None,
+            )
             headers_out = self._headers(decision, call, outcome)
             self._record(call, decision, outcome, 200, None)
             return Reply(decision, headers_out, body=completion.body)
@@ -231,7 +247,7 @@ class Router:
         call: _Call,
         outcome: Outcome,
     ) -> AsyncIterator[bytes]:
-        status, error = 200, None
+        status, error, health_failure = 200, None, False
         try:
             yield first
             async for chunk in rest:
@@ -239,7 +255,7 @@ class Router:
         except UpstreamError as exc:
             # Bytes already reached the client: end the stream with an error event the
             # OpenAI client raises, never a silent truncation.
-            status, error = 502, f"stream interrupted: {exc.describe()}"
+            status, error, health_failure = 502, f"stream interrupted: {exc.describe()}", True
             if decision.attempts:
                 decision.attempts[-1].error = error
             yield (
@@ -261,6 +277,7 @@ class Router:
             raise
         finally:
             await rest.aclose()
+            self.dispatcher.finish_stream(decision, outcome, status == 200, health_failure)
             self._record(call, decision, outcome, status, error)
 
     def _record(
@@ -276,7 +293,9 @@ class Router:
         total = perf_counter() - call.started
         deployment = outcome.deployment
         usage = outcome.usage
-        cost = deployment.cost(usage.prompt_tokens, usage.completion_tokens) if deployment else 0.0
+        cost = outcome.extra_cost
+        if deployment is not None:
+            cost += deployment.cost(usage.prompt_tokens, usage.completion_tokens)
         self.store.add(
             {
                 "request_id": call.request_id,
@@ -292,18 +311,7 @@ class Router:
                     if decision
                     else None
                 ),
-                "attempts": [
-                    {
-                        "deployment": a.deployment,
-                        "status": a.status,
-                        "error": a.error,
-                        "latency_ms": round(a.latency_ms, 3),
-                        "first_byte_ms": a.first_byte_ms,
-                    }
-                    for a in decision.attempts
-                ]
-                if decision
-                else [],
+                "attempts": [a.as_record() for a in decision.attempts] if decision else [],
                 "deployment": decision.answered_by if decision else None,
                 "status": status,
                 "error": error,
@@ -319,6 +327,19 @@ class Router:
                 "overhead_ms": (total - outcome.upstream_s - outcome.waited_s) * 1000,
             }
         )
+
+    def _judge_caller(self, name: str | None) -> Any:
+        """For an LLM judge: send one grading request to deployment `name`, return its text."""
+        if name is None:
+            return None
+        deployment = self.config.deployment(name)
+
+        async def ask(body: dict[str, Any]) -> JudgeReply:
+            completion = await self._provider(deployment).complete({**body, "model": deployment.model})
+            cost = deployment.cost(completion.prompt_tokens, completion.completion_tokens)
+            return JudgeReply(answer_text(orjson.loads(completion.body)), cost, deployment.name)
+
+        return ask
 
     def record_rejection(
         self, exc: PointsmanError, *, request_id: str, started: float, key: str | None = None

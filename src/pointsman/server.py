@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from time import perf_counter
 from typing import Any
@@ -32,17 +32,29 @@ def error_response(exc: PointsmanError, request_id: str | None = None) -> Respon
     return _json(exc.body(), exc.status, headers)
 
 
-def create_app(router: Router) -> Starlette:
-    """A Starlette app serving `router`: /v1/chat/completions, /v1/models, /healthz, /readyz."""
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+_JSON_HEADER = (b"content-type", b"application/json")
+
+
+def create_app(router: Router) -> ASGIApp:
+    """An ASGI app serving `router`: /v1/chat/completions, /v1/models, /healthz, /readyz.
+
+    Chat completions, the path every request pays for, are served straight on ASGI messages;
+    everything else (the other routes, 404/405, lifespan) goes through a Starlette app.
+    """
     settings = router.config.server
     keys = tuple(k.encode() for k in settings.api_keys)
     limit = settings.max_body_bytes
 
-    def authenticate(request: Request) -> str | None:
-        auth = request.headers.get("authorization", "")
-        token = (
-            auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
-        )
+    def authenticate(headers: Mapping[str, str]) -> str | None:
+        auth = headers.get("authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key")
         if not keys:
             return token or None
         if not token:
@@ -51,27 +63,42 @@ def create_app(router: Router) -> Starlette:
             raise AuthenticationFailed("invalid API key")
         return token
 
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
+    async def read_body(headers: Mapping[str, str], receive: Receive) -> bytes:
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(
                 f"request body of {declared} bytes exceeds the limit of {limit} bytes"
             )
-        chunks, size = [], 0
-        async for chunk in request.stream():
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body"):
+            if len(body) > limit:
+                raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
+            return body
+        chunks, size = [body], len(body)
+        while message.get("more_body"):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def chat_completions(request: Request) -> Response:
+    async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
         request_id = new_request_id()
+        # uvicorn (like every ASGI server) hands header names over lower-cased; the first of a
+        # repeated header wins, as in Starlette's Headers.
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
         key = None
         try:
-            key = authenticate(request)
-            raw = await read_body(request)
+            key = authenticate(headers)
+            raw = await read_body(headers, receive)
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
@@ -80,20 +107,29 @@ def create_app(router: Router) -> Starlette:
                 ) from None
         except PointsmanError as exc:
             router.record_rejection(exc, request_id=request_id, started=started, key=key)
-            return error_response(exc, request_id)
+            await error_response(exc, request_id)(scope, receive, send)
+            return
         try:
             reply = await router.handle(
-                body, request.headers, request_id=request_id, started=started, key=key
+                body, headers, request_id=request_id, started=started, key=key
             )
         except PointsmanError as exc:
-            return error_response(exc, request_id)
+            await error_response(exc, request_id)(scope, receive, send)
+            return
         if reply.stream is not None:
-            return StreamingResponse(
+            # Starlette's streaming response stops the upstream stream when the client leaves.
+            response = StreamingResponse(
                 reply.stream,
                 media_type="text/event-stream",
                 headers={**reply.headers, "cache-control": "no-cache"},
             )
-        return Response(reply.body, media_type=JSON, headers=reply.headers)
+            await response(scope, receive, send)
+            return
+        payload = reply.body or b""
+        raw_headers = [_JSON_HEADER, (b"content-length", b"%d" % len(payload))]
+        raw_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+        await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": payload})
 
     async def models(request: Request) -> Response:
         created = int(time.time())
@@ -171,10 +207,13 @@ def create_app(router: Router) -> Starlette:
         if router.store is not None:
             router.store.close()
 
-    return Starlette(
+    async def chat_route(request: Request) -> Response:
+        # Never reached for POST (served above); present so other methods get a 405.
+        raise AssertionError("chat completions are served before routing")
+
+    rest = Starlette(
         routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/chat/completions", chat_completions, methods=["POST"]),
+            *(Route(path, chat_route, methods=["POST"]) for path in sorted(CHAT_PATHS)),
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
@@ -182,6 +221,14 @@ def create_app(router: Router) -> Starlette:
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,
     )
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in CHAT_PATHS:
+            await chat_completions(scope, receive, send)
+            return
+        await rest(scope, receive, send)
+
+    return app
 
 
 class ServerThread:

@@ -1,29 +1,197 @@
-"""Per-process routing state behind one small interface (in memory now; a shared backend can
-implement the same methods)."""
+"""Per-process routing state behind one small interface: health (circuit breakers, cooldowns),
+load (in-flight counts, request and token rates) and latency statistics. In memory here; a
+shared backend implements the same methods."""
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
 from time import monotonic
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+WINDOW_S = 60.0
+LATENCY_SAMPLES = 200
+EWMA_ALPHA = 0.2
+
+
+@dataclass(slots=True)
+class BreakerSettings:
+    failure_threshold: int = 5
+    open_s: float = 10.0
+    half_open_probes: int = 1
+
+
+@dataclass(slots=True)
+class _Health:
+    state: str = CLOSED
+    consecutive_failures: int = 0
+    opened_at: float = 0.0
+    probes_in_flight: int = 0
+    cooldown_until: float = 0.0
+
+
+@dataclass(slots=True)
+class _Load:
+    in_flight: int = 0
+    requests: deque[float] = field(default_factory=deque)
+    tokens: deque[tuple[float, int]] = field(default_factory=deque)
+    token_sum: int = 0
+    latency_ewma: float | None = None
+    first_byte_ewma: float | None = None
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    last_used: float = 0.0
 
 
 class MemoryState:
-    """Cooldowns: a deployment that answered 429 rests until its Retry-After has passed."""
+    """Health and load of every deployment, as seen by this process."""
 
-    def __init__(self) -> None:
-        self._cooldown_until: dict[str, float] = {}
+    def __init__(self, breaker: BreakerSettings | None = None) -> None:
+        self.breaker = breaker or BreakerSettings()
+        self._health: dict[str, _Health] = {}
+        self._load: dict[str, _Load] = {}
+
+    def _h(self, name: str) -> _Health:
+        health = self._health.get(name)
+        if health is None:
+            health = self._health[name] = _Health()
+        return health
+
+    def _l(self, name: str) -> _Load:
+        load = self._load.get(name)
+        if load is None:
+            load = self._load[name] = _Load()
+        return load
+
+    # -- health -----------------------------------------------------------------------------
 
     def cool_down(self, deployment: str, seconds: float) -> None:
-        until = monotonic() + seconds
-        if until > self._cooldown_until.get(deployment, 0.0):
-            self._cooldown_until[deployment] = until
+        """Rest a deployment (a 429's Retry-After): every request skips it until then."""
+        health = self._h(deployment)
+        health.cooldown_until = max(health.cooldown_until, monotonic() + seconds)
 
     def cooling_for(self, deployment: str) -> float:
         """Seconds left in the deployment's cooldown; 0 when it may be called."""
-        until = self._cooldown_until.get(deployment)
-        if until is None:
+        health = self._health.get(deployment)
+        if health is None:
             return 0.0
-        left = until - monotonic()
-        if left <= 0:
-            del self._cooldown_until[deployment]
-            return 0.0
-        return left
+        return max(0.0, health.cooldown_until - monotonic())
+
+    def circuit(self, deployment: str) -> str:
+        health = self._health.get(deployment)
+        if health is None:
+            return CLOSED
+        if health.state == OPEN and monotonic() - health.opened_at >= self.breaker.open_s:
+            health.state, health.probes_in_flight = HALF_OPEN, 0
+        return health.state
+
+    def unavailable_for(self, deployment: str) -> float:
+        """Seconds until the deployment may be called (cooldown or open circuit); 0 if now."""
+        wait = self.cooling_for(deployment)
+        health = self._health.get(deployment)
+        if health is not None:
+            state = self.circuit(deployment)
+            if state == OPEN:
+                wait = max(wait, health.opened_at + self.breaker.open_s - monotonic())
+            elif state == HALF_OPEN and health.probes_in_flight >= self.breaker.half_open_probes:
+                # Probes are out; the next chance is when one of them reports back.
+                wait = max(wait, 0.05)
+        return wait
+
+    def acquire(self, deployment: str) -> bool:
+        """Claim a call on the deployment: False if its circuit allows none right now.
+        A half-open circuit lets `half_open_probes` calls through at a time."""
+        state = self.circuit(deployment)
+        if state == OPEN:
+            return False
+        if state == HALF_OPEN:
+            health = self._h(deployment)
+            if health.probes_in_flight >= self.breaker.half_open_probes:
+                return False
+            health.probes_in_flight += 1
+        load = self._l(deployment)
+        load.in_flight += 1
+        load.last_used = monotonic()
+        return True
+
+    def release(self, deployment: str, ok: bool, *, health_failure: bool | None = None) -> None:
+        """Report a call's end. `health_failure` (default: not ok) says whether it counts
+        against the circuit: a request the upstream rejected as invalid does not."""
+        load = self._l(deployment)
+        load.in_flight = max(0, load.in_flight - 1)
+        health = self._h(deployment)
+        if health.state == HALF_OPEN:
+            health.probes_in_flight = max(0, health.probes_in_flight - 1)
+        failed = (not ok) if health_failure is None else health_failure
+        if not failed:
+            health.consecutive_failures = 0
+            health.state = CLOSED
+            return
+        health.consecutive_failures += 1
+        if health.state == HALF_OPEN or health.consecutive_failures >= self.breaker.failure_threshold:
+            health.state, health.opened_at = OPEN, monotonic()
+
+    def circuits(self) -> dict[str, str]:
+        return {name: self.circuit(name) for name in self._health}
+
+    # -- load -------------------------------------------------------------------------------
+
+    def in_flight(self, deployment: str) -> int:
+        load = self._load.get(deployment)
+        return load.in_flight if load else 0
+
+    def count_request(self, deployment: str, tokens: int) -> None:
+        now = monotonic()
+        load = self._l(deployment)
+        load.requests.append(now)
+        load.tokens.append((now, tokens))
+        load.token_sum += tokens
+
+    def rates(self, deployment: str) -> tuple[int, int]:
+        """Requests and tokens sent to the deployment in the last minute."""
+        load = self._load.get(deployment)
+        if load is None:
+            return 0, 0
+        horizon = monotonic() - WINDOW_S
+        while load.requests and load.requests[0] < horizon:
+            load.requests.popleft()
+        while load.tokens and load.tokens[0][0] < horizon:
+            load.token_sum -= load.tokens.popleft()[1]
+        return len(load.requests), load.token_sum
+
+    # -- latency ----------------------------------------------------------------------------
+
+    def observe_latency(self, deployment: str, total_s: float, first_byte_s: float | None = None) -> None:
+        load = self._l(deployment)
+        load.latencies.append(total_s)
+        load.latency_ewma = (
+            total_s
+            if load.latency_ewma is None
+            else EWMA_ALPHA * total_s + (1 - EWMA_ALPHA) * load.latency_ewma
+        )
+        if first_byte_s is not None:
+            load.first_byte_ewma = (
+                first_byte_s
+                if load.first_byte_ewma is None
+                else EWMA_ALPHA * first_byte_s + (1 - EWMA_ALPHA) * load.first_byte_ewma
+            )
+
+    def latency(self, deployment: str) -> float | None:
+        """Moving average of the deployment's total latency (seconds), None before any call."""
+        load = self._load.get(deployment)
+        return load.latency_ewma if load else None
+
+    def first_byte_latency(self, deployment: str) -> float | None:
+        load = self._load.get(deployment)
+        return load.first_byte_ewma if load else None
+
+    def latency_quantile(self, deployment: str, q: float, min_samples: int = 10) -> float | None:
+        """The q-quantile of recent latencies, None with fewer than `min_samples`."""
+        load = self._load.get(deployment)
+        if load is None or len(load.latencies) < min_samples:
+            return None
+        ordered = sorted(load.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def idle_for(self, deployment: str) -> float:
+        load = self._load.get(deployment)
+        return monotonic() - load.last_used if load and load.last_used else float("inf")

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from pointsman.strategies.balance import BalanceStrategy
 from pointsman.strategies.base import Ranking, Strategy
 from pointsman.strategies.conditions import ConditionsStrategy
 from pointsman.strategies.static import OrderedStrategy, WeightedStrategy
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from pointsman.config import Config, VirtualModel
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (OrderedStrategy, WeightedStrategy, ConditionsStrategy)
+    s.name: s for s in (OrderedStrategy, WeightedStrategy, ConditionsStrategy, BalanceStrategy)
 }
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     from pointsman.config import Config, Deployment, VirtualModel
     from pointsman.signals import Signals
+    from pointsman.state import MemoryState
 
 
 class NoOptions(BaseModel):
@@ -37,6 +38,8 @@ class Strategy:
 
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions
+    # The router's health and load state, set by the router once built.
+    state: MemoryState | None = None
 
     def __init__(self, route: VirtualModel, options: BaseModel, config: Config) -> None:
         self.route = route
@@ -54,10 +57,14 @@ class Strategy:
     def rank(self, candidates: Sequence[Deployment], signals: Signals) -> Ranking:
         raise NotImplementedError
 
-    def check_names(self, path: str, names: Sequence[str]) -> list[str]:
-        known = {d.name for d in self.config.deployments}
+    def check_names(self, path: str, names: Sequence[str], keyed: bool = False) -> list[str]:
+        """A line per unknown deployment name; `keyed` for names that are mapping keys."""
+        known = list(dict.fromkeys(d.name for d in self.config.deployments))
+        hint = f"(known: {', '.join(known)})"
         return [
-            f"{path}[{i}]: unknown deployment {name!r}"
+            f"{path}.{name}: unknown deployment {name!r} {hint}"
+            if keyed
+            else f"{path}[{i}]: unknown deployment {name!r} {hint}"
             for i, name in enumerate(names)
             if name not in known
         ]

@@ -46,7 +46,7 @@ class WeightedStrategy(Strategy):
         return set(self.options.weights)
 
     def check(self, path: str) -> list[str]:
-        problems = self.check_names(f"{path}.weights", list(self.options.weights))
+        problems = self.check_names(f"{path}.weights", list(self.options.weights), keyed=True)
         problems += [
             f"{path}.weights.{name}: weight must be positive, got {w}"
             for name, w in self.options.weights.items()
@@ -56,12 +56,13 @@ class WeightedStrategy(Strategy):
 
     def rank(self, candidates: Sequence[Deployment], signals: Signals) -> Ranking:
         weights = self.options.weights
-        # Efraimidis-Spirakis: sorting by u^(1/w) is a weighted shuffle in one pass.
-        keyed = sorted(
-            candidates,
-            key=lambda d: self._random.random() ** (1.0 / weights.get(d.name, 1.0)),
-            reverse=True,
-        )
-        total = sum(weights.get(d.name, 1.0) for d in candidates) or 1.0
-        scores = {d.name: weights.get(d.name, 1.0) / total for d in candidates}
-        return Ranking([d.name for d in keyed], "weighted_draw", scores)
+        names = [d.name for d in candidates]
+        total = sum(weights.get(n, 1.0) for n in names) or 1.0
+        scores = {n: weights.get(n, 1.0) / total for n in names}
+        return Ranking(weighted_shuffle(names, weights, self._random), "weighted_draw", scores)
+
+
+def weighted_shuffle(names: list[str], weights: dict[str, float], rng: random.Random) -> list[str]:
+    """A random order in which each name leads in proportion to its weight (default 1).
+    Efraimidis-Spirakis: sorting by u^(1/w) is a weighted shuffle in one pass."""
+    return sorted(names, key=lambda n: rng.random() ** (1.0 / weights.get(n, 1.0)), reverse=True)

@@ -1,0 +1,207 @@
+"""Judges for cascades: decide whether a cheap model's answer is good enough to return, or the
+request should escalate to the next (stronger) deployment of the plan."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pointsman.config import CascadeSettings
+
+# Answers that decline, hedge into ignorance or give up: a stronger model may do better.
+REFUSAL_PATTERNS = (
+    r"\bI (?:don't|do not) know\b",
+    r"\bI(?:'m| am) not (?:sure|certain|able)\b",
+    r"\bI can(?:not|'t) (?:help|answer|assist|determine|solve|provide)\b",
+    r"\bI(?:'m| am) (?:unable|sorry, but)\b",
+    r"\bas an AI\b",
+    r"\b(?:insufficient|not enough) information\b",
+    r"\bunable to (?:determine|answer|solve)\b",
+)
+
+
+@dataclass(slots=True)
+class Verdict:
+    accepted: bool
+    judge: str
+    reason: str
+    score: float | None = None
+    # What judging itself cost (an LLM judge's call), and who judged.
+    cost: float = 0.0
+    judged_by: str | None = None
+
+
+def answer_text(answer: dict[str, Any]) -> str:
+    choices = answer.get("choices") or [{}]
+    return (choices[0].get("message") or {}).get("content") or ""
+
+
+class RulesJudge:
+    """Rejects empty, cut-off, refusing or 'I don't know' answers, and JSON that fails the
+    schema the request asked for."""
+
+    name = "rules"
+
+    def __init__(self, extra_patterns: tuple[str, ...] = ()) -> None:
+        self.pattern = re.compile("|".join((*REFUSAL_PATTERNS, *extra_patterns)), re.I)
+
+    def __call__(self, answer: dict[str, Any], request: dict[str, Any]) -> Verdict:
+        choice = (answer.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        if message.get("tool_calls"):
+            return Verdict(True, self.name, "tool_call")
+        text = (message.get("content") or "").strip()
+        if not text:
+            return Verdict(False, self.name, "empty_answer")
+        if choice.get("finish_reason") == "length":
+            return Verdict(False, self.name, "cut_off")
+        if self.pattern.search(text):
+            return Verdict(False, self.name, "refusal_or_unsure")
+        fmt = request.get("response_format") or {}
+        if fmt.get("type") in ("json_object", "json_schema"):
+            try:
+                data = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return Verdict(False, self.name, "invalid_json")
+            schema = (fmt.get("json_schema") or {}).get("schema")
+            problem = schema_problem(data, schema) if schema else None
+            if problem:
+                return Verdict(False, self.name, f"schema_mismatch: {problem}")
+        return Verdict(True, self.name, "passed")
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def schema_problem(data: Any, schema: dict[str, Any], path: str = "$") -> str | None:
+    """The first way `data` breaks the JSON-schema subset models are asked for (type,
+    required, properties, items, enum); None if it fits."""
+    expected = schema.get("type")
+    if isinstance(expected, str) and expected in _TYPES:
+        ok = isinstance(data, _TYPES[expected]) and not (
+            expected in ("integer", "number") and isinstance(data, bool)
+        )
+        if not ok:
+            return f"{path} should be {expected}"
+    if "enum" in schema and data not in schema["enum"]:
+        return f"{path} should be one of {schema['enum']}"
+    if isinstance(data, dict):
+        for key in schema.get("required", ()):
+            if key not in data:
+                return f"{path}.{key} is required"
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in data and isinstance(sub, dict):
+                problem = schema_problem(data[key], sub, f"{path}.{key}")
+                if problem:
+                    return problem
+    if isinstance(data, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(data):
+            problem = schema_problem(item, schema["items"], f"{path}[{i}]")
+            if problem:
+                return problem
+    return None
+
+
+class LogprobJudge:
+    """Accepts answers whose mean token log-probability reaches `min_logprob`; answers from
+    upstreams that return no logprobs pass (nothing to judge by)."""
+
+    name = "logprobs"
+
+    def __init__(self, min_logprob: float) -> None:
+        self.min_logprob = min_logprob
+
+    def __call__(self, answer: dict[str, Any], request: dict[str, Any]) -> Verdict:
+        choice = (answer.get("choices") or [{}])[0]
+        tokens = ((choice.get("logprobs") or {}).get("content")) or []
+        values = [t["logprob"] for t in tokens if isinstance(t, dict) and "logprob" in t]
+        if not values:
+            return Verdict(True, self.name, "no_logprobs")
+        mean = sum(values) / len(values)
+        accepted = mean >= self.min_logprob
+        return Verdict(accepted, self.name, "confident" if accepted else "low_confidence", mean)
+
+
+JUDGE_PROMPT = (
+    "You grade answers. Rate how well the ANSWER serves the REQUEST on a scale of 1 to 10 "
+    "(10: correct and complete; 1: wrong, empty or a refusal). Reply with the number only.\n\n"
+    "REQUEST:\n{request}\n\nANSWER:\n{answer}"
+)
+
+
+@dataclass(slots=True)
+class JudgeReply:
+    text: str
+    cost: float
+    deployment: str
+
+
+class LLMJudge:
+    """Asks a configured deployment to grade the answer 1-10; `ask` sends one chat request
+    and returns the reply text."""
+
+    name = "llm"
+
+    def __init__(self, min_score: float, ask: Callable[[dict[str, Any]], Awaitable[JudgeReply]]) -> None:
+        self.min_score = min_score
+        self.ask = ask
+
+    async def __call__(self, answer: dict[str, Any], request: dict[str, Any]) -> Verdict:
+        from pointsman.signals import message_text
+
+        conversation = "\n".join(
+            f"{m.get('role')}: {message_text(m.get('content'))}" for m in request.get("messages", [])
+        )
+        prompt = JUDGE_PROMPT.format(request=conversation[-6000:], answer=answer_text(answer)[-4000:])
+        reply = await self.ask({"messages": [{"role": "user", "content": prompt}], "max_tokens": 5})
+        found = re.search(r"\d+(?:\.\d+)?", reply.text)
+        if not found:
+            return Verdict(False, self.name, "unreadable_grade", None, reply.cost, reply.deployment)
+        score = float(found.group())
+        accepted = score >= self.min_score and not math.isnan(score)
+        reason = "graded_good" if accepted else "graded_poor"
+        return Verdict(accepted, self.name, reason, score, reply.cost, reply.deployment)
+
+
+class Cascade:
+    """The judges of one route, applied in order; the first rejection decides."""
+
+    def __init__(
+        self,
+        settings: CascadeSettings,
+        ask_judge: Callable[[dict[str, Any]], Awaitable[JudgeReply]] | None,
+    ) -> None:
+        self.settings = settings
+        self.judges: list[Any] = []
+        for name in settings.judges:
+            if name == "rules":
+                self.judges.append(RulesJudge(settings.reject_patterns))
+            elif name == "logprobs":
+                self.judges.append(LogprobJudge(settings.min_logprob))
+            elif name == "llm" and ask_judge is not None:
+                self.judges.append(LLMJudge(settings.min_score, ask_judge))
+        self.wants_logprobs = "logprobs" in settings.judges
+
+    async def judge(self, answer: dict[str, Any], request: dict[str, Any]) -> list[Verdict]:
+        """Each judge's verdict in order, stopping at the first rejection."""
+        verdicts = []
+        for judge in self.judges:
+            result = judge(answer, request)
+            verdict = await result if not isinstance(result, Verdict) else result
+            verdicts.append(verdict)
+            if not verdict.accepted:
+                break
+        return verdicts
