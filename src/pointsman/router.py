@@ -341,6 +341,32 @@ class Router:
 
         return ask
 
+    async def probe_resting(self) -> dict[str, bool]:
+        """Active health check: one tiny request to each deployment whose circuit is not
+        closed; a success closes the circuit at once instead of after `open_s`."""
+        results: dict[str, bool] = {}
+        for deployment in self.config.deployments:
+            if self.state.circuit(deployment.name) == "closed":
+                continue
+            body = {"model": deployment.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+            try:
+                await self._provider(deployment).complete(body)
+            except UpstreamError:
+                results[deployment.name] = False
+                continue
+            self.state.release(deployment.name, ok=True)
+            results[deployment.name] = True
+        return results
+
+    async def run_probes(self) -> None:
+        """Probe resting deployments every `router.probe_interval_s` until cancelled."""
+        interval = self.config.router.probe_interval_s
+        if interval is None:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            await self.probe_resting()
+
     def record_rejection(
         self, exc: PointsmanError, *, request_id: str, started: float, key: str | None = None
     ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
@@ -202,7 +203,10 @@ def create_app(router: Router) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        probes = asyncio.ensure_future(router.run_probes())
         yield
+        probes.cancel()
+        await asyncio.gather(probes, return_exceptions=True)
         await router.aclose()
         if router.store is not None:
             router.store.close()
