@@ -134,7 +134,9 @@ def test_invalid_requests_do_not_open_the_circuit(upstream, serve):
 
 
 def test_active_probes_close_a_recovered_circuit_before_open_s(upstream, serve):
-    config = pair(upstream, {"circuit_breaker": {"failure_threshold": 1, "open_s": 60}, "probe_interval_s": 0.1})
+    config = pair(
+        upstream, {"circuit_breaker": {"failure_threshold": 1, "open_s": 60}, "probe_interval_s": 0.1}
+    )
     server = serve(config)
     client = server.client()
     upstream.set("primary", Behaviour(status=500))
@@ -244,8 +246,9 @@ def balanced(upstream: Any, method: str, **options: Any) -> dict[str, Any]:
     return {
         "router": {"backoff_base_s": 0.0},
         "deployments": [deployment(upstream, n) for n in names],
-        "models": {"group": {"strategy": "balance", "deployments": names,
-                             "options": {"method": method, **options}}},
+        "models": {
+            "group": {"strategy": "balance", "deployments": names, "options": {"method": method, **options}}
+        },
     }
 
 
@@ -281,8 +284,10 @@ def test_session_hashing_is_sticky_and_spreads_sessions(upstream, serve):
     client = server.client()
     homes = {}
     for session in range(12):
-        seen = {answered_by(client, "group", extra_headers={"x-pointsman-session": f"s{session}"})
-                for _ in range(3)}
+        seen = {
+            answered_by(client, "group", extra_headers={"x-pointsman-session": f"s{session}"})
+            for _ in range(3)
+        }
         assert len(seen) == 1
         homes[session] = seen.pop()
     assert len(set(homes.values())) >= 2
@@ -343,7 +348,8 @@ def test_cascade_escalates_json_that_fails_the_requested_schema(upstream, serve)
     upstream.set("strong", Behaviour(reply='{"name": "Ada"}'))
     schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
     raw = server.client().chat.completions.with_raw_response.create(
-        model="auto", messages=HELLO,
+        model="auto",
+        messages=HELLO,
         response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}},
     )
     assert raw.headers["x-pointsman-model"] == "strong"
@@ -353,7 +359,9 @@ def test_cascade_escalates_json_that_fails_the_requested_schema(upstream, serve)
 
 def test_cascade_escalates_a_cut_off_answer(upstream, serve):
     server = serve(cascade_config(upstream, judges=["rules"]))
-    raw = server.client().chat.completions.with_raw_response.create(model="auto", messages=HELLO, max_tokens=2)
+    raw = server.client().chat.completions.with_raw_response.create(
+        model="auto", messages=HELLO, max_tokens=2
+    )
     assert raw.headers["x-pointsman-model"] == "strong"
 
 

@@ -47,8 +47,19 @@ class RulesJudge:
 
     name = "rules"
 
-    def __init__(self, extra_patterns: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        extra_patterns: tuple[str, ...] = (),
+        require_pattern: str | None = None,
+        check_arithmetic: bool = False,
+    ) -> None:
         self.pattern = re.compile("|".join((*REFUSAL_PATTERNS, *extra_patterns)), re.I)
+        self.required = re.compile(require_pattern, re.I) if require_pattern else None
+        self.check_arithmetic = check_arithmetic
+
+    @classmethod
+    def from_settings(cls, settings: CascadeSettings) -> RulesJudge:
+        return cls(settings.reject_patterns, settings.require_pattern, settings.check_arithmetic)
 
     def __call__(self, answer: dict[str, Any], request: dict[str, Any]) -> Verdict:
         choice = (answer.get("choices") or [{}])[0]
@@ -62,6 +73,10 @@ class RulesJudge:
             return Verdict(False, self.name, "cut_off")
         if self.pattern.search(text):
             return Verdict(False, self.name, "refusal_or_unsure")
+        if self.required is not None and not self.required.search(text):
+            return Verdict(False, self.name, "missing_required_pattern")
+        if self.check_arithmetic and arithmetic_error(text):
+            return Verdict(False, self.name, "arithmetic_error")
         fmt = request.get("response_format") or {}
         if fmt.get("type") in ("json_object", "json_schema"):
             try:
@@ -73,6 +88,64 @@ class RulesJudge:
             if problem:
                 return Verdict(False, self.name, f"schema_mismatch: {problem}")
         return Verdict(True, self.name, "passed")
+
+
+_NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
+# "<<12*3=36>>" (calculator annotations) or "12 * 3 = 36" written inline.
+_CALCULATION = re.compile(
+    rf"<<([^<>=]+)=([^<>]+)>>|((?:{_NUMBER}|\()[\d\s.,+\-*/x×÷()]*[+\-*/x×÷][\d\s.,+\-*/x×÷()]*)=\s*\$?({_NUMBER})(?!\s*(?:[*/×÷]|[+\-x]\s*\d))"
+)
+
+
+def arithmetic_error(text: str) -> str | None:
+    """The first written calculation whose stated result is wrong, or None."""
+    for match in _CALCULATION.finditer(text):
+        expression = match.group(1) or match.group(3)
+        stated = match.group(2) or match.group(4)
+        value = _evaluate(expression)
+        claimed = _evaluate(stated)
+        if value is None or claimed is None:
+            continue
+        if abs(value - claimed) > 0.01 * max(1.0, abs(value)):
+            return f"{expression.strip()} = {stated.strip()}"
+    return None
+
+
+def _evaluate(expression: str) -> float | None:
+    """Evaluate +, -, *, / and parentheses over numbers; None for anything else."""
+    import ast
+
+    cleaned = (
+        expression.replace(",", "").replace("×", "*").replace("x", "*").replace("÷", "/").replace("$", "")
+    )
+    try:
+        tree = ast.parse(cleaned.strip(), mode="eval")
+    except SyntaxError:
+        return None
+
+    def walk(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            value = walk(node.operand)
+            return -value if isinstance(node.op, ast.USub) else value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+            left, right = walk(node.left), walk(node.right)
+            if isinstance(node.op, ast.Add):
+                return left + right
+            if isinstance(node.op, ast.Sub):
+                return left - right
+            if isinstance(node.op, ast.Mult):
+                return left * right
+            return left / right
+        raise ValueError("not arithmetic")
+
+    try:
+        return walk(tree)
+    except (ValueError, ZeroDivisionError, RecursionError):
+        return None
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -188,7 +261,7 @@ class Cascade:
         self.judges: list[Any] = []
         for name in settings.judges:
             if name == "rules":
-                self.judges.append(RulesJudge(settings.reject_patterns))
+                self.judges.append(RulesJudge.from_settings(settings))
             elif name == "logprobs":
                 self.judges.append(LogprobJudge(settings.min_logprob))
             elif name == "llm" and ask_judge is not None:

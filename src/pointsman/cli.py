@@ -13,12 +13,17 @@ from pointsman import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
     from pointsman.config import ConfigError
     from pointsman.router import Router
     from pointsman.server import create_app
 
+    if args.workers < 1:
+        print("--workers: expected a positive number", file=sys.stderr)
+        return 2
     upstream = None
     config_path = args.config
     if config_path is None:
@@ -39,18 +44,36 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     host = args.host or router.config.server.host
     port = args.port if args.port is not None else router.config.server.port
-    print(f"pointsman {__version__}: serving on http://{host}:{port}/v1", file=sys.stderr)
+    workers = f" with {args.workers} worker processes" if args.workers > 1 else ""
+    print(f"pointsman {__version__}: serving on http://{host}:{port}/v1{workers}", file=sys.stderr)
+    # Nothing reads the client address or scheme, so X-Forwarded-* rewriting is work for nothing.
+    options: dict[str, Any] = dict(
+        host=host,
+        port=port,
+        log_level=args.log_level,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        http="httptools",
+        loop="auto",
+    )
     try:
-        uvicorn.run(
-            create_app(router),
-            host=host,
-            port=port,
-            log_level=args.log_level,
-            access_log=False,
-            http="httptools",
-            loop="auto",
-            workers=1,
-        )
+        if args.workers == 1:
+            uvicorn.run(create_app(router), workers=1, **options)
+        else:
+            # Each worker process builds its own router (own connections, state and record
+            # writer; records share one SQLite file in WAL mode) from the same config.
+            if router.store is not None:
+                router.store.close()
+            os.environ["POINTSMAN_CONFIG"] = str(Path(config_path).resolve())
+            if args.db:
+                os.environ["POINTSMAN_DB"] = str(Path(args.db).resolve())
+            uvicorn.run(
+                "pointsman.server:app_from_environment",
+                factory=True,
+                workers=args.workers,
+                **options,
+            )
     finally:
         if upstream is not None:
             upstream.stop()
@@ -180,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--db", help="SQLite file for request records")
     serve.add_argument("--log-level", default="warning")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (default 1; each runs its own event loop)",
+    )
     serve.set_defaults(func=_serve)
 
     config = sub.add_parser("config", help="config file tools")

@@ -98,8 +98,12 @@ class CascadeSettings(_Strict):
     # llm judge: the deployment that grades answers 1-10, and the score an answer needs.
     judge_deployment: str | None = None
     min_score: float = Field(7.0, ge=1, le=10)
-    # rules judge: extra regular expressions that mark an answer as not good enough.
+    # rules judge: extra regular expressions that mark an answer as not good enough, one an
+    # answer must contain (e.g. a final-answer marker), and whether worked arithmetic
+    # ("12 * 3 = 36", "<<12*3=36>>") in the answer must check out.
     reject_patterns: tuple[str, ...] = ()
+    require_pattern: str | None = None
+    check_arithmetic: bool = False
     max_steps: int = Field(3, ge=1)
 
 

@@ -77,7 +77,9 @@ class Dispatcher:
         async for deployment in self._walk(decision, outcome, walk):
             try:
                 if hedge is not None and steps == 0:
-                    completion, deployment = await self._hedged(deployment, request, decision, outcome, walk, hedge)
+                    completion, deployment = await self._hedged(
+                        deployment, request, decision, outcome, walk, hedge
+                    )
                 else:
                     completion = await self._call(deployment, request, decision, outcome, walk)
             except UpstreamError:
@@ -91,8 +93,13 @@ class Dispatcher:
                     if verdict.judged_by is not None:
                         outcome.extra_cost += verdict.cost
                         decision.attempts.append(
-                            Attempt(verdict.judged_by, status=200, role="judge", cost=verdict.cost,
-                                    verdict=f"score {verdict.score}")
+                            Attempt(
+                                verdict.judged_by,
+                                status=200,
+                                role="judge",
+                                cost=verdict.cost,
+                                verdict=f"score {verdict.score}",
+                            )
                         )
                 verdict = verdicts[-1]
                 attempt.verdict = f"{verdict.judge}:{verdict.reason}"
@@ -106,14 +113,20 @@ class Dispatcher:
                     continue
             if held is not None:
                 outcome.extra_cost += held[1].cost(held[0].prompt_tokens, held[0].completion_tokens)
-            return self._answered(completion, deployment, decision, outcome, strip_logprobs=request is not body)
+            return self._answered(
+                completion, deployment, decision, outcome, strip_logprobs=request is not body
+            )
         if held is not None:
             decision.reasons.append("cascade: no stronger deployment answered; returning the rejected answer")
             return self._answered(held[0], held[1], decision, outcome, strip_logprobs=request is not body)
         raise self._exhausted(decision)
 
     def _answered(
-        self, completion: Completion, deployment: Deployment, decision: Decision, outcome: Outcome,
+        self,
+        completion: Completion,
+        deployment: Deployment,
+        decision: Decision,
+        outcome: Outcome,
         strip_logprobs: bool,
     ) -> Completion:
         outcome.deployment = deployment
@@ -122,15 +135,22 @@ class Dispatcher:
             answer = orjson.loads(completion.body)
             for choice in answer.get("choices") or ():
                 choice["logprobs"] = None
-            completion = Completion(orjson.dumps(answer), completion.prompt_tokens, completion.completion_tokens)
+            completion = Completion(
+                orjson.dumps(answer), completion.prompt_tokens, completion.completion_tokens
+            )
         return completion
 
     def _has_next(self, decision: Decision, walk: _Walk) -> bool:
         return any(name not in walk.tried for name in decision.plan)
 
     async def _call(
-        self, deployment: Deployment, body: dict[str, Any], decision: Decision, outcome: Outcome,
-        walk: _Walk, role: str = "answer",
+        self,
+        deployment: Deployment,
+        body: dict[str, Any],
+        decision: Decision,
+        outcome: Outcome,
+        walk: _Walk,
+        role: str = "answer",
     ) -> Completion:
         """One upstream call with its bookkeeping; raises UpstreamError after judging it."""
         started = perf_counter()
@@ -161,8 +181,13 @@ class Dispatcher:
         return completion
 
     async def _hedged(
-        self, first: Deployment, body: dict[str, Any], decision: Decision, outcome: Outcome,
-        walk: _Walk, hedge: HedgeSettings,
+        self,
+        first: Deployment,
+        body: dict[str, Any],
+        decision: Decision,
+        outcome: Outcome,
+        walk: _Walk,
+        hedge: HedgeSettings,
     ) -> tuple[Completion, Deployment]:
         """Call `first`; if it has not answered within the hedge delay, also call the next
         available deployment and keep whichever good answer comes first."""
@@ -308,7 +333,9 @@ class Dispatcher:
                         break
                 if budget == 0:
                     if any(n not in walk.tried for n in decision.plan):
-                        decision.reasons.append(f"dispatch: attempt budget of {self.settings.max_attempts} spent")
+                        decision.reasons.append(
+                            f"dispatch: attempt budget of {self.settings.max_attempts} spent"
+                        )
                     return
             # Everything left is resting: wait (boundedly) for the first to recover, once.
             if waited or not skipped or decision.attempts:
@@ -331,7 +358,9 @@ class Dispatcher:
         attempt.latency_ms = elapsed * 1000
         outcome.upstream_s += elapsed
         # A request the upstream rejects as malformed says nothing about the deployment's health.
-        self.state.release(deployment.name, ok=False, health_failure=exc.retryable and exc.kind != "context_length")
+        self.state.release(
+            deployment.name, ok=False, health_failure=exc.retryable and exc.kind != "context_length"
+        )
 
     def _judge(self, exc: UpstreamError, deployment: Deployment, decision: Decision, walk: _Walk) -> None:
         """Decide what a failure means: raise it to the client, retry here, or fail over."""
@@ -360,7 +389,9 @@ class Dispatcher:
 
     def _exhausted(self, decision: Decision) -> PointsmanError:
         tried = "; ".join(f"{a.deployment}: {a.error}" for a in decision.attempts if a.error)
-        skipped = [r.removeprefix("dispatch: ") for r in decision.reasons if r.startswith("dispatch: skipped")]
+        skipped = [
+            r.removeprefix("dispatch: ") for r in decision.reasons if r.startswith("dispatch: skipped")
+        ]
         detail = "; ".join(filter(None, [tried, *skipped])) or "nothing could be tried"
         message = f"all deployments failed for model {decision.requested_model!r}: {detail}"
         if decision.attempts and all(a.error and a.error.startswith("timeout") for a in decision.attempts):
@@ -394,6 +425,8 @@ def validate_chat_body(body: Any) -> None:
         raise InvalidRequest("'messages' is required and must be a non-empty array", code="invalid_messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidRequest(f"messages[{i}] must be an object with a string 'role'", code="invalid_messages")
+            raise InvalidRequest(
+                f"messages[{i}] must be an object with a string 'role'", code="invalid_messages"
+            )
     if "stream" in body and not isinstance(body["stream"], bool):
         raise InvalidRequest("'stream' must be true or false", code="invalid_stream")

@@ -235,6 +235,15 @@ def create_app(router: Router) -> ASGIApp:
     return app
 
 
+def app_from_environment() -> ASGIApp:
+    """The app of one `pointsman serve --workers N` worker: config from `POINTSMAN_CONFIG`,
+    records to `POINTSMAN_DB` when set."""
+    import os
+
+    router = Router.from_config(os.environ["POINTSMAN_CONFIG"], db=os.environ.get("POINTSMAN_DB"))
+    return create_app(router)
+
+
 class ServerThread:
     """Runs a router's server on loopback in a background thread (demo, tests, benchmarks)."""
 

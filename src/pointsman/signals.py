@@ -1,17 +1,44 @@
-"""Cheap, pure facts about a request, each computed at most once and only when asked for."""
+"""Cheap, pure facts about a request, each computed at most once and only when asked for.
+
+A `Signals` object is made per request and shared by policies, strategies, the record and
+`--explain`. Nothing here calls the network; the costliest facts (language, PII) read a bounded
+sample or use precompiled tables, and none is computed unless something asks for it.
+`computed()` lists the facts that were, which is what the decision record keeps.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from pointsman import signals_vocab as vocab
+
 # Tokens an image part costs at low detail; a floor that keeps window checks honest.
 IMAGE_TOKENS = 85
-# Characters per token for English-like text with common BPE vocabularies.
-CHARS_PER_TOKEN = 4
 # Per-message framing tokens (role markers, separators) in chat formats.
 MESSAGE_OVERHEAD_TOKENS = 4
+# The token estimate: a linear model of cheap character counts, fitted against the cl100k_base
+# tokenizer on the labelled prompt set plus code and prose (see docs/rules-and-policies.md):
+# ASCII characters, the extra UTF-8 bytes of other scripts, whitespace and digits.
+TOKENS_PER_ASCII_CHAR = 0.2266
+TOKENS_PER_EXTRA_BYTE = 0.3684
+TOKENS_PER_SPACE = 0.0147
+TOKENS_PER_NEWLINE = 0.5187
+TOKENS_PER_DIGIT = 0.2174
+# Kept for code that imported the old constant.
+CHARS_PER_TOKEN = 4
+# How much of a long message the text features read: its head and its tail, where the
+# instructions are; a pasted document in between counts through its length alone.
+SCAN_HEAD_CHARS = 6000
+SCAN_TAIL_CHARS = 2000
+# Punctuation that separates words (kept: - ' + # ; so "trade-off", "c++", "tl;dr" survive).
+_WORD_BREAKS = bytes.maketrans(
+    b"!\"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r", b" " * len(b"!\"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r")
+)
+_DIGITS = "0123456789"
 
 
 def message_text(content: Any) -> str:
@@ -27,12 +54,171 @@ def message_text(content: Any) -> str:
     return ""
 
 
-class Signals:
-    """Lazily computed request facts shared by policies, strategies and the record."""
+def estimate_tokens(text: str) -> int:
+    """Tokens of `text` for a cl100k/o200k-style BPE tokenizer, from character counts only
+    (~1 µs per KB; within ~10% of the real tokenizer on typical prompts)."""
+    if not text:
+        return 0
+    chars = len(text)
+    extra = len(text.encode("utf-8", "surrogatepass")) - chars
+    spaces = text.count(" ")
+    newlines = text.count("\n")
+    digits = sum(map(text.count, _DIGITS)) if any(d in text for d in "0123456789") else 0
+    ascii_chars = chars - (extra if extra < chars else chars)
+    return max(
+        1,
+        round(
+            TOKENS_PER_ASCII_CHAR * ascii_chars
+            + TOKENS_PER_EXTRA_BYTE * extra
+            + TOKENS_PER_SPACE * spaces
+            + TOKENS_PER_NEWLINE * newlines
+            + TOKENS_PER_DIGIT * digits
+        ),
+    )
 
-    def __init__(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> None:
+
+def _saturate(x: float, full: float) -> float:
+    """0 at 0, 1 at `full` and beyond, concave in between (the first cues count most)."""
+    if x <= 0:
+        return 0.0
+    return min(1.0, math.log1p(x) / math.log1p(full))
+
+
+@dataclass(frozen=True, slots=True)
+class TextFeatures:
+    """Counts over the scanned part of the last user message (see `SCAN_HEAD_CHARS`)."""
+
+    words: int = 0
+    code_words: int = 0
+    code_marks: int = 0
+    math_words: int = 0
+    math_marks: int = 0
+    reasoning_words: int = 0
+    step_words: int = 0
+    step_phrases: int = 0
+    constraint_words: int = 0
+    constraint_phrases: int = 0
+    long_output_words: int = 0
+    short_output_words: int = 0
+    chat_words: int = 0
+    chat_phrases: int = 0
+    list_items: int = 0
+    nested_items: int = 0
+    questions: int = 0
+    lines: int = 0
+    wordset: frozenset[bytes] = field(default_factory=frozenset, repr=False)
+
+
+def text_features(text: str) -> TextFeatures:
+    """Counts of cue words, notation and structure in `text` (one pass of C-level string
+    operations plus a set of its words; ~30 µs for 1k tokens)."""
+    if len(text) > SCAN_HEAD_CHARS + SCAN_TAIL_CHARS:
+        text = text[:SCAN_HEAD_CHARS] + "\n" + text[-SCAN_TAIL_CHARS:]
+    lower = text.lower()
+    words = lower.encode("utf-8", "surrogatepass").translate(_WORD_BREAKS).split()
+    wordset = frozenset(words)
+    if "-" in lower:
+        # "Python-Funktion" and "step-by-step" also count as their parts.
+        wordset = wordset.union(*(w.split(b"-") for w in wordset if b"-" in w))
+    head = lower[:1500]
+    list_items = nested = 0
+    lines = text.count("\n") + 1
+    if "\n" in text:
+        for line in text.split("\n", 400)[:400]:
+            stripped = line.lstrip()
+            if not stripped:
+                continue
+            first = stripped[0]
+            if first in "-*•" and stripped[1:2] == " " or (
+                first.isdigit() and stripped[1:3] in (". ", ") ") or stripped[2:4] in (". ", ") ")
+            ):
+                list_items += 1
+                if len(line) - len(stripped) >= 2:
+                    nested += 1
+    return TextFeatures(
+        words=len(words),
+        code_words=len(wordset & vocab.CODE),
+        code_marks=sum(1 for m in vocab.CODE_MARKS if m in text) + text.count("```") // 2,
+        math_words=len(wordset & vocab.MATH),
+        math_marks=sum(1 for m in vocab.MATH_MARKS if m in text),
+        reasoning_words=len(wordset & vocab.REASONING),
+        step_words=len(wordset & vocab.STEPS),
+        step_phrases=sum(1 for p in vocab.STEP_PHRASES if p in head),
+        constraint_words=len(wordset & vocab.CONSTRAINTS),
+        constraint_phrases=sum(1 for p in vocab.CONSTRAINT_PHRASES if p in head),
+        long_output_words=len(wordset & vocab.LONG_OUTPUT),
+        short_output_words=len(wordset & vocab.SHORT_OUTPUT)
+        + sum(1 for p in vocab.SHORT_PHRASES if p in head),
+        chat_words=len(wordset & vocab.CHAT),
+        chat_phrases=sum(1 for p in vocab.CHAT_PHRASES if p in head),
+        list_items=list_items,
+        nested_items=nested,
+        questions=text.count("?"),
+        lines=lines,
+        wordset=wordset,
+    )
+
+
+class SignalSettings:
+    """What the config says about signals, compiled once: the domain keyword lists, the
+    languages the detector chooses among, and the PII detector."""
+
+    def __init__(
+        self,
+        domains: Mapping[str, Iterable[str]] | None = None,
+        languages: Iterable[str] | None = None,
+        pii_kinds: Iterable[str] | None = None,
+        pii_engine: str = "builtin",
+    ) -> None:
+        merged = dict(vocab.DOMAINS)
+        for name, words in (domains or {}).items():
+            merged[name] = frozenset(w.lower().encode() for w in words)
+        self.domains = merged
+        self.languages = tuple(languages) if languages else None
+        self._pii_kinds = tuple(pii_kinds) if pii_kinds else None
+        self._pii_engine = pii_engine
+        self._detector: Any = None
+
+    @property
+    def detector(self) -> Any:
+        if self._detector is None:
+            from pointsman import pii
+
+            kinds = self._pii_kinds or pii.KINDS
+            if self._pii_engine == "presidio":
+                self._detector = pii.PresidioDetector(kinds)
+            else:
+                self._detector = pii.Detector(kinds)
+        return self._detector
+
+
+DEFAULT_SETTINGS = SignalSettings()
+
+
+class Signals:
+    """Lazily computed request facts shared by policies, strategies and the record.
+
+    `metadata` holds trusted facts about the caller that a key lookup supplies (tier, role,
+    region, ...); the client's own `x-pointsman-<name>` headers fill in what it does not say.
+    """
+
+    def __init__(
+        self,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        settings: SignalSettings | None = None,
+        key: str | None = None,
+    ) -> None:
         self.body = body
         self.headers: Mapping[str, str] = headers or {}
+        self.settings = settings or DEFAULT_SETTINGS
+        self._trusted = metadata
+        self._key = key
+        self._memo: dict[Any, Any] = {}
+
+    # -- the request's shape -------------------------------------------------------------------
 
     @cached_property
     def messages(self) -> list[dict[str, Any]]:
@@ -47,23 +233,74 @@ class Signals:
         return ""
 
     @cached_property
-    def image_count(self) -> int:
-        count = 0
+    def system_prompt(self) -> str:
+        """The text of the system (and developer) messages."""
+        return "\n".join(
+            message_text(m.get("content"))
+            for m in self.messages
+            if isinstance(m, dict) and m.get("role") in ("system", "developer")
+        )
+
+    @cached_property
+    def turns(self) -> int:
+        """User messages in the conversation (1 for a single question)."""
+        return sum(1 for m in self.messages if isinstance(m, dict) and m.get("role") == "user")
+
+    @property
+    def depth(self) -> int:
+        """Messages in the conversation, every role counted."""
+        return len(self.messages)
+
+    @cached_property
+    def _parts(self) -> tuple[int, int]:
+        images = audio = 0
         for message in self.messages:
             content = message.get("content") if isinstance(message, dict) else None
             if isinstance(content, list):
-                count += sum(
-                    1 for p in content if isinstance(p, dict) and p.get("type") == "image_url"
-                )
-        return count
+                for part in content:
+                    if isinstance(part, dict):
+                        kind = part.get("type")
+                        if kind == "image_url" or kind == "image":
+                            images += 1
+                        elif kind == "input_audio" or kind == "audio":
+                            audio += 1
+        return images, audio
+
+    @property
+    def image_count(self) -> int:
+        return self._parts[0]
 
     @property
     def has_images(self) -> bool:
-        return self.image_count > 0
+        return self._parts[0] > 0
+
+    @cached_property
+    def has_audio(self) -> bool:
+        """Audio in the prompt, or audio asked for in the answer."""
+        modalities = self.body.get("modalities")
+        return (
+            self._parts[1] > 0
+            or bool(self.body.get("audio"))
+            or (isinstance(modalities, list) and "audio" in modalities)
+        )
+
+    @cached_property
+    def modalities(self) -> tuple[str, ...]:
+        found = ["text"]
+        if self.has_images:
+            found.append("image")
+        if self.has_audio:
+            found.append("audio")
+        return tuple(found)
 
     @cached_property
     def has_tools(self) -> bool:
         return bool(self.body.get("tools")) and self.body.get("tool_choice") != "none"
+
+    @cached_property
+    def tool_count(self) -> int:
+        tools = self.body.get("tools")
+        return len(tools) if isinstance(tools, list) and self.has_tools else 0
 
     @cached_property
     def wants_json(self) -> bool:
@@ -72,27 +309,256 @@ class Signals:
 
     @cached_property
     def estimated_tokens(self) -> int:
-        """Prompt tokens, estimated from characters (a calibrated tokenizer comes with rules)."""
-        chars = 0
+        """Prompt tokens, estimated from character counts (see `estimate_tokens`)."""
+        total = 0
         for message in self.messages:
             if not isinstance(message, dict):
                 continue
-            chars += len(message_text(message.get("content")))
+            total += estimate_tokens(message_text(message.get("content")))
             for call in message.get("tool_calls") or ():
-                chars += len(str(call.get("function", {}).get("arguments", "")))
+                if isinstance(call, dict):
+                    total += estimate_tokens(str(call.get("function", {}).get("arguments", "")))
         tools = self.body.get("tools")
         if tools:
-            chars += len(str(tools))
-        return (
-            -(-chars // CHARS_PER_TOKEN)
-            + MESSAGE_OVERHEAD_TOKENS * len(self.messages)
-            + IMAGE_TOKENS * self.image_count
-        )
+            total += estimate_tokens(str(tools))
+        return total + MESSAGE_OVERHEAD_TOKENS * len(self.messages) + IMAGE_TOKENS * self.image_count
 
     @cached_property
     def max_output_tokens(self) -> int:
         value = self.body.get("max_completion_tokens") or self.body.get("max_tokens") or 0
         return value if isinstance(value, int) else 0
 
+    # -- what the text says --------------------------------------------------------------------
+
+    @cached_property
+    def features(self) -> TextFeatures:
+        return text_features(self.last_user_text)
+
+    @cached_property
+    def code(self) -> float:
+        """0..1: how much the request is about code (notation counts more than words)."""
+        f = self.features
+        return min(1.0, 0.6 * _saturate(f.code_marks, 4) + 0.5 * _saturate(f.code_words, 4))
+
+    @cached_property
+    def math(self) -> float:
+        """0..1: maths vocabulary and notation."""
+        f = self.features
+        return min(1.0, 0.6 * _saturate(f.math_words, 4) + 0.5 * _saturate(f.math_marks, 3))
+
+    @cached_property
+    def reasoning(self) -> float:
+        """0..1: words that ask for analysis, comparison, justification, proof."""
+        return _saturate(self.features.reasoning_words, 5)
+
+    @cached_property
+    def multi_step(self) -> float:
+        """0..1: cues of a task in several steps (sequence words, numbered steps)."""
+        f = self.features
+        return _saturate(f.step_words + 2 * f.step_phrases + f.list_items / 2, 8)
+
+    @cached_property
+    def constraints(self) -> float:
+        """0..1: constraint density (requirements, limits, formats) per sentence-sized chunk."""
+        f = self.features
+        count = f.constraint_words + f.constraint_phrases
+        return _saturate(count * 12 / math.sqrt(max(f.words, 12)), 8)
+
+    @cached_property
+    def structure(self) -> float:
+        """0..1: list items and nesting in the prompt."""
+        f = self.features
+        return _saturate(f.list_items + 3 * f.nested_items, 12)
+
+    @cached_property
+    def output_length(self) -> float:
+        """-1..1: cues that the answer will be long (essay, report, implement...) minus cues
+        that it will be short (briefly, one word...); `max_tokens` counts when given."""
+        f = self.features
+        value = _saturate(f.long_output_words, 3) - _saturate(f.short_output_words, 2)
+        if self.max_output_tokens:
+            value += _saturate(self.max_output_tokens / 500, 8) - 0.3
+        return max(-1.0, min(1.0, value))
+
+    @cached_property
+    def chat(self) -> float:
+        """0..1: small talk and simple lookups (greetings, thanks, "what is", "translate")."""
+        f = self.features
+        return _saturate(f.chat_words + 2 * f.chat_phrases, 4)
+
+    @cached_property
+    def domains(self) -> tuple[str, ...]:
+        """Domains whose keywords appear, in the config's order (built-ins first)."""
+        words = self.features.wordset
+        return tuple(name for name, keys in self.settings.domains.items() if words & keys)
+
+    @property
+    def domain(self) -> str | None:
+        return self.domains[0] if self.domains else None
+
+    @cached_property
+    def _language(self) -> tuple[str, float]:
+        from pointsman.language import detect_language
+
+        return detect_language(self.last_user_text or self.system_prompt, self.settings.languages)
+
+    @property
+    def language(self) -> str:
+        """ISO 639-1 code of the last user message's language, or "und" when unsure."""
+        return self._language[0]
+
+    @property
+    def language_confidence(self) -> float:
+        return self._language[1]
+
+    # -- personal data -------------------------------------------------------------------------
+
+    @cached_property
+    def text_segments(self) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
+        """Every text in the messages, with its (message index, content part index or -1)."""
+        texts: list[str] = []
+        paths: list[tuple[int, int]] = []
+        for i, message in enumerate(self.messages):
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                texts.append(content)
+                paths.append((i, -1))
+            elif isinstance(content, list):
+                for j, part in enumerate(content):
+                    if isinstance(part, dict) and part.get("type") == "text":
+                        text = part.get("text")
+                        if isinstance(text, str):
+                            texts.append(text)
+                            paths.append((i, j))
+        return tuple(texts), tuple(paths)
+
+    @cached_property
+    def pii(self) -> list[Any]:
+        """PII findings (`pointsman.pii.Finding`) in every message, system prompt included."""
+        return list(self.settings.detector.scan(self.text_segments[0]))
+
+    @cached_property
+    def pii_kinds(self) -> frozenset[str]:
+        return frozenset(f.kind for f in self.pii)
+
+    # -- who is asking -------------------------------------------------------------------------
+
+    @cached_property
+    def metadata(self) -> dict[str, str]:
+        """Caller facts: `x-pointsman-<name>` headers as `<name>`, the body's `user`, then
+        what the key lookup supplied (which wins)."""
+        meta: dict[str, str] = {}
+        for name, value in self.headers.items():
+            lower = name.lower()
+            if lower.startswith("x-pointsman-") and isinstance(value, str):
+                meta[lower[12:]] = value.strip()
+        user = self.body.get("user")
+        if isinstance(user, str) and user:
+            meta.setdefault("user", user)
+        if self._key:
+            from pointsman.router import key_fingerprint
+
+            meta["key"] = key_fingerprint(self._key) or ""
+        if self._trusted:
+            meta.update(self._trusted)
+        return meta
+
+    @property
+    def key(self) -> str | None:
+        """The fingerprint of the client key (never the key itself)."""
+        return self.metadata.get("key")
+
+    @property
+    def user(self) -> str | None:
+        return self.metadata.get("user")
+
+    @cached_property
+    def region(self) -> str | None:
+        value = self.metadata.get("region")
+        return value.lower() if value else None
+
+    @cached_property
+    def user_tier(self) -> str | None:
+        value = self.metadata.get("tier")
+        return value.lower() if value else None
+
+    @cached_property
+    def role(self) -> str | None:
+        value = self.metadata.get("role")
+        return value.lower() if value else None
+
+    @property
+    def session(self) -> str | None:
+        return self.metadata.get("session")
+
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
+
+    # -- shared by later steps -----------------------------------------------------------------
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """A value derived from these signals by a later step (a complexity score, a rule's
+        verdict), computed once per request."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = compute()
+            return value
+
+    # The facts `computed()` and `explain()` report, in reading order.
+    REPORTED = (
+        "estimated_tokens",
+        "max_output_tokens",
+        "turns",
+        "modalities",
+        "tool_count",
+        "wants_json",
+        "language",
+        "language_confidence",
+        "code",
+        "math",
+        "reasoning",
+        "multi_step",
+        "constraints",
+        "structure",
+        "output_length",
+        "chat",
+        "domains",
+        "pii_kinds",
+        "region",
+        "user_tier",
+        "role",
+        "user",
+        "key",
+    )
+    _BACKING = {"language": "_language", "language_confidence": "_language", "modalities": "modalities"}
+
+    def explain(self) -> dict[str, Any]:
+        """Every reported signal, computing the ones not yet known (for `--explain`)."""
+        out = {name: _plain(getattr(self, name)) for name in self.REPORTED}
+        out["system_prompt"] = bool(self.system_prompt)
+        out["pii"] = [f"{f.kind}:{f.redacted()}" for f in self.pii]
+        out["metadata"] = {k: v for k, v in self.metadata.items() if k != "key"}
+        return out
+
+    def computed(self) -> dict[str, Any]:
+        """The reported signals that this request's routing actually computed."""
+        known = self.__dict__
+        out = {}
+        for name in self.REPORTED:
+            backing = self._BACKING.get(name, name)
+            if backing in known or (name in ("region", "user_tier", "role") and name in known):
+                out[name] = _plain(getattr(self, name))
+        if "metadata" in known and "key" not in out and self.key:
+            out["key"] = self.key
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, (frozenset, set)):
+        return sorted(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value

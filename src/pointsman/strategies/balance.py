@@ -69,13 +69,16 @@ class BalanceStrategy(Strategy):
         if method == "weighted":
             return Ranking(self._shuffle(names), "weighted_draw")
         if method == "cost":
+
             def price(d: Deployment) -> float:
                 return d.price.input * signals.estimated_tokens + d.price.output * max(
                     signals.max_output_tokens, 256
                 )
 
             ordered = sorted(candidates, key=price)
-            return Ranking([d.name for d in ordered], "cheapest", {d.name: price(d) / 1e6 for d in candidates})
+            return Ranking(
+                [d.name for d in ordered], "cheapest", {d.name: price(d) / 1e6 for d in candidates}
+            )
         state = self.state
         if state is None:
             return Ranking(names, "no_state")
@@ -84,7 +87,9 @@ class BalanceStrategy(Strategy):
             keyed = sorted(names, key=lambda n: (state.in_flight(n), self._random.random()))
             return Ranking(keyed, "least_in_flight", {n: float(state.in_flight(n)) for n in names})
         # latency
-        stale = [n for n in names if state.idle_for(n) > self.options.revisit_after_s or state.latency(n) is None]
+        stale = [
+            n for n in names if state.idle_for(n) > self.options.revisit_after_s or state.latency(n) is None
+        ]
         if stale and (len(stale) < len(names) or self._random.random() < 0.5):
             first = self._random.choice(stale)
             rest = sorted((n for n in names if n != first), key=lambda n: state.latency(n) or 0.0)
@@ -95,7 +100,9 @@ class BalanceStrategy(Strategy):
             ordered.remove(pick)
             ordered.insert(0, pick)
             return Ranking(ordered, "explore")
-        return Ranking(ordered, "lowest_latency", {n: round((state.latency(n) or 0.0) * 1000, 3) for n in names})
+        return Ranking(
+            ordered, "lowest_latency", {n: round((state.latency(n) or 0.0) * 1000, 3) for n in names}
+        )
 
     def _session_key(self, signals: Signals) -> str | None:
         key = self.options.hash_key
