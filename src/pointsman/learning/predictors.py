@@ -226,6 +226,10 @@ class TreesPredictor(Predictor):
         self.baseline = np.asarray(baseline, dtype=np.float64)  # (outputs,)
 
     def predict(self, features: Features) -> np.ndarray:
+        return np.clip(self.raw(features), 0.0, 1.0)
+
+    def raw(self, features: Features) -> np.ndarray:
+        """Sum of baseline and leaves, before clipping to 0..1."""
         x = features.stack(self.blocks)
         n, t = len(x), len(self.feature)
         node = np.zeros((n, t), dtype=np.int64)
@@ -240,7 +244,7 @@ class TreesPredictor(Predictor):
         out = np.tile(self.baseline, (n, 1))
         for j in range(len(self.baseline)):
             out[:, j] += values[:, self.output == j].sum(axis=1)
-        return np.clip(out, 0.0, 1.0)
+        return out
 
     def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         spec = {"kind": self.kind, "prefix": prefix, "blocks": self.blocks, "depth": self.depth}

@@ -1,0 +1,373 @@
+"""Training: fit candidate learners with scikit-learn, compare them on out-of-fold
+predictions, and export the winner to the portable numpy predictors.
+
+Only this module needs scikit-learn (the `train` extra). Selection never sees the test split:
+candidates are compared by K-fold cross-validation on the training split (folds drawn by
+prompt), the winner (a single learner or a greedy ensemble) is refitted on the whole training
+split, and its out-of-fold predictions calibrate the cost-quality knob.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pointsman.learning import metrics
+from pointsman.learning.datasets import OutcomeData, _prompt_key
+from pointsman.learning.encoders import (
+    Encoder,
+    SignalsEncoder,
+    TfidfEncoder,
+    WordLlamaEncoder,
+)
+from pointsman.learning.predictors import (
+    EnsemblePredictor,
+    Features,
+    KnnPredictor,
+    LinearPredictor,
+    MlpPredictor,
+    Predictor,
+    Standardizer,
+    TreesPredictor,
+)
+
+Progress = Callable[[str], None]
+
+
+def _require_sklearn() -> None:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "training needs scikit-learn: pip install 'pointsman[train]'"
+        ) from None
+
+
+# --------------------------------------------------------------------------- features
+
+
+def fit_encoders(prompts: Sequence[str], kinds: Sequence[str]) -> dict[str, Encoder]:
+    """Encoders by block name; `tfidf` is fitted on `prompts` (no labels are used)."""
+    out: dict[str, Encoder] = {}
+    for kind in kinds:
+        if kind == "wordllama":
+            out[kind] = WordLlamaEncoder()
+        elif kind == "signals":
+            out[kind] = SignalsEncoder()
+        elif kind == "tfidf":
+            out[kind] = TfidfEncoder.fit(prompts)
+        elif kind == "sentence-transformers":
+            from pointsman.learning.encoders import SentenceTransformerEncoder
+
+            out[kind] = SentenceTransformerEncoder("sentence-transformers/all-MiniLM-L6-v2")
+        else:
+            raise SystemExit(f"unknown encoder {kind!r}")
+    return out
+
+
+def encode(encoders: dict[str, Encoder], prompts: Sequence[str]) -> Features:
+    feats = Features()
+    for name, enc in encoders.items():
+        if enc.sparse:
+            feats.sparse[name] = enc.encode_sparse(prompts)  # type: ignore[attr-defined]
+        else:
+            feats.dense[name] = enc.encode(prompts)
+    return feats
+
+
+# --------------------------------------------------------------------------- learners
+
+
+@dataclass
+class Candidate:
+    """A learner to compare: `fit(features, targets, index)` returns a portable predictor."""
+
+    name: str
+    needs: tuple[str, ...]
+    fit: Callable[[Features, np.ndarray, np.ndarray], Predictor]
+
+
+def _fractional_logistic(x: Any, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+    """Logistic regression on targets in 0..1: each row appears as a positive with weight y
+    and a negative with weight 1-y (identical to plain LR when y is 0/1)."""
+    from scipy.sparse import issparse, vstack
+    from sklearn.linear_model import LogisticRegression
+
+    if np.all((y == 0) | (y == 1)):
+        xx, yy, ww = x, y.astype(int), None
+    else:
+        xx = vstack([x, x]).tocsr() if issparse(x) else np.vstack([x, x])
+        yy = np.concatenate([np.ones(len(y), int), np.zeros(len(y), int)])
+        ww = np.concatenate([y, 1.0 - y])
+    if len(np.unique(yy if ww is None else yy[ww > 0])) < 2:
+        # One class only: a constant model at the observed rate.
+        rate = float(np.clip(y.mean(), 1e-4, 1 - 1e-4))
+        return np.zeros(x.shape[1]), float(np.log(rate / (1 - rate)))
+    model = LogisticRegression(C=c, max_iter=5000)
+    model.fit(xx, yy, sample_weight=ww)
+    return model.coef_[0], float(model.intercept_[0])
+
+
+def linear_candidate(
+    name: str, dense: Sequence[str], sparse: str | None, c: float, dense_scale: float
+) -> Candidate:
+    def fit(feats: Features, y: np.ndarray, idx: np.ndarray) -> Predictor:
+        from scipy.sparse import csr_matrix, hstack
+
+        xd = scaler = None
+        if dense:
+            raw = feats.stack(dense)[idx]
+            scaler = Standardizer.fit(raw)
+            xd = scaler(raw) * dense_scale
+        parts = []
+        if sparse is not None:
+            parts.append(feats.sparse[sparse].to_scipy()[idx])
+        if xd is not None:
+            parts.append(csr_matrix(xd))
+        x = hstack(parts).tocsr() if len(parts) > 1 else parts[0]
+        n_dense = xd.shape[1] if xd is not None else 0
+        width = feats.sparse[sparse].width if sparse is not None else 0
+        w_dense = np.zeros((n_dense, y.shape[1]))
+        w_sparse = np.zeros((width, y.shape[1])) if sparse is not None else None
+        bias = np.zeros(y.shape[1])
+        for j in range(y.shape[1]):
+            coef, b = _fractional_logistic(x, y[idx, j], c)
+            if w_sparse is not None:
+                w_sparse[:, j] = coef[:width]
+            w_dense[:, j] = coef[width:]
+            bias[j] = b
+        return LinearPredictor(list(dense), sparse, scaler, dense_scale, w_dense, w_sparse, bias)
+
+    needs = tuple(dense) + ((sparse,) if sparse else ())
+    return Candidate(name, needs, fit)
+
+
+def knn_candidate(name: str, block: str, k: int) -> Candidate:
+    def fit(feats: Features, y: np.ndarray, idx: np.ndarray) -> Predictor:
+        return KnnPredictor(block, feats.dense[block][idx], y[idx], k)
+
+    return Candidate(name, (block,), fit)
+
+
+def trees_candidate(
+    name: str, blocks: Sequence[str], depth: int = 3, iters: int = 200, rate: float = 0.05
+) -> Candidate:
+    def fit(feats: Features, y: np.ndarray, idx: np.ndarray) -> Predictor:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        x = feats.stack(blocks)[idx]
+        features, thresholds, leaves, outputs, baseline = [], [], [], [], []
+        models = []
+        for j in range(y.shape[1]):
+            model = HistGradientBoostingRegressor(
+                max_depth=depth,
+                learning_rate=rate,
+                max_iter=iters,
+                min_samples_leaf=40,
+                early_stopping=False,
+                random_state=0,
+            ).fit(x, y[idx, j])
+            models.append(model)
+            baseline.append(float(np.ravel(model._baseline_prediction)[0]))
+            for stage in model._predictors:
+                f, t, v = _complete_tree(stage[0].nodes, depth)
+                features.append(f)
+                thresholds.append(t)
+                leaves.append(v)
+                outputs.append(j)
+        predictor = TreesPredictor(
+            list(blocks),
+            depth,
+            np.array(features),
+            np.array(thresholds),
+            np.array(leaves),
+            np.array(outputs),
+            np.array(baseline),
+        )
+        # Trust the export only if it reproduces scikit-learn on training rows.
+        sample = idx[:256]
+        expected = np.column_stack([m.predict(feats.stack(blocks)[sample]) for m in models])
+        got = predictor.raw(feats.subset(sample))
+        if not np.allclose(got, expected, atol=1e-6):
+            raise RuntimeError(f"tree export differs from scikit-learn by {np.abs(got - expected).max()}")
+        return predictor
+
+    return Candidate(name, tuple(blocks), fit)
+
+
+def _complete_tree(nodes: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A scikit-learn histogram tree (structured node array) as a complete binary tree."""
+    size = 2**depth - 1
+    feature = np.zeros(size, dtype=np.int32)
+    threshold = np.full(size, np.inf)
+    leaf = np.zeros(2**depth)
+
+    def walk(src: int, dst: int, level: int) -> None:
+        node = nodes[src]
+        if level == depth:
+            leaf[dst - size] = node["value"]
+            return
+        if node["is_leaf"]:
+            # Pad: an always-left node whose whole subtree ends in this leaf's value.
+            feature[dst] = 0
+            threshold[dst] = np.inf
+            walk(src, 2 * dst + 1, level + 1)
+            walk(src, 2 * dst + 2, level + 1)
+            return
+        feature[dst] = int(node["feature_idx"])
+        threshold[dst] = float(node["num_threshold"])
+        walk(int(node["left"]), 2 * dst + 1, level + 1)
+        walk(int(node["right"]), 2 * dst + 2, level + 1)
+
+    walk(0, 0, 0)
+    return feature, threshold, leaf
+
+
+def mlp_candidate(name: str, blocks: Sequence[str], hidden: int = 64, alpha: float = 1.0) -> Candidate:
+    def fit(feats: Features, y: np.ndarray, idx: np.ndarray) -> Predictor:
+        from sklearn.neural_network import MLPRegressor
+
+        x = feats.stack(blocks)[idx]
+        scaler = Standardizer.fit(x)
+        model = MLPRegressor(
+            hidden_layer_sizes=(hidden,),
+            alpha=alpha,
+            max_iter=300,
+            early_stopping=True,
+            random_state=0,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(scaler(x), y[idx])
+        return MlpPredictor(list(blocks), scaler, model.coefs_, model.intercepts_)
+
+    return Candidate(name, tuple(blocks), fit)
+
+
+def default_candidates(encoders: Sequence[str]) -> list[Candidate]:
+    """The learners compared by default, restricted to the encoders available."""
+    have = set(encoders)
+    dense_text = "wordllama" if "wordllama" in have else None
+    out: list[Candidate] = []
+    if "tfidf" in have:
+        out.append(linear_candidate("linear[tfidf]", (), "tfidf", 0.5, 1.0))
+        extra = tuple(b for b in ("signals", dense_text) if b and b in have)
+        if extra:
+            out.append(linear_candidate(f"linear[tfidf+{'+'.join(extra)}]", extra, "tfidf", 0.5, 0.1))
+    dense = tuple(b for b in (dense_text, "signals") if b and b in have)
+    if dense_text:
+        out.append(linear_candidate(f"linear[{'+'.join(dense)}]", dense, None, 0.1, 1.0))
+        out.append(knn_candidate(f"knn25[{dense_text}]", dense_text, 25))
+        out.append(knn_candidate(f"knn100[{dense_text}]", dense_text, 100))
+    if dense:
+        out.append(trees_candidate(f"trees[{'+'.join(dense)}]", dense))
+        out.append(mlp_candidate(f"mlp[{'+'.join(dense)}]", dense))
+    if "signals" in have:
+        out.append(trees_candidate("trees[signals]", ("signals",)))
+    return out
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def fold_ids(prompts: Sequence[str], folds: int, seed: int) -> np.ndarray:
+    """Fold of each row, by prompt: identical prompts share a fold."""
+    distinct = sorted(set(prompts), key=lambda p: _prompt_key(seed, "fold", p))
+    fold_of = {p: i % folds for i, p in enumerate(distinct)}
+    return np.array([fold_of[p] for p in prompts], dtype=np.int64)
+
+
+@dataclass
+class Scorer:
+    """The selection metric: higher is better. Two models: mean APGR over the datasets
+    trained on; many models: mean AIQ (area under the cost-quality hull)."""
+
+    two_model: bool
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (index, quality, cost) per dataset
+
+    def __call__(self, pred: np.ndarray) -> float:
+        values = []
+        for idx, q, c in self.parts:
+            p = pred[idx]
+            if self.two_model:
+                values.append(metrics.apgr(metrics.threshold_curve(p[:, 1] - p[:, 0], q), q))
+            else:
+                curve = metrics.lambda_curve(p, c, q)
+                values.append(metrics.cost_quality_report(curve, [""] * q.shape[1], c, q).aiq)
+        return float(np.mean(values))
+
+
+@dataclass
+class Selection:
+    predictor: Predictor
+    chosen: list[str]
+    weights: list[float]
+    oof: np.ndarray
+    table: list[dict[str, Any]] = field(default_factory=list)
+
+
+def select(
+    feats: Features,
+    quality: np.ndarray,
+    prompts: Sequence[str],
+    scorer: Scorer,
+    candidates: Sequence[Candidate],
+    folds: int = 5,
+    seed: int = 0,
+    max_members: int = 4,
+    progress: Progress | None = None,
+) -> Selection:
+    """Cross-validate every candidate, build a greedy ensemble from their out-of-fold
+    predictions, and refit the chosen learners on all rows."""
+    _require_sklearn()
+    fold = fold_ids(prompts, folds, seed)
+    n = len(prompts)
+    oof: dict[str, np.ndarray] = {}
+    table: list[dict[str, Any]] = []
+    for cand in candidates:
+        started = time.perf_counter()
+        pred = np.zeros_like(quality, dtype=np.float64)
+        for k in range(folds):
+            train = np.flatnonzero(fold != k)
+            held = np.flatnonzero(fold == k)
+            model = cand.fit(feats, quality, train)
+            pred[held] = model.predict(feats.subset(held))
+        oof[cand.name] = pred
+        score = scorer(pred)
+        table.append({"candidate": cand.name, "score": round(score, 4), "seconds": round(time.perf_counter() - started, 1)})
+        if progress:
+            progress(f"{cand.name}: {score:.4f}")
+    # Greedy forward selection with replacement (Caruana et al.): add whichever member most
+    # improves the blend's out-of-fold score; stop when nothing helps.
+    counts: dict[str, int] = {}
+    blend = np.zeros_like(quality, dtype=np.float64)
+    best = -np.inf
+    for _ in range(max_members):
+        step_best, step_name = best, None
+        total = sum(counts.values())
+        for name, pred in oof.items():
+            trial = (blend * total + pred) / (total + 1)
+            value = scorer(trial)
+            if value > step_best + 1e-4:
+                step_best, step_name = value, name
+        if step_name is None:
+            break
+        counts[step_name] = counts.get(step_name, 0) + 1
+        total = sum(counts.values())
+        blend = sum(oof[k] * c for k, c in counts.items()) / total
+        best = step_best
+    chosen = list(counts)
+    weights = [counts[k] / sum(counts.values()) for k in chosen]
+    table.append({"candidate": "ensemble: " + " + ".join(f"{w:.2f}x{k}" for k, w in zip(chosen, weights, strict=True)), "score": round(best, 4), "seconds": 0.0})
+    if progress:
+        progress(f"chosen: {table[-1]['candidate']} ({best:.4f})")
+    by_name = {c.name: c for c in candidates}
+    everything = np.arange(n)
+    members = [by_name[k].fit(feats, quality, everything) for k in chosen]
+    predictor: Predictor = members[0] if len(members) == 1 else EnsemblePredictor(members, weights)
+    return Selection(predictor, chosen, weights, blend, table)
