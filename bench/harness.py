@@ -435,7 +435,7 @@ async def closed_loop(
     return tally
 
 
-def _loop_run(coro: Any) -> Any:
+def run_async(coro: Any) -> Any:
     try:
         import uvloop
     except ImportError:
@@ -459,7 +459,7 @@ def run_open(
     cpu0 = server.cpu_seconds() if server else 0.0
     own0 = time.process_time()
     wall0 = perf_counter()
-    tally = _loop_run(open_loop(url, body, rate, duration, stream=stream, arrivals=arrivals, warmup=warmup))
+    tally = run_async(open_loop(url, body, rate, duration, stream=stream, arrivals=arrivals, warmup=warmup))
     wall = perf_counter() - wall0
     return _result(
         target,
@@ -483,7 +483,7 @@ def run_closed_python(
     cpu0 = server.cpu_seconds() if server else 0.0
     own0 = time.process_time()
     wall0 = perf_counter()
-    tally = _loop_run(closed_loop(url, body, concurrency, duration))
+    tally = run_async(closed_loop(url, body, concurrency, duration))
     wall = perf_counter() - wall0
     return _result(
         target,
@@ -583,6 +583,8 @@ def run_wrk(
         f"-c{concurrency}",
         f"-d{seconds}s",
         "--latency",
+        "--timeout",
+        "30s",
         "-s",
         str(script),
         url,
@@ -629,9 +631,10 @@ def saturate(
     workdir: Path,
     *,
     server: Server | None = None,
+    use_wrk: bool = True,
 ) -> LoadResult:
     """Saturation throughput with wrk where installed, else with the Python closed-loop driver."""
-    if have_wrk():
+    if use_wrk and have_wrk():
         return run_wrk(target, url, body, concurrency, duration, workdir, server=server)
     return run_closed_python(target, url, body, concurrency, duration, server)
 

@@ -34,11 +34,20 @@ def added(direct: dict[str, float], through: dict[str, float]) -> dict[str, floa
     return {q: round(through[q] - direct[q], 3) for q in PERCENTILES if q in direct and q in through}
 
 
-def check_upstream(upstream: Server, workdir: Path, seconds: float, highest: float) -> dict[str, Any]:
+def check_upstream(
+    upstream: Server, workdir: Path, seconds: float, highest: float, *, use_wrk: bool = True
+) -> dict[str, Any]:
     """The upstream's own saturation throughput, sharing its core with the load generator."""
     body = chat_body("bench-small")
     result = harness.saturate(
-        "upstream alone", upstream.url + DIRECT_PATH, body, 32, seconds, workdir, server=upstream
+        "upstream alone",
+        upstream.url + DIRECT_PATH,
+        body,
+        32,
+        seconds,
+        workdir,
+        server=upstream,
+        use_wrk=use_wrk,
     )
     ratio = result.achieved_rate / highest if highest else float("inf")
     print(
@@ -61,6 +70,7 @@ def open_loop_rates(
     *,
     stream: bool = False,
     body_for: dict[str, bytes],
+    warmup: float = 1.0,
 ) -> list[dict[str, Any]]:
     """For each rate, one open-loop run per target (direct first), and the added latency."""
     rows = []
@@ -68,7 +78,15 @@ def open_loop_rates(
         runs: dict[str, LoadResult] = {}
         for name, (url, server) in targets.items():
             runs[name] = harness.run_open(
-                name, url, body_for[name], rate, duration, server=server, stream=stream, arrivals=arrivals
+                name,
+                url,
+                body_for[name],
+                rate,
+                duration,
+                server=server,
+                stream=stream,
+                arrivals=arrivals,
+                warmup=warmup,
             )
             print(f"  {rate:>6g} req/s {name:<10} {_brief(runs[name], stream)}", file=sys.stderr)
         row: dict[str, Any] = {"rate": rate, "runs": {n: r.as_dict() for n, r in runs.items()}}
@@ -96,10 +114,13 @@ def saturation(
     concurrency: int,
     workdir: Path,
     body_for: dict[str, bytes],
+    use_wrk: bool = True,
 ) -> dict[str, dict[str, Any]]:
     out = {}
     for name, (url, server) in targets.items():
-        result = harness.saturate(name, url, body_for[name], concurrency, seconds, workdir, server=server)
+        result = harness.saturate(
+            name, url, body_for[name], concurrency, seconds, workdir, server=server, use_wrk=use_wrk
+        )
         print(f"  saturation {name:<10} {result.achieved_rate:,.0f} req/s ({result.tool})", file=sys.stderr)
         out[name] = result.as_dict()
     return out
@@ -158,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-rate", type=float, default=250.0, help="streaming TTFB rate; 0 skips")
     parser.add_argument("--workers", type=int, default=1, help="pointsman worker processes")
     parser.add_argument("--proxy-cpus", default=harness.PROXY_CPUS, help="taskset list for pointsman")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each point")
+    parser.add_argument("--no-wrk", action="store_true", help="saturate with the Python driver")
     parser.add_argument("--profile", action="store_true", help="py-spy profile at saturation")
     parser.add_argument("--max-load", type=float, default=0.5, help="warn above this load average")
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/...)")
@@ -182,14 +205,16 @@ def main(argv: list[str] | None = None) -> int:
             }
             bodies = {"direct": chat_body("bench-small"), "pointsman": chat_body("auto")}
             report["upstream_check"] = check_upstream(
-                upstream, workdir, min(5.0, args.saturation_s), max(rates)
+                upstream, workdir, min(5.0, args.saturation_s), max(rates), use_wrk=not args.no_wrk
             )
             print("open loop:", file=sys.stderr)
             report["open_loop"] = open_loop_rates(
-                targets, rates, args.duration, args.arrivals, body_for=bodies
+                targets, rates, args.duration, args.arrivals, body_for=bodies, warmup=args.warmup
             )
             print("closed loop:", file=sys.stderr)
-            report["saturation"] = saturation(targets, args.saturation_s, args.concurrency, workdir, bodies)
+            report["saturation"] = saturation(
+                targets, args.saturation_s, args.concurrency, workdir, bodies, use_wrk=not args.no_wrk
+            )
             if args.stream_rate > 0:
                 print("streaming:", file=sys.stderr)
                 stream_bodies = {
@@ -203,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.arrivals,
                     stream=True,
                     body_for=stream_bodies,
+                    warmup=args.warmup,
                 )[0]
             if args.profile:
                 report["profile"] = profile_saturation(

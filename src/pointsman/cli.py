@@ -103,7 +103,11 @@ def _logs(args: argparse.Namespace) -> int:
         print(f"no records yet: {db} does not exist", file=sys.stderr)
         return 1
     since = time.time() - _duration(args.since) if args.since else None
-    records = read_records(db, limit=args.limit, model=args.model, since=since)
+    until = time.time() - _duration(args.until) if args.until else None
+    records = read_records(
+        db, limit=args.limit, model=args.model, since=since, until=until, key=args.key,
+        reason=args.reason, region=args.region, status=args.status, team=args.team, user=args.user,
+    )
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
@@ -139,6 +143,67 @@ def _logs(args: argparse.Namespace) -> int:
             (r["error"] or "")[:60],
         )
     Console().print(table)
+    return 0
+
+
+def _key_store(args: argparse.Namespace) -> Any:
+    from pointsman.config import load_config
+    from pointsman.keys import KeyStore
+    from pointsman.store import default_db_path
+
+    path = args.db
+    if path is None and args.config:
+        path = load_config(args.config).store.path
+    return KeyStore(path or default_db_path())
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from pointsman.errors import PointsmanError
+
+    spec: dict[str, Any] = {"budget_period": args.period}
+    if args.models:
+        spec["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
+    for name in ("tier", "region", "rpm", "tpm", "budget"):
+        if getattr(args, name) is not None:
+            spec[name] = getattr(args, name)
+    if args.max_parallel is not None:
+        spec["max_parallel"] = args.max_parallel
+    metadata = {k: v for k, v in (("team", args.team), ("application", args.app)) if v}
+    if metadata:
+        spec["metadata"] = metadata
+    expires_at = time.time() + _duration(args.expires_in) if args.expires_in else None
+    store = _key_store(args)
+    try:
+        secret, key = store.create(args.name, spec, expires_at)
+    except PointsmanError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"key": secret, **key.public()}, indent=2))
+    else:
+        print(f"created {key.id} ({key.name}); the key is shown only now:\n{secret}")
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    keys = _key_store(args).list()
+    if args.json:
+        print(json.dumps([k.public() for k in keys], indent=2))
+        return 0
+    for k in keys:
+        state = "active" if k.active() else ("revoked" if k.revoked_at else "expired")
+        budget = f"${k.budget:g}/{k.budget_period}" if k.budget is not None else "no budget"
+        models = ",".join(k.models) or "all models"
+        print(f"{k.id}  {k.name:<20} {k.prefix}…  {state:<8} {models}  {budget}")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    key = _key_store(args).revoke(args.key_id)
+    if key is None:
+        print(f"error: no key {args.key_id!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(key.public(), indent=2) if args.json else f"revoked {key.id} ({key.name})")
     return 0
 
 
@@ -222,8 +287,41 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--limit", type=int, default=20)
     logs.add_argument("--model", help="only requests for this virtual model or deployment")
     logs.add_argument("--since", help="only this recent, e.g. 30m, 12h, 7d")
+    logs.add_argument("--until", help="only older than this, e.g. 1h")
+    logs.add_argument("--key", help="only this virtual key id (or key fingerprint)")
+    logs.add_argument("--reason", help="only this reason code or route, e.g. code or conditions:code")
+    logs.add_argument("--region", help="only requests answered in this region")
+    logs.add_argument("--status", type=int, help="only this HTTP status")
+    logs.add_argument("--team", help="only keys of this team")
+    logs.add_argument("--user", help="only this `user`")
     logs.add_argument("--json", action="store_true")
     logs.set_defaults(func=_logs)
+
+    keys = sub.add_parser("keys", help="virtual keys: create, list, revoke")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key (its secret is printed once)")
+    create.add_argument("name")
+    create.add_argument("--models", help="comma-separated models the key may use (default: all)")
+    create.add_argument("--tier")
+    create.add_argument("--region", help="residency: only deployments in this region")
+    create.add_argument("--rpm", type=int)
+    create.add_argument("--tpm", type=int)
+    create.add_argument("--max-parallel", type=int)
+    create.add_argument("--budget", type=float, help="US dollars per --period")
+    create.add_argument("--period", choices=("day", "week", "month"), default="month")
+    create.add_argument("--expires-in", help="e.g. 30d, 12h")
+    create.add_argument("--team")
+    create.add_argument("--app")
+    listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    for p in (create, listing, revoke):
+        p.add_argument("--db", help="SQLite file shared with the server (default: the config's store.path)")
+        p.add_argument("--config", help="config YAML whose store.path holds the keys")
+        p.add_argument("--json", action="store_true")
+    create.set_defaults(func=_keys_create)
+    listing.set_defaults(func=_keys_list)
+    revoke.set_defaults(func=_keys_revoke)
 
     route = sub.add_parser("route", help="show where a prompt would go, without calling a model")
     route.add_argument("prompt")

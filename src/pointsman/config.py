@@ -41,6 +41,7 @@ class Capabilities(_Strict):
     vision: bool = False
     tools: bool = True
     json_output: bool = True
+    audio: bool = False
 
 
 class Timeouts(_Strict):
@@ -165,14 +166,57 @@ class StoreSettings(_Strict):
     path: str | None = None
     enabled: bool = True
     flush_interval_s: float = Field(0.2, gt=0)
+    # Records older than this are deleted (hourly); kept forever when unset.
+    retention_days: float | None = Field(None, gt=0)
+    # Keep prompts and answers in the records (PII-masked). Off by default.
+    store_content: bool = False
+
+
+class AuthSettings(_Strict):
+    """Virtual keys. On when `enabled` is true, or when unset and the master key's environment
+    variable is set."""
+
+    enabled: bool | None = None
+    master_key_env: str = "POINTSMAN_MASTER_KEY"
+
+
+class BudgetLimit(_Strict):
+    amount: float = Field(ge=0)
+    period: Literal["day", "week", "month"] = "month"
+
+
+class BudgetSettings(_Strict):
+    """Money budgets beside the per-key ones; `users` applies to each distinct `user`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    total: BudgetLimit | None = Field(None, alias="global")
+    teams: dict[str, BudgetLimit] = {}
+    users: BudgetLimit | None = None
+    # Past this share of any budget, requests are downgraded: to `downgrade[model]` when set,
+    # else to the plan's cheapest deployments first.
+    soft_limit: float = Field(0.8, gt=0, le=1)
+    downgrade: dict[str, str] = {}
+    # Output tokens assumed for the worst-case estimate when a request sets no max_tokens.
+    default_max_output_tokens: int = Field(1024, gt=0)
+
+
+class MetricsSettings(_Strict):
+    enabled: bool = True
+    # Label budgets of individual keys (bounded by the keys an admin creates).
+    per_key_labels: bool = False
 
 
 class Config(_Strict):
     server: ServerSettings = ServerSettings()
     router: RouterSettings = RouterSettings()
     store: StoreSettings = StoreSettings()
+    auth: AuthSettings = AuthSettings()
+    budgets: BudgetSettings = BudgetSettings()
+    metrics: MetricsSettings = MetricsSettings()
     deployments: tuple[Deployment, ...] = Field(min_length=1)
     models: dict[str, VirtualModel] = {}
+    policies: PoliciesSettings = PoliciesSettings()
+    signals: SignalsSettings = SignalsSettings()
 
     def deployment(self, name: str) -> Deployment:
         return self._by_name()[name]
@@ -269,6 +313,13 @@ def _check_references(config: Config) -> list[str]:
                         f"models.{vname}.{field}[{i}]: unknown deployment {ref!r} "
                         f"(known: {', '.join(names)})"
                     )
+    for source, target in config.budgets.downgrade.items():
+        for where, name in ((f"budgets.downgrade.{source}", source), (f"budgets.downgrade.{source}", target)):
+            if name not in config.models:
+                problems.append(f"{where}: unknown virtual model {name!r} (known: {', '.join(config.models)})")
+    from pointsman.policies import check_policies
+
+    problems.extend(check_policies(config))
     # Strategy options are validated by the strategy itself, with the same path style.
     from pointsman.strategies import validate_options
 

@@ -1,17 +1,28 @@
 """Hard constraints that remove deployments a request must not (or cannot) reach. Each policy
-keeps a candidate or says why it removed it."""
+keeps a candidate or says why it removed it.
+
+Policies run before any strategy, so a plan (primary and every fallback) only ever holds
+deployments that every policy kept: a residency or PII rule cannot be relaxed by failover.
+Capability checks apply to virtual models only; the governance policies (residency, PII,
+access lists, user tiers, price) apply to explicit deployment requests too.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pointsman.config import Deployment
 from pointsman.signals import Signals
 
+if TYPE_CHECKING:
+    from pointsman.config import AccessRule, Config, PIIRule, PoliciesSettings
+
 
 class Policy(Protocol):
     name: str
+    # Governance policies also judge requests that name a deployment explicitly.
+    governance: bool
 
     def reject(self, deployment: Deployment, signals: Signals) -> str | None:
         """Why `deployment` may not serve this request, or None to keep it."""
@@ -19,15 +30,19 @@ class Policy(Protocol):
 
 
 class CapabilityPolicy:
-    """Images only to vision deployments, tools only to tool-capable ones, JSON mode only to
-    those that support it, and nothing larger than a deployment's context window."""
+    """Images only to vision deployments, audio only to audio ones, tools only to tool-capable
+    ones, JSON mode only to those that support it, and nothing larger than a deployment's
+    context window (estimated prompt tokens plus max_tokens)."""
 
     name = "capability"
+    governance = False
 
     def reject(self, deployment: Deployment, signals: Signals) -> str | None:
         caps = deployment.capabilities
         if signals.has_images and not caps.vision:
             return "no vision capability (request has images)"
+        if signals.has_audio and not caps.audio:
+            return "no audio capability (request has audio)"
         if signals.has_tools and not caps.tools:
             return "no tool capability (request has tools)"
         if signals.wants_json and not caps.json_output:
@@ -38,7 +53,220 @@ class CapabilityPolicy:
         return None
 
 
+def _matches(deployment: Deployment, patterns: Sequence[str]) -> bool:
+    """A deployment matches a list of names and `tag:<tag>` entries."""
+    for pattern in patterns:
+        if pattern.startswith("tag:"):
+            if pattern[4:] in deployment.tags:
+                return True
+        elif pattern == deployment.name:
+            return True
+    return False
+
+
+class ResidencyPolicy:
+    """A request with a region (from the caller's metadata, the `x-pointsman-region` header,
+    or the config's default) reaches only deployments hosted where that region allows."""
+
+    name = "residency"
+    governance = True
+
+    def __init__(self, default_region: str | None, allow: dict[str, tuple[str, ...]]) -> None:
+        self.default_region = default_region.lower() if default_region else None
+        self.allow = {k.lower(): frozenset(r.lower() for r in v) for k, v in allow.items()}
+
+    def region(self, signals: Signals) -> str | None:
+        return signals.region or self.default_region
+
+    def reject(self, deployment: Deployment, signals: Signals) -> str | None:
+        region = self.region(signals)
+        if region is None:
+            return None
+        allowed = self.allow.get(region) or frozenset((region,))
+        hosted = deployment.region.lower() if deployment.region else None
+        if hosted in allowed:
+            return None
+        where = f"hosted in {hosted}" if hosted else "no region declared"
+        return f"{where}; a {region} request may only reach {', '.join(sorted(allowed))}"
+
+
+class PIIPolicy:
+    """Per rule on the kinds of personal data found: `route` keeps only approved deployments,
+    `mask` and `refuse` are handled by the router (see `PIIGuard`)."""
+
+    name = "pii"
+    governance = True
+
+    def __init__(self, rules: Sequence[PIIRule]) -> None:
+        self.routes = [
+            (frozenset(r.kinds), tuple(r.deployments)) for r in rules if r.action == "route"
+        ]
+
+    def reject(self, deployment: Deployment, signals: Signals) -> str | None:
+        found = signals.pii_kinds
+        if not found:
+            return None
+        for kinds, approved in self.routes:
+            hit = kinds & found
+            if hit and not _matches(deployment, approved):
+                return f"not approved for {', '.join(sorted(hit))} data"
+        return None
+
+
+class AccessPolicy:
+    """Allow and deny lists per key, user, role or tier: every matching entry applies; a
+    deployment must be on each matching `allow` list (when it has one) and on no `deny` list."""
+
+    name = "access"
+    governance = True
+
+    def __init__(self, rules: Sequence[AccessRule], *, name: str = "access") -> None:
+        from pointsman.router import key_fingerprint
+
+        self.name = name
+        self.rules = []
+        for r in rules:
+            match = {
+                "key": key_fingerprint(r.key) if r.key else None,
+                "user": r.user,
+                "role": r.role.lower() if r.role else None,
+                "tier": r.tier.lower() if r.tier else None,
+            }
+            self.rules.append(({k: v for k, v in match.items() if v}, r.allow, r.deny, r.label))
+
+    def reject(self, deployment: Deployment, signals: Signals) -> str | None:
+        for match, allow, deny, label in self.rules:
+            if not all(_caller(signals, k) == v for k, v in match.items()):
+                continue
+            if deny and _matches(deployment, deny):
+                return f"denied for {label}"
+            if allow and not _matches(deployment, allow):
+                return f"not on the allow list for {label}"
+        return None
+
+
+def _caller(signals: Signals, field: str) -> str | None:
+    if field == "tier":
+        return signals.user_tier
+    if field == "role":
+        return signals.role
+    if field == "key":
+        return signals.key
+    return signals.user
+
+
+class UserTierPolicy:
+    """Per user tier (from metadata or `x-pointsman-tier`; `default_tier` when none): allow and
+    deny lists (so free users never reach premium models) and a maximum price per request."""
+
+    name = "user_tier"
+    governance = True
+
+    def __init__(self, settings: PoliciesSettings) -> None:
+        self.tiers = {k.lower(): v for k, v in settings.user_tiers.items()}
+        self.default = settings.default_user_tier.lower() if settings.default_user_tier else None
+        self.assumed_output = settings.assumed_output_tokens
+
+    def reject(self, deployment: Deployment, signals: Signals) -> str | None:
+        tier = signals.user_tier or self.default
+        rules = self.tiers.get(tier) if tier else None
+        if rules is None:
+            return None
+        if rules.deny and _matches(deployment, rules.deny):
+            return f"not available to the {tier} tier"
+        if rules.allow and not _matches(deployment, rules.allow):
+            return f"not available to the {tier} tier"
+        if rules.max_price is not None:
+            price = estimated_price(deployment, signals, self.assumed_output)
+            if price > rules.max_price:
+                return f"estimated ${price:.4f} exceeds the {tier} tier's ${rules.max_price:g} per request"
+        return None
+
+
+def estimated_price(deployment: Deployment, signals: Signals, assumed_output: int) -> float:
+    """USD for this request on `deployment`: estimated prompt tokens, plus max_tokens (or the
+    assumed answer length when the request sets none)."""
+    output = signals.max_output_tokens or assumed_output
+    return deployment.cost(signals.estimated_tokens, output)
+
+
+class MaxPricePolicy:
+    """No deployment whose estimated price for this request exceeds the configured maximum."""
+
+    name = "max_price"
+    governance = True
+
+    def __init__(self, limit: float, assumed_output: int) -> None:
+        self.limit, self.assumed_output = limit, assumed_output
+
+    def reject(self, deployment: Deployment, signals: Signals) -> str | None:
+        price = estimated_price(deployment, signals, self.assumed_output)
+        if price > self.limit:
+            return f"estimated ${price:.4f} exceeds the maximum of ${self.limit:g} per request"
+        return None
+
+
 DEFAULT_POLICIES: tuple[Policy, ...] = (CapabilityPolicy(),)
+
+
+def build_policies(config: Config) -> tuple[Policy, ...]:
+    """The policies a config asks for, capability first."""
+    settings = config.policies
+    policies: list[Policy] = []
+    if settings.capabilities:
+        policies.append(CapabilityPolicy())
+    if settings.residency is not None:
+        policies.append(ResidencyPolicy(settings.residency.region, dict(settings.residency.allow)))
+    if settings.pii is not None and any(r.action == "route" for r in settings.pii.rules):
+        policies.append(PIIPolicy(settings.pii.rules))
+    if settings.access:
+        policies.append(AccessPolicy(settings.access))
+    if settings.user_tiers:
+        policies.append(UserTierPolicy(settings))
+    if settings.max_price is not None:
+        policies.append(MaxPricePolicy(settings.max_price, settings.assumed_output_tokens))
+    return tuple(policies)
+
+
+def check_policies(config: Config) -> list[str]:
+    """Problems with the `policies` section that need the whole config (unknown names)."""
+    settings = config.policies
+    names = {d.name for d in config.deployments}
+    tags = {t for d in config.deployments for t in d.tags}
+    problems: list[str] = []
+
+    def check(path: str, entries: Sequence[str]) -> None:
+        for i, entry in enumerate(entries):
+            if entry.startswith("tag:"):
+                if entry[4:] not in tags:
+                    problems.append(f"{path}[{i}]: no deployment has the tag {entry[4:]!r}")
+            elif entry not in names:
+                problems.append(
+                    f"{path}[{i}]: unknown deployment {entry!r} (known: {', '.join(sorted(names))})"
+                )
+
+    if settings.pii is not None:
+        for i, rule in enumerate(settings.pii.rules):
+            check(f"policies.pii.rules[{i}].deployments", rule.deployments)
+            if rule.action == "route" and not rule.deployments:
+                problems.append(
+                    f"policies.pii.rules[{i}].deployments: a 'route' rule needs the approved "
+                    "deployments (names or tag:<tag>)"
+                )
+    for i, rule in enumerate(settings.access):
+        check(f"policies.access[{i}].allow", rule.allow)
+        check(f"policies.access[{i}].deny", rule.deny)
+        if not (rule.key or rule.user or rule.role or rule.tier):
+            problems.append(f"policies.access[{i}]: name who it applies to (key, user, role or tier)")
+    for tier, rules in settings.user_tiers.items():
+        check(f"policies.user_tiers.{tier}.allow", rules.allow)
+        check(f"policies.user_tiers.{tier}.deny", rules.deny)
+    if settings.default_user_tier and settings.default_user_tier not in settings.user_tiers:
+        problems.append(
+            f"policies.default_user_tier: unknown tier {settings.default_user_tier!r} "
+            f"(known: {', '.join(settings.user_tiers) or 'none'})"
+        )
+    return problems
 
 
 def apply_policies(
@@ -58,3 +286,22 @@ def apply_policies(
         else:
             kept.append(deployment)
     return kept
+
+
+def explain_policies(
+    candidates: Sequence[Deployment], signals: Signals, policies: Sequence[Policy]
+) -> list[dict[str, str]]:
+    """Every policy's verdict on every candidate (for `--explain`)."""
+    rows = []
+    for deployment in candidates:
+        for policy in policies:
+            why = policy.reject(deployment, signals)
+            rows.append(
+                {
+                    "deployment": deployment.name,
+                    "policy": policy.name,
+                    "verdict": "keep" if why is None else "remove",
+                    "reason": why or "ok",
+                }
+            )
+    return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 import time
 import uuid
@@ -22,8 +23,13 @@ from pointsman.dispatch import Dispatcher, Outcome, validate_chat_body
 from pointsman.errors import ModelNotFound, NoDeployment, PointsmanError
 from pointsman.policies import DEFAULT_POLICIES, apply_policies
 from pointsman.providers import Provider, UpstreamError, make_provider
-from pointsman.signals import Signals
+from pointsman.signals import Signals, message_text
+from pointsman.access import AccessControl, Grant
+from pointsman.budgets import BudgetLedger
 from pointsman.cascade import Cascade, JudgeReply, answer_text
+from pointsman.pii import Detector
+from pointsman.keys import KeyStore
+from pointsman.metrics import Metrics
 from pointsman.state import BreakerSettings, MemoryState
 from pointsman.store import RecordStore, default_db_path
 from pointsman.strategies import Strategy, build_strategy
@@ -59,6 +65,9 @@ class _Call:
     user: str | None
     stream: bool
     ts: float = field(default_factory=time.time)
+    grant: Grant | None = None
+    body: Any = None
+    body: Any = None
 
 
 class _Connections:
@@ -81,9 +90,12 @@ class Router:
     `completion(...)` or `decide(...)`.
     """
 
-    def __init__(self, config: Config, *, store: RecordStore | None = None) -> None:
+    def __init__(
+        self, config: Config, *, store: RecordStore | None = None, keys: KeyStore | None = None
+    ) -> None:
         self.config = config
         self.store = store
+        self.keys = keys
         breaker = config.router.circuit_breaker
         self.state = MemoryState(BreakerSettings(breaker.failure_threshold, breaker.open_s, breaker.half_open_probes))
         self.policies = DEFAULT_POLICIES
@@ -107,6 +119,13 @@ class Router:
             if vm.cascade is not None
         }
         self.dispatcher = Dispatcher(config, self._provider, self.state)
+        self.ledger = BudgetLedger(store.spent_since if store else (lambda scope, start: 0.0), time.time)
+        self.access = AccessControl(config, keys, self.state, self.ledger)
+        self.metrics = (
+            Metrics(config.models, (d.name for d in config.deployments)) if config.metrics.enabled else None
+        )
+        if self.metrics is not None:
+            self.metrics.watch_circuits(self.state.circuits)
         self._sync_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -117,11 +136,14 @@ class Router:
         `store.path`, else the default under the user's data directory (unless disabled in the
         config or by `records=False`)."""
         config = load_config(source)
+        path = db or config.store.path or default_db_path()
         store = None
         if config.store.enabled and records:
-            path = db or config.store.path or default_db_path()
-            store = RecordStore(path, config.store.flush_interval_s)
-        return cls(config, store=store)
+            store = RecordStore(path, config.store.flush_interval_s, config.store.retention_days)
+        keys = None
+        if config.auth.enabled or (config.auth.enabled is None and os.environ.get(config.auth.master_key_env)):
+            keys = KeyStore(path)
+        return cls(config, store=store, keys=keys)
 
     # -- analyse, constrain, select ---------------------------------------------------------
 
@@ -198,11 +220,21 @@ class Router:
             else None,
             bool(body.get("stream")) if isinstance(body, dict) else False,
         )
+        call.body = body
         decision: Decision | None = None
         outcome = Outcome()
+        grant: Grant | None = None
         try:
             validate_chat_body(body)
+            grant = call.grant = self.access.admit(key, body, Signals(body).estimated_tokens)
+            headers = self.access.signal_headers(grant, headers)
             decision, signals = self.route(body, headers, call.request_id)
+            downgrade = self.access.downgrade_target(grant, body["model"])
+            if downgrade is not None:
+                decision, signals = self.route({**body, "model": downgrade}, headers, call.request_id)
+                decision.requested_model = body["model"]
+                decision.reasons.append(f"budget: soft limit reached; routed as {downgrade!r}")
+            self.access.charge_plan(grant, decision, signals)
             if call.stream:
                 first, rest = await self.dispatcher.open_stream(decision, body, outcome, signals)
                 return Reply(
@@ -220,12 +252,19 @@ class Router:
                 hedge=route.hedge if route is not None else None,
             )
             headers_out = self._headers(decision, call, outcome)
-            self._record(call, decision, outcome, 200, None)
+            answer = (
+                answer_text(orjson.loads(completion.body)) if self.config.store.store_content else None
+            )
+            self._record(call, decision, outcome, 200, None, answer)
             return Reply(decision, headers_out, body=completion.body)
         except PointsmanError as exc:
             self._record(call, decision, outcome, exc.status, exc.message)
             if decision is not None:
                 exc.headers.update(self._headers(decision, call, outcome))
+            raise
+        except BaseException:
+            if grant is not None:
+                self.access.settle(grant, self._cost(outcome))
             raise
 
     def _headers(self, decision: Decision, call: _Call, outcome: Outcome) -> dict[str, str]:
@@ -248,9 +287,15 @@ class Router:
         outcome: Outcome,
     ) -> AsyncIterator[bytes]:
         status, error, health_failure = 200, None, False
+        # Content is collected only when the config keeps it.
+        pieces: list[str] | None = [] if self.config.store.store_content else None
         try:
             yield first
+            if pieces is not None:
+                pieces.append(_delta_text(first))
             async for chunk in rest:
+                if pieces is not None:
+                    pieces.append(_delta_text(chunk))
                 yield chunk
         except UpstreamError as exc:
             # Bytes already reached the client: end the stream with an error event the
@@ -278,7 +323,7 @@ class Router:
         finally:
             await rest.aclose()
             self.dispatcher.finish_stream(decision, outcome, status == 200, health_failure)
-            self._record(call, decision, outcome, status, error)
+            self._record(call, decision, outcome, status, error, "".join(pieces) if pieces else None)
 
     def _record(
         self,
@@ -287,25 +332,33 @@ class Router:
         outcome: Outcome,
         status: int,
         error: str | None,
+        answer: str | None = None,
     ) -> None:
+        cost = self._cost(outcome)
+        if call.grant is not None:
+            self.access.settle(call.grant, cost)
+        total = perf_counter() - call.started
+        if self.metrics is not None:
+            self._observe(call, decision, outcome, status, cost, total)
         if self.store is None:
             return
-        total = perf_counter() - call.started
         deployment = outcome.deployment
         usage = outcome.usage
-        cost = outcome.extra_cost
-        if deployment is not None:
-            cost += deployment.cost(usage.prompt_tokens, usage.completion_tokens)
+        key = call.grant.key if call.grant is not None else None
         self.store.add(
             {
                 "request_id": call.request_id,
                 "ts": call.ts,
                 "api_key": key_fingerprint(call.key),
+                "key_id": key.id if key is not None else None,
+                "team": key.team if key is not None else None,
                 "user": call.user,
                 "requested_model": call.requested_model
                 if isinstance(call.requested_model, str)
                 else None,
                 "route": decision.route if decision else None,
+                "reason": decision.reason if decision else None,
+                "region": deployment.region if deployment is not None else None,
                 "decision": (
                     {k: v for k, v in decision.as_dict().items() if k != "attempts"}
                     if decision
@@ -325,8 +378,45 @@ class Router:
                 if outcome.first_byte_s is not None
                 else None,
                 "overhead_ms": (total - outcome.upstream_s - outcome.waited_s) * 1000,
+                "prompt": redact(prompt_text(call.body)) if self.config.store.store_content else None,
+                "answer": redact(answer) if answer and self.config.store.store_content else None,
             }
         )
+
+    @staticmethod
+    def _cost(outcome: Outcome) -> float:
+        cost = outcome.extra_cost
+        if outcome.deployment is not None:
+            usage = outcome.usage
+            cost += outcome.deployment.cost(usage.prompt_tokens, usage.completion_tokens)
+        return cost
+
+    def _observe(
+        self, call: _Call, decision: Decision | None, outcome: Outcome, status: int, cost: float, total: float
+    ) -> None:
+        m = self.metrics
+        assert m is not None
+        model = m.model_label(call.requested_model)
+        answered = decision.answered_by if decision and decision.answered_by else "none"
+        m.requests.labels(model, answered, str(status)).inc()
+        m.latency.labels(model).observe(total)
+        m.overhead.observe(max(0.0, total - outcome.upstream_s - outcome.waited_s))
+        if status != 200:
+            m.errors.labels(model, str(status)).inc()
+        if decision is not None:
+            m.decisions.labels(decision.strategy or "none", decision.reason or "none").inc()
+            for attempt in decision.attempts:
+                if attempt.error and attempt.role != "judge":
+                    m.attempt_failures.labels(attempt.deployment).inc()
+            if decision.answered_by and decision.fallbacks:
+                m.fallbacks.labels(model).inc()
+        if outcome.deployment is not None:
+            name = outcome.deployment.name
+            m.tokens.labels(name, "input").inc(outcome.usage.prompt_tokens)
+            m.tokens.labels(name, "output").inc(outcome.usage.completion_tokens)
+            m.cost.labels(name).inc(cost)
+            if outcome.first_byte_s is not None:
+                m.first_token.labels(name).observe(outcome.first_byte_s)
 
     def _judge_caller(self, name: str | None) -> Any:
         """For an LLM judge: send one grading request to deployment `name`, return its text."""
@@ -450,3 +540,36 @@ def _blocking_iter(stream: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) 
             yield asyncio.run_coroutine_threadsafe(anext(stream), loop).result()  # type: ignore[arg-type]
         except StopAsyncIteration:
             return
+
+
+def _delta_text(event: bytes) -> str:
+    """The content text in one SSE chunk event (for records that keep content)."""
+    data = event[6:].strip()
+    if not data.startswith(b"{"):
+        return ""
+    choices = orjson.loads(data).get("choices") or [{}]
+    return (choices[0].get("delta") or {}).get("content") or ""
+
+
+def prompt_text(body: Any) -> str:
+    if not isinstance(body, dict):
+        return ""
+    return "\n".join(
+        f"{m.get('role')}: {message_text(m.get('content'))}"
+        for m in body.get("messages") or ()
+        if isinstance(m, dict)
+    )
+
+
+_DETECTOR: Detector | None = None
+
+
+def redact(text: str) -> str:
+    """`text` with personal data (emails, phones, cards, IBANs, national ids) replaced by
+    its kind, e.g. ``[EMAIL]``; used when records keep prompts and answers."""
+    global _DETECTOR
+    if _DETECTOR is None:
+        _DETECTOR = Detector()
+    for finding in sorted(_DETECTOR.scan([text]), key=lambda f: f.start, reverse=True):
+        text = text[: finding.start] + f"[{finding.kind.upper()}]" + text[finding.end :]
+    return text

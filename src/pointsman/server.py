@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from pointsman.admin import admin_routes
 from pointsman.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, PointsmanError
 from pointsman.router import Router, new_request_id
 
@@ -56,7 +57,8 @@ def create_app(router: Router) -> ASGIApp:
     def authenticate(headers: Mapping[str, str]) -> str | None:
         auth = headers.get("authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key")
-        if not keys:
+        # Static keys stand alone; with virtual keys on, the router authenticates.
+        if not keys or router.access.enabled:
             return token or None
         if not token:
             raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
@@ -221,6 +223,7 @@ def create_app(router: Router) -> ASGIApp:
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *admin_routes(router),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,

@@ -9,28 +9,72 @@ def _words(text: str) -> frozenset[bytes]:
     return frozenset(w.encode() for w in text.split())
 
 
-# Words that ask for reasoning or analysis rather than recall.
+# Words that ask for formal reasoning: proof, derivation, deduction.
 REASONING = _words(
     """
-    analyse analyze analysis analyses assess assessment evaluate evaluation compare comparison
-    contrast critique critically critical justify justification implications implication
-    tradeoff tradeoffs trade-off trade-offs reason reasoning rigorous rigorously derive
-    derivation deduce infer inference prove proof proofs demonstrate hypothesis hypotheses
-    counterargument counterarguments weigh strategy strategic architecture design optimise
-    optimize optimisation optimization diagnose root-cause investigate explain why
-    consequences risks pros cons recommend recommendation nuanced thoroughly
-    analysieren analysiere bewerte bewerten vergleiche vergleichen begründe begründen beweise
-    beweisen herleiten abwägen warum
-    analyser analyse évaluer évalue comparer compare justifier justifie démontrer démontre
-    prouver prouve pourquoi
-    analizar analiza evaluar evalúa comparar compara justificar justifica demostrar demuestra
-    por qué
-    analizzare analizza valutare valuta confrontare confronta giustificare giustifica
-    dimostrare dimostra perché
-    analisar analise avaliar avalie comparar justificar demonstrar demonstre
-    analyseer analyseren vergelijk vergelijken bewijs bewijzen waarom
+    prove proof proofs derive derivation deduce deduction infer justify justification
+    rigorous rigorously formally logic logical logically puzzle paradox contradiction
+    counterexample induction theorem lemma hypothesis hypotheses
+    demonstrate generalise generalize guarantee correctness optimal optimality
+    beweise beweisen beweis herleiten folgere begründe begründen
+    démontre démontrer démonstration prouve prouver justifie justifier
+    demuestra demostrar demostración justifica justificar razona
+    dimostra dimostrare dimostrazione giustifica giustificare
+    prove demonstre demonstrar demonstração justifique
+    bewijs bewijzen
+    докажите докажи доказательство
     """
 )
+REASONING_PHRASES = ("show that", "prove that", "step by step", "for all", "for every",
+                     "if and only if", "there exists", "derive the", "show every step",
+                     "showing every step", "reason through")  # fmt: skip
+
+# Words that ask for analysis: comparison, assessment, trade-offs, recommendations.
+ANALYSIS = _words(
+    """
+    analyse analyze analysis analyses assess assessment evaluate evaluation compare comparison
+    contrast critique critically critical implications implication tradeoff tradeoffs
+    trade-off trade-offs weigh strategy strategic architecture design optimise optimize
+    optimisation optimization diagnose root-cause investigate consequences risks risk pros
+    cons recommend recommendation recommendations nuanced thoroughly impact swot framework
+    analysieren analysiere analyse bewerte bewerten vergleiche vergleichen abwägen vor- nachteile
+    analyser évaluer évalue comparer compare avantages inconvénients
+    analizar analiza evaluar evalúa comparar compara ventajas desventajas
+    analizzare analizza valutare valuta confrontare confronta vantaggi svantaggi
+    analisar analise avaliar avalie vantagens desvantagens
+    analyseer analyseren vergelijk vergelijken
+    """
+)
+
+# Verbs that ask for something to be produced (an answer of some length).
+TASK = _words(
+    """
+    write draft compose create generate explain describe summarise summarize summary rewrite
+    outline suggest list turn review build implement develop design plan refactor debug
+    tips ideas advice recommend
+    schreibe schreib erkläre erklären beschreibe erstelle fasse verfasse
+    écris écrire explique expliquer décris rédige rédiger crée résume
+    escribe escribir explica explicar describe redacta crea resume desarrolla
+    scrivi scrivere spiega spiegare descrivi crea riassumi implementa
+    escreva escrever explique explicar descreva crie resuma
+    schrijf schrijven leg beschrijf maak
+    napisz wyjaśnij opisz объясни напиши опиши
+    """
+)
+
+TASK_PHRASES = ("difference between", "how does", "how do i", "how can i", "how should",
+                "what should", "what are some", "unterschied zwischen", "différence entre",
+                "diferencia entre", "differenza tra", "diferença entre")  # fmt: skip
+
+# Scripts without spaces between words: cues found by substring, per signal.
+CJK_CUES = {
+    "reasoning": ("证明", "証明", "推导", "導出"),
+    "analysis": ("分析", "比较", "评估", "比較", "評価"),
+    "task": ("写", "説明", "说明", "実装", "書", "作成", "实现"),
+    "code": ("Python", "函数", "関数", "コード", "代码", "SQL", "API"),
+    "math": ("方程", "积分", "概率", "素数", "証明", "证明", "整数"),
+    "chat": ("こんにちは", "你好", "ありがとう", "谢谢", "どこ", "哪里", "什么是"),
+}
 
 # Words that mark maths.
 MATH = _words(
@@ -39,15 +83,19 @@ MATH = _words(
     differentiate equation equations inequality inequalities polynomial polynomials matrix
     matrices eigenvalue eigenvalues eigenvector determinant vector vectors probability
     probabilities expected variance binomial combinatorics permutations combinations
-    factorial prime primes modulo divisible divisibility congruence induction limit limits
-    converge converges convergence series sequence logarithm logarithms sqrt sin cos tan
-    geometry triangle circle radius hypotenuse algebra calculus topology bijection
-    injective surjective irrational rational integer integers real-valued solve
-    beweis gleichung integral ableitung wahrscheinlichkeit matrix primzahl
-    théorème équation intégrale dérivée probabilité matrice nombre premier démonstration
-    teorema ecuación integral derivada probabilidad matriz primo demostración
-    equazione integrale derivata probabilità matrice dimostrazione
-    equação integral derivada probabilidade matriz demonstração
+    factorial prime primes modulo divisible divisibility congruence induction converge
+    converges convergent convergence logarithm logarithms sqrt sin cos tan geometry
+    triangle radius hypotenuse algebra calculus topology bijection injective surjective
+    irrational integer integers reals solve solutions recurrence
+    beweis gleichung gleichungen integral ableitung wahrscheinlichkeit matrix primzahl
+    lösungen dreiecks innenwinkel
+    théorème équation intégrale dérivée probabilité matrice premier démonstration récurrence
+    entier dés
+    teorema ecuación ecuaciones integral derivada probabilidad matriz primo demostración
+    subconjuntos sistema
+    equazione integrale derivata probabilità matrice dimostrazione funzione iniettiva
+    equação integral derivada probabilidade matriz demonstração polígono ângulos
+    иррациональное число уравнение
     """
 )
 # Characters and fragments that mark maths notation (counted in the raw text).
@@ -123,7 +171,7 @@ LONG_OUTPUT = _words(
 SHORT_OUTPUT = _words(
     """
     briefly brief short quick quickly one-word one-line concise tl;dr tldr summary-only
-    yes no kurz kurze bref brève breve corto rápido
+    kurz kurze bref brève breve corto rápido
     """
 )
 SHORT_PHRASES = ("one word", "one sentence", "in a sentence", "yes or no", "short answer",

@@ -135,6 +135,21 @@ class MemoryState:
 
     # -- load -------------------------------------------------------------------------------
 
+    def enter(self, scope: str) -> None:
+        """Count a request in flight for a scope that is not a deployment (e.g. a key)."""
+        self._l(scope).in_flight += 1
+
+    def leave(self, scope: str) -> None:
+        load = self._l(scope)
+        load.in_flight = max(0, load.in_flight - 1)
+
+    def window_reset_in(self, scope: str) -> float:
+        """Seconds until the oldest request of the one-minute window leaves it."""
+        load = self._load.get(scope)
+        if load is None or not load.requests:
+            return 0.0
+        return max(0.0, load.requests[0] + WINDOW_S - monotonic())
+
     def in_flight(self, deployment: str) -> int:
         load = self._load.get(deployment)
         return load.in_flight if load else 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,13 @@ COLUMNS = (
     ("request_id", "TEXT PRIMARY KEY"),
     ("ts", "REAL NOT NULL"),
     ("api_key", "TEXT"),
+    ("key_id", "TEXT"),
+    ("team", "TEXT"),
     ("user", "TEXT"),
     ("requested_model", "TEXT"),
     ("route", "TEXT"),
+    ("reason", "TEXT"),
+    ("region", "TEXT"),
     ("decision", "TEXT"),
     ("attempts", "TEXT"),
     ("deployment", "TEXT"),
@@ -32,7 +37,11 @@ COLUMNS = (
     ("upstream_ms", "REAL"),
     ("first_token_ms", "REAL"),
     ("overhead_ms", "REAL"),
+    ("prompt", "TEXT"),
+    ("answer", "TEXT"),
 )
+# Audit queries filter on these.
+INDEXES = ("ts", "key_id", "requested_model", "deployment", "reason", "region", "team", "user")
 NAMES = tuple(name for name, _ in COLUMNS)
 JSON_COLUMNS = ("decision", "attempts")
 _INSERT = (
@@ -54,7 +63,13 @@ def connect(path: str | Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(f"CREATE TABLE IF NOT EXISTS requests ({', '.join(f'{n} {t}' for n, t in COLUMNS)})")
-    db.execute("CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)")
+    # Files written by an older version gain the columns they lack.
+    present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    for name, kind in COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind.replace(' PRIMARY KEY', '')}")
+    for column in INDEXES:
+        db.execute(f"CREATE INDEX IF NOT EXISTS requests_{column} ON requests ({column})")
     db.commit()
     return db
 
@@ -63,9 +78,13 @@ class RecordStore:
     """SQLite record store. `add` only appends to a queue; a writer thread flushes every
     `flush_interval_s`, so a crash loses at most that interval's records."""
 
-    def __init__(self, path: str | Path, flush_interval_s: float = 0.2) -> None:
+    def __init__(
+        self, path: str | Path, flush_interval_s: float = 0.2, retention_days: float | None = None
+    ) -> None:
         self.path = Path(path)
         self.flush_interval_s = flush_interval_s
+        self.retention_days = retention_days
+        self._next_retention = 0.0
         self._db = connect(self.path)
         self._queue: deque[tuple[Any, ...]] = deque()
         self._wake = threading.Event()
@@ -87,6 +106,33 @@ class RecordStore:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             self.flush()
+            if self.retention_days is not None and time.monotonic() >= self._next_retention:
+                self.apply_retention()
+                self._next_retention = time.monotonic() + 3600
+
+    def apply_retention(self) -> int:
+        """Delete records older than the retention setting; returns how many went."""
+        if self.retention_days is None:
+            return 0
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM requests WHERE ts < ?", (time.time() - self.retention_days * 86400,)
+            )
+            self._db.commit()
+        return cursor.rowcount
+
+    def spent_since(self, scope: str, start: float) -> float:
+        """Recorded spend of a budget scope ("global", "key:<id>", "team:<t>", "user:<u>")."""
+        self.flush()
+        kind, _, value = scope.partition(":")
+        column = {"key": "key_id", "team": "team", "user": "user"}.get(kind)
+        sql = "SELECT COALESCE(SUM(cost), 0) FROM requests WHERE ts >= ?"
+        args: list[Any] = [start]
+        if column is not None:
+            sql += f" AND {column} = ?"
+            args.append(value)
+        with self._lock:
+            return float(self._db.execute(sql, args).fetchone()[0])
 
     def flush(self) -> None:
         """Write everything queued so far."""
@@ -109,9 +155,22 @@ class RecordStore:
 
 
 def read_records(
-    path: str | Path, limit: int = 20, model: str | None = None, since: float | None = None
+    path: str | Path,
+    limit: int = 20,
+    model: str | None = None,
+    since: float | None = None,
+    *,
+    until: float | None = None,
+    key: str | None = None,
+    reason: str | None = None,
+    region: str | None = None,
+    status: int | None = None,
+    team: str | None = None,
+    user: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Most recent records first, JSON columns decoded."""
+    """Most recent records first, JSON columns decoded. `model` matches the model asked for
+    or the deployment that answered; `key` a virtual key id or a key fingerprint; `reason`
+    the decision's reason code or its whole route ("strategy:reason")."""
     db = sqlite3.connect(Path(path))
     db.row_factory = sqlite3.Row
     where, args = [], []
@@ -121,6 +180,19 @@ def read_records(
     if since is not None:
         where.append("ts >= ?")
         args.append(since)
+    if until is not None:
+        where.append("ts < ?")
+        args.append(until)
+    if key:
+        where.append("(key_id = ? OR api_key = ?)")
+        args += [key, key]
+    if reason:
+        where.append("(reason = ? OR route = ?)")
+        args += [reason, reason]
+    for column, value in (("region", region), ("status", status), ("team", team), ("user", user)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
     sql = "SELECT * FROM requests"
     if where:
         sql += " WHERE " + " AND ".join(where)

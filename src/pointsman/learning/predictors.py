@@ -109,9 +109,10 @@ class LinearPredictor(Predictor):
         self.sparse_block = sparse_block
         self.scaler = scaler
         self.dense_scale = dense_scale
-        self.w_dense = w_dense
-        self.w_sparse = w_sparse
-        self.bias = bias
+        # Held at the precision they are stored in, so a reloaded artifact decides identically.
+        self.w_dense = np.asarray(w_dense, dtype=np.float64)
+        self.w_sparse = None if w_sparse is None else np.asarray(w_sparse, dtype=np.float32)
+        self.bias = np.asarray(bias, dtype=np.float64)
 
     def dense_input(self, features: Features) -> np.ndarray | None:
         if not self.dense_blocks:
@@ -133,7 +134,7 @@ class LinearPredictor(Predictor):
     def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {f"{prefix}w_dense": self.w_dense, f"{prefix}bias": self.bias}
         if self.w_sparse is not None:
-            arrays[f"{prefix}w_sparse"] = self.w_sparse.astype(np.float32)
+            arrays[f"{prefix}w_sparse"] = self.w_sparse
         if self.scaler is not None:
             arrays[f"{prefix}mean"] = self.scaler.mean
             arrays[f"{prefix}scale"] = self.scaler.scale
@@ -169,8 +170,8 @@ class KnnPredictor(Predictor):
 
     def __init__(self, block: str, keys: np.ndarray, values: np.ndarray, k: int) -> None:
         self.block = block
-        self.keys = np.ascontiguousarray(keys, dtype=np.float32)
-        self.values = np.asarray(values, dtype=np.float32)
+        self.keys = np.ascontiguousarray(np.asarray(keys, dtype=np.float16), dtype=np.float32)
+        self.values = np.asarray(values, dtype=np.float16).astype(np.float32)
         self.k = min(k, len(self.keys))
 
     def predict(self, features: Features) -> np.ndarray:
@@ -285,8 +286,8 @@ class MlpPredictor(Predictor):
     ) -> None:
         self.blocks = list(blocks)
         self.scaler = scaler
-        self.weights = [np.asarray(w, dtype=np.float64) for w in weights]
-        self.biases = [np.asarray(b, dtype=np.float64) for b in biases]
+        self.weights = [np.asarray(w, dtype=np.float32).astype(np.float64) for w in weights]
+        self.biases = [np.asarray(b, dtype=np.float32).astype(np.float64) for b in biases]
 
     def predict(self, features: Features) -> np.ndarray:
         h = self.scaler(features.stack(self.blocks))

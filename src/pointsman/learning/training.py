@@ -291,6 +291,9 @@ class Scorer:
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (index, quality, cost) per dataset
 
     def __call__(self, pred: np.ndarray) -> float:
+        return float(np.mean(self.parts_of(pred)))
+
+    def parts_of(self, pred: np.ndarray) -> list[float]:
         values = []
         for idx, q, c in self.parts:
             p = pred[idx]
@@ -299,7 +302,7 @@ class Scorer:
             else:
                 curve = metrics.lambda_curve(p, c, q)
                 values.append(metrics.cost_quality_report(curve, [""] * q.shape[1], c, q).aiq)
-        return float(np.mean(values))
+        return values
 
 
 @dataclass
@@ -338,10 +341,18 @@ def select(
             model = cand.fit(feats, quality, train)
             pred[held] = model.predict(feats.subset(held))
         oof[cand.name] = pred
-        score = scorer(pred)
-        table.append({"candidate": cand.name, "score": round(score, 4), "seconds": round(time.perf_counter() - started, 1)})
+        parts = scorer.parts_of(pred)
+        score = float(np.mean(parts))
+        table.append(
+            {
+                "candidate": cand.name,
+                "score": round(score, 4),
+                "per_dataset": [round(p, 4) for p in parts],
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
         if progress:
-            progress(f"{cand.name}: {score:.4f}")
+            progress(f"{cand.name}: {score:.4f} {' '.join(f'{p:.4f}' for p in parts)}")
     # Greedy forward selection with replacement (Caruana et al.): add whichever member most
     # improves the blend's out-of-fold score; stop when nothing helps.
     counts: dict[str, int] = {}
@@ -371,3 +382,135 @@ def select(
     members = [by_name[k].fit(feats, quality, everything) for k in chosen]
     predictor: Predictor = members[0] if len(members) == 1 else EnsemblePredictor(members, weights)
     return Selection(predictor, chosen, weights, blend, table)
+
+
+# --------------------------------------------------------------------------- whole router
+
+PRESETS = {"quality": 0.99, "balanced": 0.95, "economy": 0.90}
+DEFAULT_ENCODERS = ("wordllama", "signals", "tfidf")
+
+
+def combine(datasets: Sequence[OutcomeData]) -> tuple[OutcomeData, list[np.ndarray]]:
+    """Stack datasets that share a model set (two-model sets are aligned as weak, strong);
+    also return each one's row index in the stack."""
+    if not datasets:
+        raise SystemExit("no training data")
+    two = all(d.two_model for d in datasets)
+    parts = [d.ordered_two() for d in datasets] if two else list(datasets)
+    models = parts[0].models
+    if not two:
+        for d in parts[1:]:
+            if sorted(d.models) != sorted(models):
+                raise SystemExit(f"{d.name}: models {d.models} differ from {parts[0].name}: {models}")
+    quality, cost, prompts, tokens = [], [], [], []
+    index, start = [], 0
+    for d in parts:
+        order = [d.models.index(m) for m in models] if not two else [0, 1]
+        quality.append(d.quality[:, order])
+        cost.append(d.cost[:, order])
+        tokens.append(d.output_tokens[:, order] if d.output_tokens is not None else None)
+        prompts.extend(d.prompts)
+        index.append(np.arange(start, start + len(d)))
+        start += len(d)
+    out_tokens = None
+    if all(t is not None for t in tokens):
+        out_tokens = np.vstack(tokens)  # type: ignore[arg-type]
+    data = OutcomeData(
+        name="+".join(d.name for d in parts),
+        prompts=prompts,
+        models=list(models),
+        quality=np.vstack(quality),
+        cost=np.vstack(cost),
+        output_tokens=out_tokens,
+        prices=dict(parts[0].prices),
+        strong=parts[0].strong,
+        weak=parts[0].weak,
+        cost_unit=parts[0].cost_unit,
+    )
+    return data, index
+
+
+def train_router(
+    datasets: Sequence[OutcomeData],
+    encoders: Sequence[str] = DEFAULT_ENCODERS,
+    candidates: Sequence[str] | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    drop_groups: Sequence[str] = (),
+    progress: Progress | None = None,
+    meta: dict[str, Any] | None = None,
+) -> tuple[Any, Selection]:
+    """Train a router artifact on `datasets` (their training splits: nothing here holds out
+    a test set). Returns the artifact and the selection report."""
+    from pointsman.learning.artifact import MULTI_MODEL, TWO_MODEL, RouterArtifact
+    from pointsman.learning.calibration import Target, knob_for, multi_model_table, two_model_table
+    from pointsman.learning.datasets import DEFAULT_OUTPUT_TOKENS
+
+    _require_sklearn()
+    kept = []
+    dropped = 0
+    for d in datasets:
+        if drop_groups and d.groups is not None:
+            keep = np.array([g not in drop_groups for g in d.groups])
+            dropped += int((~keep).sum())
+            d = d.subset(np.flatnonzero(keep))
+        kept.append(d)
+    data, index = combine(kept)
+    kind = TWO_MODEL if data.two_model else MULTI_MODEL
+    say = progress or (lambda _: None)
+    say(f"encoding {len(data)} prompts with {', '.join(encoders)}")
+    enc = fit_encoders(data.prompts, encoders)
+    feats = encode(enc, data.prompts)
+    pool = default_candidates(list(enc))
+    if candidates:
+        wanted = set(candidates)
+        pool = [c for c in pool if c.name in wanted or c.name.split("[")[0] in wanted]
+        if not pool:
+            raise SystemExit(f"no candidate matches {sorted(wanted)}")
+    scorer = Scorer(kind == TWO_MODEL, [(i, data.quality[i], data.cost[i]) for i in index])
+    selection = select(feats, data.quality, data.prompts, scorer, pool, folds, seed, progress=say)
+    if kind == TWO_MODEL:
+        table = two_model_table(selection.oof[:, 1] - selection.oof[:, 0], data.quality)
+        cost_ref = 1.0
+    else:
+        table = multi_model_table(selection.oof, data.cost, data.quality)
+        cost_ref = float(data.cost.max(axis=1).mean())
+    presets = {}
+    for name, share in PRESETS.items():
+        try:
+            presets[name] = knob_for(kind, table, Target(quality=share))
+        except ValueError:
+            continue
+    key = "threshold" if kind == TWO_MODEL else "lambda"
+    knob = {key: presets["balanced"][key], "target": {"quality": PRESETS["balanced"]}} if "balanced" in presets else {key: 0.0}
+    if data.output_tokens is not None:
+        out_tokens = {m: float(np.median(data.output_tokens[:, j])) for j, m in enumerate(data.models)}
+    else:
+        out_tokens = {m: float(DEFAULT_OUTPUT_TOKENS) for m in data.models}
+    info = {
+        "trained_on": [{"name": d.name, "rows": len(d)} for d in kept],
+        "dropped_groups": list(drop_groups),
+        "dropped_rows": dropped,
+        "encoders": list(encoders),
+        "folds": folds,
+        "seed": seed,
+        "selection": selection.table,
+        "chosen": selection.chosen,
+        "weights": selection.weights,
+        "selection_metric": "mean APGR over datasets" if kind == TWO_MODEL else "mean AIQ over datasets",
+    }
+    info.update(meta or {})
+    artifact = RouterArtifact(
+        kind=kind,
+        models=data.models,
+        encoders=enc,
+        predictor=selection.predictor,
+        prices=dict(data.prices),
+        output_tokens=out_tokens,
+        cost_ref=cost_ref,
+        knob=knob,
+        calibration=table,
+        presets=presets,
+        meta=info,
+    )
+    return artifact, selection

@@ -9,13 +9,23 @@ from pydantic import ValidationError
 from pointsman.strategies.balance import BalanceStrategy
 from pointsman.strategies.base import Ranking, Strategy
 from pointsman.strategies.conditions import ConditionsStrategy
+from pointsman.strategies.rules import RulesStrategy
 from pointsman.strategies.static import OrderedStrategy, WeightedStrategy
+from pointsman.strategies.tiers import TiersStrategy
 
 if TYPE_CHECKING:
     from pointsman.config import Config, VirtualModel
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (OrderedStrategy, WeightedStrategy, ConditionsStrategy, BalanceStrategy)
+    s.name: s
+    for s in (
+        OrderedStrategy,
+        WeightedStrategy,
+        ConditionsStrategy,
+        BalanceStrategy,
+        RulesStrategy,
+        TiersStrategy,
+    )
 }
 
 

@@ -37,6 +37,7 @@ DIMENSIONS = (
     "code",
     "math",
     "reasoning",
+    "analysis",
     "multi_step",
     "constraints",
     "structure",
@@ -48,7 +49,7 @@ DIMENSIONS = (
     "json",
 )
 # `length` is 0 at this many tokens and 1 at `LENGTH_FULL`, on a log scale.
-LENGTH_FLOOR = 12
+LENGTH_FLOOR = 4
 LENGTH_FULL = 6000
 
 
@@ -74,6 +75,7 @@ def dimensions(signals: Signals) -> dict[str, float]:
         "code": signals.code,
         "math": signals.math,
         "reasoning": signals.reasoning,
+        "analysis": signals.analysis,
         "multi_step": signals.multi_step,
         "constraints": signals.constraints,
         "structure": signals.structure,
@@ -92,6 +94,9 @@ class TierSpec(BaseModel):
     # The tier takes scores below this; the last tier takes the rest. Default: the shipped
     # boundary of a tier with the same name.
     up_to: float | None = None
+    # Optional gate: a request reaches this tier only if at least one of these dimensions is at
+    # its minimum (else it gets the tier below). Default: the shipped gate of the same name.
+    requires: dict[str, float] | None = None
 
 
 class StickyOptions(BaseModel):
@@ -127,11 +132,16 @@ class TierChoice:
     contributions: dict[str, float] = field(default_factory=dict)
     ambiguous: bool = False
     sticky: bool = False
+    # The tier the score reached but whose `requires` the request did not meet.
+    gated: str | None = None
 
     def describe(self) -> str:
         top = sorted(self.contributions.items(), key=lambda kv: -abs(kv[1]))[:5]
         parts = ", ".join(f"{k} {v:+.3f}" for k, v in top if v)
-        text = f"score {self.score:.3f} ({parts or 'no cues'}) -> {self.scored_tier}, confidence {self.confidence:.2f}"
+        text = f"score {self.score:.3f} ({parts or 'no cues'})"
+        if self.gated:
+            text += f", short of {self.gated}'s requirements"
+        text += f" -> {self.scored_tier}, confidence {self.confidence:.2f}"
         if self.ambiguous and self.tier != self.scored_tier:
             text += f"; ambiguous, safe tier {self.tier}"
         if self.sticky:
@@ -189,6 +199,14 @@ class TiersStrategy(Strategy):
         self.deployments: dict[str, tuple[str, ...]] = {
             n: (o.tiers[n].deployments if n in o.tiers else ()) for n in self.names
         }
+        self.requires: dict[str, dict[str, float]] = {}
+        for n in self.names:
+            spec = o.tiers.get(n)
+            gate = spec.requires if spec is not None and spec.requires is not None else None
+            if gate is None:
+                gate = defaults["tiers"].get(n, {}).get("requires") if n in shipped else None
+            if gate:
+                self.requires[n] = dict(gate)
         self.bounds: list[float] = []
         for n in self.names[:-1]:
             up_to = o.tiers[n].up_to if n in o.tiers else None
@@ -220,6 +238,13 @@ class TiersStrategy(Strategy):
         last = self.names[-1] if self.names else None
         if last and last in self.options.tiers and self.options.tiers[last].up_to is not None:
             problems.append(f"{path}.tiers.{last}.up_to: the last tier takes every higher score")
+        for tier, gate in self.requires.items():
+            for name in gate:
+                if name not in DIMENSIONS:
+                    problems.append(
+                        f"{path}.tiers.{tier}.requires.{name}: unknown dimension (expected one "
+                        f"of: {', '.join(DIMENSIONS)})"
+                    )
         for name in self.options.weights:
             if name not in DIMENSIONS:
                 problems.append(
@@ -236,7 +261,7 @@ class TiersStrategy(Strategy):
     # -- scoring -------------------------------------------------------------------------------
 
     def score(self, signals: Signals) -> tuple[float, dict[str, float]]:
-        dims = dimensions(signals)
+        dims = signals.memo("tier_dimensions", lambda: dimensions(signals))
         contributions = {k: w * dims[k] for k, w in self.weights.items() if k in dims}
         return self.bias + sum(contributions.values()), contributions
 
@@ -252,7 +277,16 @@ class TiersStrategy(Strategy):
         distances = [abs(score - b) for b in self.bounds]
         nearest = min(range(len(distances)), key=distances.__getitem__) if distances else None
         confidence = min(1.0, distances[nearest] / self.scale) if nearest is not None else 1.0
+        gated = None
+        while index > 0 and self.names[index] in self.requires:
+            gate = self.requires[self.names[index]]
+            dims = signals.memo("tier_dimensions", lambda: dimensions(signals))
+            if any(dims.get(k, 0.0) >= v for k, v in gate.items()):
+                break
+            gated = self.names[index]
+            index -= 1
         choice = TierChoice(self.names[index], self.names[index], score, confidence, contributions)
+        choice.gated = gated
         if nearest is not None and confidence < self.min_confidence:
             choice.ambiguous = True
             safe = nearest + 1 if self.safe_tier == "upper" else self.names.index(self.safe_tier)
@@ -315,3 +349,43 @@ def _conversation_key(signals: Signals) -> str | None:
             caller = f"{signals.key or ''}\x00{signals.user or ''}\x00"
             return "o:" + hashlib.blake2b((caller + opening).encode(), digest_size=12).hexdigest()
     return None
+
+
+# -- the labelled set ----------------------------------------------------------------------------
+
+
+def labelled_prompts() -> list[dict[str, Any]]:
+    """The shipped labelled prompt set: id, expected tier, category, language, and a `prompt`
+    or a `messages` conversation (optionally a number of `tools` offered)."""
+    import json
+
+    text = resources.files("pointsman").joinpath("data/tier-prompts.jsonl").read_text("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def labelled_request(row: dict[str, Any]) -> dict[str, Any]:
+    """The chat request a labelled row stands for."""
+    messages = row.get("messages") or [{"role": "user", "content": row["prompt"]}]
+    body: dict[str, Any] = {"model": "auto", "messages": messages}
+    if row.get("tools"):
+        body["tools"] = [
+            {"type": "function", "function": {"name": f"tool_{i}", "parameters": {"type": "object"}}}
+            for i in range(row["tools"])
+        ]
+    return body
+
+
+def evaluate(strategy: TiersStrategy, rows: list[dict[str, Any]] | None = None) -> list[tuple[dict[str, Any], TierChoice]]:
+    """Each labelled row with the tier `strategy` gives it. A conversation is routed turn by
+    turn, as a client would send it, so stickiness sees its earlier turns."""
+    from pointsman.signals import Signals
+
+    results = []
+    for row in rows if rows is not None else labelled_prompts():
+        body = labelled_request(row)
+        messages = body["messages"]
+        for end in range(1, len(messages)):
+            if messages[end - 1]["role"] == "user" and end < len(messages):
+                strategy.classify(Signals({**body, "messages": messages[:end]}))
+        results.append((row, strategy.classify(Signals(body))))
+    return results

@@ -1,0 +1,216 @@
+"""Who may send what: virtual keys (401/403), their rate and parallelism limits (429), and money
+budgets per key, user, team and globally (downgrade past the soft limit, 429 past the hard one)."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pointsman.budgets import Budget, BudgetLedger
+from pointsman.config import Config, Deployment
+from pointsman.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from pointsman.keys import KeyStore, VirtualKey
+
+if TYPE_CHECKING:
+    from pointsman.decision import Decision
+    from pointsman.signals import Signals
+    from pointsman.state import MemoryState
+
+
+@dataclass(slots=True)
+class Grant:
+    """What admission decided for one request; settled once the request ends."""
+
+    key: VirtualKey | None = None
+    master: bool = False
+    user: str | None = None
+    budgets: list[Budget] = field(default_factory=list)
+    estimate: float = 0.0
+    reserved: bool = False
+    parallel: str | None = None
+    settled: bool = False
+
+
+class AccessControl:
+    def __init__(
+        self, config: Config, keys: KeyStore | None, state: MemoryState, ledger: BudgetLedger
+    ) -> None:
+        self.config = config
+        self.keys = keys
+        self.state = state
+        self.ledger = ledger
+        auth = config.auth
+        self.master_key = os.environ.get(auth.master_key_env) or None
+        self.enabled = auth.enabled if auth.enabled is not None else self.master_key is not None
+        if self.enabled and keys is None:
+            raise ValueError("virtual keys need a key store (records enabled or a --db path)")
+
+    def is_master(self, secret: str | None) -> bool:
+        return bool(secret and self.master_key and hmac.compare_digest(secret, self.master_key))
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def admit(self, secret: str | None, body: Mapping[str, Any], tokens: int) -> Grant:
+        """Authenticate the key and enforce its allowances and limits; raises 401/403/429."""
+        user = body.get("user") if isinstance(body.get("user"), str) else None
+        grant = Grant(user=user)
+        if self.enabled:
+            if not secret:
+                raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
+            if self.is_master(secret):
+                grant.master = True
+            else:
+                assert self.keys is not None
+                key = self.keys.lookup(secret)
+                if key is None:
+                    raise AuthenticationFailed("invalid API key")
+                if key.revoked_at is not None:
+                    raise AuthenticationFailed(f"API key {key.name!r} was revoked")
+                if not key.active():
+                    raise AuthenticationFailed(f"API key {key.name!r} expired")
+                grant.key = key
+                self._check_key(key, str(body.get("model")), tokens)
+        grant.budgets = self.budgets_for(grant)
+        if grant.key is not None and grant.key.max_parallel is not None:
+            grant.parallel = f"key-parallel:{grant.key.id}"
+            self.state.enter(grant.parallel)
+        return grant
+
+    def _check_key(self, key: VirtualKey, model: str, tokens: int) -> None:
+        if not key.allows(model):
+            raise PermissionDenied(
+                f"API key {key.name!r} may not use model {model!r} (allowed: {', '.join(key.models)})",
+                code="model_not_allowed",
+            )
+        scope = f"key:{key.id}"
+        requests, used = self.state.rates(scope)
+        if key.rpm is not None and requests >= key.rpm:
+            wait = self.state.window_reset_in(scope)
+            raise RateLimited(
+                f"API key {key.name!r} is limited to {key.rpm} requests per minute",
+                headers={"retry-after": str(max(1, round(wait)))},
+            )
+        if key.tpm is not None and used + tokens > key.tpm:
+            wait = self.state.window_reset_in(scope)
+            raise RateLimited(
+                f"API key {key.name!r} is limited to {key.tpm} tokens per minute",
+                headers={"retry-after": str(max(1, round(wait)))},
+            )
+        if key.max_parallel is not None and self.state.in_flight(f"key-parallel:{key.id}") >= key.max_parallel:
+            raise RateLimited(
+                f"API key {key.name!r} allows {key.max_parallel} requests in parallel",
+                code="too_many_parallel_requests",
+            )
+        self.state.count_request(scope, tokens)
+
+    def signal_headers(self, grant: Grant, headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        """The request headers as policies see them: a key's region and tier override any
+        header the client sent (a key's residency cannot be talked out of)."""
+        key = grant.key
+        if key is None or (key.region is None and key.tier is None and not key.metadata):
+            return headers
+        merged = dict(headers or {})
+        for name, value in key.metadata.items():
+            merged.setdefault(f"x-pointsman-{name.lower()}", value)
+        if key.tier is not None:
+            merged["x-pointsman-tier"] = key.tier
+        if key.region is not None:
+            merged["x-pointsman-region"] = key.region
+        return merged
+
+    # -- budgets -------------------------------------------------------------------------------
+
+    def budgets_for(self, grant: Grant) -> list[Budget]:
+        if grant.master:
+            return []
+        settings = self.config.budgets
+        budgets = []
+        key = grant.key
+        if key is not None and key.budget is not None:
+            budgets.append(Budget(f"key:{key.id}", f"key {key.name!r}", key.budget, key.budget_period))
+        if grant.user and settings.users is not None:
+            limit = settings.users
+            budgets.append(Budget(f"user:{grant.user}", f"user {grant.user!r}", limit.amount, limit.period))
+        team = key.team if key is not None else None
+        if team and team in settings.teams:
+            limit = settings.teams[team]
+            budgets.append(Budget(f"team:{team}", f"team {team!r}", limit.amount, limit.period))
+        if settings.total is not None:
+            budgets.append(Budget("global", "the global budget", settings.total.amount, settings.total.period))
+        return budgets
+
+    def downgrade_target(self, grant: Grant, model: str) -> str | None:
+        """The virtual model to use instead once a budget is past its soft limit."""
+        if not grant.budgets:
+            return None
+        if self.ledger.past_soft_limit(grant.budgets, self.config.budgets.soft_limit) is None:
+            return None
+        return self.config.budgets.downgrade.get(model)
+
+    def charge_plan(self, grant: Grant, decision: Decision, signals: Signals) -> None:
+        """Check the plan's worst-case cost against the budgets and reserve it. Past the soft
+        limit the cheapest deployments go first; past the hard limit only zero-priced ones may
+        serve, and with none the request gets a 429 naming the budget and its reset."""
+        if not grant.budgets:
+            return
+        out = signals.max_output_tokens or self.config.budgets.default_max_output_tokens
+        deployments = [self.config.deployment(n) for n in decision.plan]
+
+        def worst(ds: list[Deployment]) -> float:
+            return max((d.cost(signals.estimated_tokens, out) for d in ds), default=0.0)
+
+        soft = self.ledger.past_soft_limit(grant.budgets, self.config.budgets.soft_limit)
+        if soft is not None and "budget: soft limit" not in " ".join(decision.reasons):
+            deployments.sort(key=lambda d: d.price.input + d.price.output)
+            decision.plan = [d.name for d in deployments]
+            decision.reasons.append(f"budget: soft limit of {soft.label} reached; cheapest deployments first")
+        estimate = worst(deployments)
+        exhausted = self.ledger.exhausted_by(grant.budgets, estimate) if estimate > 0 else None
+        if exhausted is not None:
+            free = [d for d in deployments if d.price.input == 0 and d.price.output == 0]
+            if not free:
+                resets = self.ledger.resets_at(exhausted)
+                spent = self.ledger.spent(exhausted)
+                when = datetime.fromtimestamp(resets, UTC).strftime("%Y-%m-%d %H:%M UTC")
+                raise RateLimited(
+                    f"budget exhausted: {exhausted.label} allows ${exhausted.amount:.2f} per "
+                    f"{exhausted.period} (${spent:.4f} spent, this request could cost up to "
+                    f"${estimate:.4f}); it resets at {when}",
+                    code="budget_exceeded",
+                    headers={"retry-after": str(max(1, round(resets - time.time())))},
+                )
+            decision.plan = [d.name for d in free]
+            decision.reasons.append(f"budget: {exhausted.label} exhausted; only zero-priced deployments")
+            estimate = 0.0
+        grant.estimate = estimate
+        self.ledger.reserve(grant.budgets, estimate)
+        grant.reserved = True
+
+    def settle(self, grant: Grant, cost: float) -> None:
+        """The request ended: charge its real cost and free its parallel slot. Idempotent."""
+        if grant.settled:
+            return
+        grant.settled = True
+        if grant.budgets:
+            self.ledger.settle(grant.budgets, grant.estimate if grant.reserved else 0.0, cost)
+        if grant.parallel is not None:
+            self.state.leave(grant.parallel)
+
+    def remaining(self) -> dict[str, float]:
+        """Money left in each configured budget (global and team), and per key if asked to."""
+        settings = self.config.budgets
+        budgets = []
+        if settings.total is not None:
+            budgets.append(Budget("global", "global", settings.total.amount, settings.total.period))
+        for team, limit in settings.teams.items():
+            budgets.append(Budget(f"team:{team}", f"team:{team}", limit.amount, limit.period))
+        if self.config.metrics.per_key_labels and self.keys is not None:
+            for key in self.keys.list():
+                if key.budget is not None and key.active():
+                    budgets.append(Budget(f"key:{key.id}", f"key:{key.name}", key.budget, key.budget_period))
+        return {b.label: self.ledger.remaining(b) for b in budgets}

@@ -1,0 +1,128 @@
+"""Administration over HTTP (master key): virtual keys, the audit trail, spend; and the
+Prometheus `/metrics` page."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pointsman.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, PointsmanError
+from pointsman.store import read_records
+
+if TYPE_CHECKING:
+    from pointsman.router import Router
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def _error(exc: PointsmanError) -> Response:
+    return Response(orjson.dumps(exc.body()), status_code=exc.status, media_type="application/json",
+                    headers=exc.headers)
+
+
+def bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
+
+
+def admin_routes(router: Router) -> list[Route]:
+    access = router.access
+
+    def require_master(request: Request) -> None:
+        if access.master_key is None:
+            raise PermissionDenied(
+                f"administration is off: set {router.config.auth.master_key_env} to enable it",
+                code="admin_disabled",
+            )
+        token = bearer(request)
+        if not token:
+            raise AuthenticationFailed("missing master key: send 'Authorization: Bearer <master key>'")
+        if not access.is_master(token):
+            raise PermissionDenied("this endpoint needs the master key", code="master_key_required")
+
+    def guarded(handler: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            try:
+                require_master(request)
+                return await handler(request)
+            except PointsmanError as exc:
+                return _error(exc)
+
+        return endpoint
+
+    def key_store() -> Any:
+        if router.keys is None:
+            raise PermissionDenied("virtual keys are off (auth.enabled)", code="keys_disabled")
+        return router.keys
+
+    async def create_key(request: Request) -> Response:
+        try:
+            spec = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(spec, dict):
+            raise InvalidRequest("request body must be a JSON object")
+        name = spec.pop("name", None)
+        expires_at = spec.pop("expires_at", None)
+        if "expires_in_s" in spec:
+            expires_at = time.time() + float(spec.pop("expires_in_s"))
+        secret, key = key_store().create(name, spec, expires_at)
+        return _json({"key": secret, **key.public()}, 201)
+
+    async def list_keys(request: Request) -> Response:
+        return _json({"object": "list", "data": [k.public() for k in key_store().list()]})
+
+    async def revoke_key(request: Request) -> Response:
+        key = key_store().revoke(request.path_params["key_id"])
+        if key is None:
+            raise PointsmanError(f"no key {request.path_params['key_id']!r}", status=404, code="key_not_found")
+        return _json(key.public())
+
+    async def records(request: Request) -> Response:
+        if router.store is None:
+            raise PermissionDenied("records are off", code="records_disabled")
+        q = request.query_params
+
+        def number(name: str) -> float | None:
+            value = q.get(name)
+            if value is None:
+                return None
+            try:
+                return float(value)
+            except ValueError:
+                raise InvalidRequest(f"query parameter {name!r} must be a number", code="invalid_query") from None
+
+        router.store.flush()
+        status = number("status")
+        rows = read_records(
+            router.store.path, limit=int(number("limit") or 100), model=q.get("model"), since=number("since"),
+            until=number("until"), key=q.get("key"), reason=q.get("reason"), region=q.get("region"),
+            status=int(status) if status is not None else None, team=q.get("team"), user=q.get("user"),
+        )
+        return _json({"object": "list", "data": rows})
+
+    async def spend(request: Request) -> Response:
+        return _json({"budgets_remaining": access.remaining()})
+
+    async def metrics(request: Request) -> Response:
+        if router.metrics is None:
+            return _error(PointsmanError("metrics are off", status=404, code="metrics_disabled"))
+        for label, left in access.remaining().items():
+            router.metrics.budget_remaining.labels(label).set(left)
+        return Response(router.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return [
+        Route("/admin/keys", guarded(create_key), methods=["POST"]),
+        Route("/admin/keys", guarded(list_keys), methods=["GET"]),
+        Route("/admin/keys/{key_id}", guarded(revoke_key), methods=["DELETE"]),
+        Route("/admin/records", guarded(records), methods=["GET"]),
+        Route("/admin/spend", guarded(spend), methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]

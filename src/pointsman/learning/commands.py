@@ -1,0 +1,328 @@
+"""`pointsman train | eval | calibrate`: argparse subcommands registered into the main CLI
+(or run as ``python -m pointsman.learning``). Each returns an exit code; ``--json`` prints one
+JSON document on stdout and sends progress to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+def register(subparsers: Any) -> None:
+    """Add the `train`, `eval` and `calibrate` subcommands; each sets ``func``."""
+    t = subparsers.add_parser(
+        "train",
+        help="train a router on outcome data and write its artifact",
+        description="Train a router (encoders, quality predictor, calibrated knob) on outcome data. "
+        "By default the seeded test split of each dataset is held out, so `pointsman eval` "
+        "on the same data stays honest; --all-data trains on every row.",
+    )
+    t.add_argument("data", nargs="+", help="bundled set (mmlu, gsm8k, llmrouter) or file/folder")
+    t.add_argument("--out", required=True, help="folder to write router.json and arrays.npz into")
+    t.add_argument("--encoders", default="wordllama,signals,tfidf", help="comma-separated encoder blocks")
+    t.add_argument("--candidates", default="", help="comma-separated learners to compare (default: all)")
+    t.add_argument("--folds", type=int, default=5, help="cross-validation folds for selection")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--all-data", action="store_true", help="train on every row (no held-out test)")
+    t.add_argument("--drop-group", action="append", default=[], help="leave out a group (e.g. a mis-graded subject)")
+    t.add_argument("--prices", help="JSON {model: {input_price, output_price}} in $ per million tokens")
+    t.add_argument("--json", action="store_true", help="print the training report as JSON")
+    t.set_defaults(func=cmd_train)
+
+    e = subparsers.add_parser(
+        "eval",
+        help="evaluate routers on held-out outcome data",
+        description="Deployment curves and their numbers (APGR, CPT, cost to reach 95/100%% of the "
+        "best single model, quality at its cost, AIQ) on each dataset's seeded held-out split, "
+        "beside random, the best single model and the oracle.",
+    )
+    e.add_argument("data", nargs="*", default=["mmlu", "gsm8k", "llmrouter"], help="datasets (default: all bundled)")
+    e.add_argument("--router", default="auto", help="shipped name, artifact folder, 'auto' (the shipped router that fits each dataset) or 'train' (train on the train split first)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--test-fraction", type=float, default=0.2)
+    e.add_argument("--split", choices=("test", "train", "all"), default="test", help="which rows to score")
+    e.add_argument("--exclude-group", action="append", default=[], help="also report without this group")
+    e.add_argument("--groups", action="store_true", help="print per-group (e.g. per-subject) results")
+    e.add_argument("--plot", help="write a PNG of the curves here (needs matplotlib)")
+    e.add_argument("--prices", help="JSON prices for datasets without costs")
+    e.add_argument("--curves", action="store_true", help="include the curves in --json output")
+    e.add_argument("--json", action="store_true", help="print the report as JSON")
+    e.set_defaults(func=cmd_eval)
+
+    c = subparsers.add_parser(
+        "calibrate",
+        help="set a router's cost-quality knob from a stated target",
+        description="Turn a target into the router's knob (threshold or lambda), from the "
+        "calibration table stored at training or from outcome data you give.",
+    )
+    c.add_argument("--router", default="default", help="shipped name or artifact folder")
+    goal = c.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--strong-share", type=float, help="two models: at most this share of calls to the strong model")
+    goal.add_argument("--cost-share", type=float, help="many models: at most this share of the best model's cost")
+    goal.add_argument("--quality", type=float, help="keep this share of the best single model's quality at least cost")
+    c.add_argument("--data", nargs="*", default=[], help="calibrate on these outcome data instead of the stored table")
+    c.add_argument("--split", choices=("train", "test", "all"), default="all", help="rows of --data to use (train: the seeded training split)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--test-fraction", type=float, default=0.2)
+    c.add_argument("--write", action="store_true", help="store the knob in the artifact (as default, or under --preset)")
+    c.add_argument("--preset", help="name to store the knob under instead of the default")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_calibrate)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _err_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _load(spec: str, prices: str | None) -> Any:
+    from pointsman.learning.datasets import load_dataset
+
+    return load_dataset(spec, prices)
+
+
+def _rows(data: Any, split: str, seed: int, fraction: float) -> Any:
+    from pointsman.learning.datasets import split_by_prompt
+
+    if split == "all":
+        return data
+    train, test = split_by_prompt(data.prompts, fraction, seed, "test")
+    return data.subset(train if split == "train" else test)
+
+
+def _fail(message: str, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"error": message}))
+    else:
+        _err_console().print(f"[red]error:[/red] {message}")
+    return 1
+
+
+# --------------------------------------------------------------------------- train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pointsman.learning.datasets import DatasetError
+    from pointsman.learning.training import train_router
+
+    console = _err_console()
+    try:
+        datasets = [_rows(_load(d, args.prices), "all" if args.all_data else "train", args.seed, args.test_fraction) for d in args.data]
+    except DatasetError as exc:
+        return _fail(str(exc), args.json)
+    meta = {
+        "command": "pointsman train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if len(sys.argv) > 2
+        else "",
+        "split": "all rows" if args.all_data else f"train split (test_fraction={args.test_fraction}, seed={args.seed}, by prompt)",
+    }
+    with console.status("training") as status:
+        artifact, selection = train_router(
+            datasets,
+            encoders=[e for e in args.encoders.split(",") if e],
+            candidates=[c for c in args.candidates.split(",") if c] or None,
+            folds=args.folds,
+            seed=args.seed,
+            drop_groups=args.drop_group,
+            progress=lambda msg: (status.update(f"training: {msg}"), console.log(msg)),
+            meta=meta,
+        )
+    folder = artifact.save(args.out)
+    report = {
+        "artifact": str(folder),
+        "kind": artifact.kind,
+        "models": artifact.models,
+        "tiers": artifact.tiers,
+        "rows": sum(len(d) for d in datasets),
+        "chosen": selection.chosen,
+        "weights": selection.weights,
+        "selection": selection.table,
+        "knob": artifact.knob,
+        "presets": artifact.presets,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"candidates ({artifact.meta['selection_metric']}, {args.folds}-fold out-of-fold)", title_justify="left")
+        table.add_column("candidate")
+        table.add_column("score", justify="right")
+        table.add_column("per dataset", justify="right")
+        table.add_column("seconds", justify="right")
+        for row in selection.table:
+            table.add_row(row["candidate"], f"{row['score']:.4f}", " ".join(f"{p:.3f}" for p in row.get("per_dataset", [])), str(row["seconds"]))
+        from rich.console import Console
+
+        out = Console()
+        out.print(table)
+        out.print(f"wrote {folder} ({artifact.kind}, models: {', '.join(artifact.models)}); default knob {artifact.knob}")
+    return 0
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def _router_for(spec: str, data: Any, cache: dict[str, Any]) -> tuple[str, Any]:
+    from pointsman.learning.artifact import RouterArtifact, read_manifest, shipped_routers
+
+    if spec != "auto":
+        if spec not in cache:
+            cache[spec] = RouterArtifact.load(spec)
+        return spec, cache[spec]
+    for name in shipped_routers():
+        doc = read_manifest(name)
+        fits = (doc["kind"] == "two_model" and data.two_model) or (
+            doc["kind"] == "multi_model" and set(doc["models"]) <= set(data.models)
+        )
+        if fits:
+            if name not in cache:
+                cache[name] = RouterArtifact.load(name)
+            return name, cache[name]
+    raise LookupError(f"{data.name}: no shipped router fits its models; pass --router PATH or --router train")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pointsman.learning.artifact import ArtifactError
+    from pointsman.learning.datasets import DatasetError, standard_splits
+    from pointsman.learning.evaluation import evaluate, plot, render
+
+    console = _err_console()
+    reports = []
+    cache: dict[str, Any] = {}
+    try:
+        loaded = [_load(d, args.prices) for d in args.data]
+    except DatasetError as exc:
+        return _fail(str(exc), args.json)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as progress:
+        for data in loaded:
+            splits = standard_splits(data, args.seed, args.test_fraction)
+            rows = {"test": splits.test, "train": splits.train, "all": data}[args.split]
+            try:
+                if args.router == "train":
+                    from pointsman.learning.training import train_router
+
+                    task = progress.add_task(f"{data.name}: training on {len(splits.train)} prompts", total=None)
+                    artifact, _ = train_router([splits.train], progress=lambda m, t=task: progress.update(t, description=f"{data.name}: {m}"))
+                    progress.remove_task(task)
+                    name = "trained"
+                else:
+                    name, artifact = _router_for(args.router, data, cache)
+                task = progress.add_task(f"{data.name}: routing {len(rows)} prompts", total=len(rows))
+                report = evaluate(
+                    artifact,
+                    rows,
+                    name=name,
+                    advance=lambda k, t=task: progress.advance(t, k),
+                    exclude_groups=args.exclude_group,
+                )
+            except (ArtifactError, DatasetError, LookupError) as exc:
+                return _fail(str(exc), args.json)
+            report.notes.append(
+                f"{args.split} split: seed {args.seed}, test fraction {args.test_fraction}, by prompt"
+            )
+            reports.append(report)
+    if args.plot:
+        plot(reports, args.plot)
+        console.print(f"wrote {args.plot}")
+    if args.json:
+        print(json.dumps({"datasets": [r.as_dict(curves=args.curves) for r in reports]}, indent=2))
+    else:
+        from rich.console import Console
+
+        render(reports, Console(), groups=args.groups)
+    return 0
+
+
+# --------------------------------------------------------------------------- calibrate
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pointsman.learning.artifact import ArtifactError, RouterArtifact, resolve_artifact
+    from pointsman.learning.calibration import (
+        CalibrationError,
+        Target,
+        knob_for,
+        multi_model_table,
+        two_model_table,
+    )
+    from pointsman.learning.datasets import DatasetError
+    from pointsman.learning.evaluation import align, predict_all
+    from pointsman.learning.training import combine
+
+    try:
+        target = Target(strong_share=args.strong_share, cost_share=args.cost_share, quality=args.quality)
+        folder = resolve_artifact(args.router)
+        artifact = RouterArtifact.load(folder)
+        table = artifact.calibration
+        source = "stored table (out-of-fold predictions on the training data)"
+        if args.data:
+            parts = [align(_rows(_load(d, None), args.split, args.seed, args.test_fraction), artifact) for d in args.data]
+            data, _ = combine(parts)
+            pred = predict_all(artifact, data.prompts)
+            if artifact.kind == "two_model":
+                table = two_model_table(pred[:, 1] - pred[:, 0], data.quality)
+            else:
+                table = multi_model_table(pred, data.cost, data.quality)
+            source = f"{', '.join(args.data)} ({args.split} rows, {len(data)} prompts)"
+        knob = knob_for(artifact.kind, table, target)
+    except (ArtifactError, CalibrationError, DatasetError) as exc:
+        return _fail(str(exc), args.json)
+    knob["target"] = {k: v for k, v in vars(target).items() if v is not None}
+    result = {"router": str(folder), "kind": artifact.kind, "target": target.describe(), "source": source, **knob}
+    if args.write:
+        if args.preset:
+            artifact.presets[args.preset] = knob
+        else:
+            artifact.knob = knob
+            if args.data:
+                artifact.calibration = table
+        artifact.save(folder)
+        result["written"] = f"{'preset ' + args.preset if args.preset else 'default knob'} in {folder}"
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        key = "threshold" if artifact.kind == "two_model" else "lambda"
+        exp = knob["expected"]
+        print(f"{target.describe()}: {key} = {knob[key]:.6g}  (from {source})")
+        print("expected: " + ", ".join(f"{k} {v:.3f}" for k, v in exp.items()))
+        opt = "threshold" if key == "threshold" else "lambda"
+        print(f"config: options: {{artifact: {args.router}, {opt}: {knob[key]:.6g}}}")
+        if args.write:
+            print(f"wrote {result['written']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pointsman.learning", description="pointsman learned routing")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    bundle = sub.add_parser("bundle", help="(maintainers) rebuild the bundled outcome data from the shared folder")
+    bundle.add_argument("shared", help="the shared data folder (routellm/, llmrouter/)")
+    bundle.set_defaults(func=_cmd_bundle)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from pointsman.learning.datasets import build_bundle, bundled_dir
+
+    manifest = build_bundle(Path(args.shared), bundled_dir())
+    print(json.dumps({k: v["rows"] for k, v in manifest["datasets"].items()}))
+    return 0

@@ -1,0 +1,332 @@
+"""Held-out evaluation of routers on outcome data, always beside the reference routers:
+random, each single model (the best one named), and the oracle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pointsman.learning import metrics
+from pointsman.learning.artifact import TWO_MODEL, RouterArtifact
+from pointsman.learning.datasets import DatasetError, OutcomeData
+
+BATCH = 256
+
+
+def align(data: OutcomeData, artifact: RouterArtifact) -> OutcomeData:
+    """The dataset with columns in the artifact's model order (two-model: weak, strong)."""
+    if artifact.kind == TWO_MODEL:
+        if not data.two_model:
+            raise DatasetError(
+                f"{data.name}: {len(data.models)} models, but the router is a two-model router"
+            )
+        return data.ordered_two()
+    missing = [m for m in artifact.models if m not in data.models]
+    if missing:
+        raise DatasetError(f"{data.name}: no outcomes for the router's models {', '.join(missing)}")
+    order = [data.models.index(m) for m in artifact.models]
+    out = data.subset(np.arange(len(data)))
+    out.models = list(artifact.models)
+    out.quality = data.quality[:, order]
+    out.cost = data.cost[:, order]
+    if data.output_tokens is not None:
+        out.output_tokens = data.output_tokens[:, order]
+    return out
+
+
+def predict_all(
+    artifact: RouterArtifact, prompts: Sequence[str], advance: Callable[[int], None] | None = None
+) -> np.ndarray:
+    parts = []
+    for start in range(0, len(prompts), BATCH):
+        chunk = prompts[start : start + BATCH]
+        parts.append(artifact.predict(chunk))
+        if advance:
+            advance(len(chunk))
+    return np.vstack(parts) if parts else np.zeros((0, len(artifact.models)))
+
+
+@dataclass
+class RouterResult:
+    name: str
+    curve: metrics.Curve
+    numbers: dict[str, Any]
+
+
+@dataclass
+class DatasetReport:
+    dataset: str
+    rows: int
+    models: list[str]
+    two_model: bool
+    cost_unit: str
+    routers: list[RouterResult]
+    references: list[RouterResult]
+    singles: dict[str, dict[str, float]]
+    operating_point: dict[str, Any] = field(default_factory=dict)
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self, curves: bool = False) -> dict[str, Any]:
+        def one(r: RouterResult) -> dict[str, Any]:
+            d: dict[str, Any] = {"name": r.name, **r.numbers}
+            if curves:
+                d["curve"] = _thin(r.curve).as_lists()
+            return d
+
+        return {
+            "dataset": self.dataset,
+            "rows": self.rows,
+            "models": self.models,
+            "two_model": self.two_model,
+            "cost_unit": self.cost_unit,
+            "routers": [one(r) for r in self.routers],
+            "references": [one(r) for r in self.references],
+            "single_models": self.singles,
+            "operating_point": self.operating_point,
+            "groups": self.groups,
+            "notes": self.notes,
+        }
+
+
+def _thin(curve: metrics.Curve, points: int = 201) -> metrics.Curve:
+    if len(curve.cost) <= points:
+        return curve
+    idx = np.unique(np.linspace(0, len(curve.cost) - 1, points).round().astype(int))
+    return metrics.Curve(curve.cost[idx], curve.quality[idx])
+
+
+def _numbers(curve: metrics.Curve, data: OutcomeData) -> dict[str, Any]:
+    q, c = data.quality, data.cost
+    report = metrics.cost_quality_report(curve, data.models, c, q)
+    out: dict[str, Any] = {}
+    if data.two_model:
+        out["apgr"] = metrics.apgr(curve, q)
+        for target in (0.5, 0.8, 0.95):
+            out[f"cpt{int(target * 100)}"] = metrics.cpt(curve, q, target)
+    out["cost_to_95"] = report.cost_to_95
+    out["cost_to_100"] = report.cost_to_100
+    out["quality_at_best_cost"] = report.quality_at_best_cost
+    out["aiq"] = report.aiq
+    out["max_quality"] = report.max_quality
+    return out
+
+
+def router_curve(predicted: np.ndarray, data: OutcomeData) -> metrics.Curve:
+    if data.two_model:
+        return metrics.threshold_curve(predicted[:, 1] - predicted[:, 0], data.quality)
+    return metrics.lambda_curve(predicted, data.cost, data.quality)
+
+
+def references(data: OutcomeData) -> list[RouterResult]:
+    q, c = data.quality, data.cost
+    if data.two_model:
+        rand = metrics.threshold_curve(np.zeros(len(data)), q)
+        oracle = metrics.threshold_curve(metrics.oracle_scores(q), q)
+    else:
+        rand = metrics.random_curve(c, q)
+        oracle = metrics.lambda_curve(q, c, q)
+    xs, ys = metrics.single_points(c, q)
+    b = int(np.argmax(ys))
+    best = metrics.Curve(np.array([xs[b]]), np.array([ys[b]]))
+    out = [
+        RouterResult("random", rand, _numbers(rand, data)),
+        RouterResult(f"best single ({data.models[b]})", best, _numbers(best, data)),
+        RouterResult("oracle", oracle, _numbers(oracle, data)),
+    ]
+    return out
+
+
+def operating_point(
+    artifact: RouterArtifact, predicted: np.ndarray, data: OutcomeData, knob: float
+) -> dict[str, Any]:
+    """What the artifact's calibrated knob actually gives on this held-out data."""
+    rows = np.arange(len(data))
+    if artifact.kind == TWO_MODEL:
+        pick = (predicted[:, 1] - predicted[:, 0] > knob).astype(int)
+    else:
+        from pointsman.learning.calibration import choose
+
+        pick = choose(predicted, data.cost / artifact.cost_ref, knob)
+    xs, ys = metrics.single_points(data.cost, data.quality)
+    b = int(np.argmax(ys))
+    quality = float(data.quality[rows, pick].mean())
+    cost = float(data.cost[rows, pick].mean())
+    out: dict[str, Any] = {
+        "knob": knob,
+        "target": artifact.knob.get("target"),
+        "quality": quality,
+        "quality_ratio": quality / ys[b] if ys[b] else None,
+        "cost_ratio": cost / xs[b] if xs[b] else None,
+    }
+    if data.two_model:
+        out["strong_share"] = float(pick.mean())
+    out["calls"] = {m: float((pick == j).mean()) for j, m in enumerate(data.models)}
+    return out
+
+
+def group_table(predicted: np.ndarray, data: OutcomeData) -> list[dict[str, Any]]:
+    """Per group (e.g. MMLU subject): size, single-model qualities and, for two models, the
+    router's APGR within the group."""
+    if data.groups is None:
+        return []
+    groups = np.array(data.groups)
+    out = []
+    for g in sorted(set(data.groups)):
+        m = groups == g
+        q = data.quality[m]
+        row: dict[str, Any] = {"group": g, "rows": int(m.sum())}
+        row.update({name: float(v) for name, v in zip(data.models, q.mean(axis=0), strict=True)})
+        if data.two_model and q[:, 1].mean() != q[:, 0].mean():
+            curve = metrics.threshold_curve(predicted[m, 1] - predicted[m, 0], q)
+            row["apgr"] = metrics.apgr(curve, q)
+            row["mean_strong_gain"] = float((predicted[m, 1] - predicted[m, 0]).mean())
+        out.append(row)
+    return out
+
+
+def evaluate(
+    artifact: RouterArtifact,
+    test: OutcomeData,
+    name: str = "router",
+    advance: Callable[[int], None] | None = None,
+    exclude_groups: Sequence[str] = (),
+) -> DatasetReport:
+    data = align(test, artifact)
+    predicted = predict_all(artifact, data.prompts, advance)
+    notes = list(test.notes)
+    report = _report(artifact, data, predicted, name, notes)
+    if exclude_groups and data.groups is not None:
+        keep = np.array([g not in exclude_groups for g in data.groups])
+        sub = data.subset(np.flatnonzero(keep))
+        extra = _report(artifact, sub, predicted[keep], f"{name} (without {', '.join(exclude_groups)})", [])
+        report.routers.extend(extra.routers)
+        report.references.extend(
+            RouterResult(f"{r.name} (without {', '.join(exclude_groups)})", r.curve, r.numbers)
+            for r in extra.references
+        )
+    return report
+
+
+def _report(
+    artifact: RouterArtifact, data: OutcomeData, predicted: np.ndarray, name: str, notes: list[str]
+) -> DatasetReport:
+    curve = router_curve(predicted, data)
+    xs, ys = metrics.single_points(data.cost, data.quality)
+    knob = artifact.resolve_knob()
+    return DatasetReport(
+        dataset=data.name,
+        rows=len(data),
+        models=list(data.models),
+        two_model=data.two_model,
+        cost_unit=data.cost_unit,
+        routers=[RouterResult(name, curve, _numbers(curve, data))],
+        references=references(data),
+        singles={m: {"quality": float(ys[j]), "cost": float(xs[j])} for j, m in enumerate(data.models)},
+        operating_point=operating_point(artifact, predicted, data, knob),
+        groups=group_table(predicted, data),
+        notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------- output
+
+
+def render(reports: Sequence[DatasetReport], console: Any, groups: bool = False) -> None:
+    """Rich tables, one per dataset."""
+    from rich.table import Table
+
+    for rep in reports:
+        title = f"{rep.dataset}: {rep.rows} held-out prompts, {len(rep.models)} models"
+        table = Table(title=title, title_justify="left")
+        table.add_column("router")
+        if rep.two_model:
+            for col in ("APGR", "CPT50", "CPT80", "CPT95"):
+                table.add_column(col, justify="right")
+        for col in ("cost@95%", "cost@100%", "quality@best cost", "AIQ"):
+            table.add_column(col, justify="right")
+        for r in rep.routers + rep.references:
+            n = r.numbers
+            cells = [r.name]
+            if rep.two_model:
+                cells += [_f(n.get("apgr")), _pct(n.get("cpt50")), _pct(n.get("cpt80")), _pct(n.get("cpt95"))]
+            cells += [_x(n.get("cost_to_95")), _x(n.get("cost_to_100")), _f(n.get("quality_at_best_cost")), _f(n.get("aiq"))]
+            table.add_row(*cells, style="bold" if r in rep.routers else None)
+        console.print(table)
+        op = rep.operating_point
+        if op:
+            share = f", strong share {op['strong_share']:.1%}" if "strong_share" in op else ""
+            console.print(
+                f"  calibrated knob {op['knob']:.4g} (target {op.get('target')}): quality "
+                f"{op['quality']:.3f} = {op['quality_ratio']:.1%} of best single at "
+                f"{op['cost_ratio']:.2f}x its cost{share}"
+            )
+        for note in rep.notes:
+            console.print(f"  note: {note}")
+        console.print(
+            "  cost@x% = cost to reach x% of the best single model's quality, as a multiple of "
+            "its cost; CPTx = strong-call share that recovers x% of the quality gap."
+        )
+        if groups and rep.groups:
+            gt = Table(title=f"{rep.dataset} by group", title_justify="left")
+            gt.add_column("group")
+            gt.add_column("rows", justify="right")
+            for m in rep.models:
+                gt.add_column(m.split("/")[-1][:18], justify="right")
+            if rep.two_model:
+                gt.add_column("APGR", justify="right")
+            for row in rep.groups:
+                cells = [row["group"], str(row["rows"])] + [_f(row[m]) for m in rep.models]
+                if rep.two_model:
+                    cells.append(_f(row.get("apgr")))
+                gt.add_row(*cells)
+            console.print(gt)
+
+
+def _f(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+
+def _pct(v: Any) -> str:
+    return "never" if v is None else f"{v:.1%}"
+
+
+def _x(v: Any) -> str:
+    return "never" if v is None else f"{v:.2f}x"
+
+
+def plot(reports: Sequence[DatasetReport], path: str) -> None:
+    """One panel per dataset: the routers' curves, random, oracle and the single models."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit(
+            "the PNG plot needs matplotlib: pip install 'pointsman[plot]' (or drop --plot)"
+        ) from None
+    fig, axes = plt.subplots(1, len(reports), figsize=(5.5 * len(reports), 4.5), squeeze=False)
+    for ax, rep in zip(axes[0], reports, strict=True):
+        for r in rep.routers:
+            c = _thin(r.curve, 500)
+            ax.plot(c.cost, c.quality, label=r.name, linewidth=2)
+        for r in rep.references:
+            if r.name.startswith("best single"):
+                continue
+            c = _thin(r.curve, 500)
+            ax.plot(c.cost, c.quality, label=r.name, linestyle="--", linewidth=1)
+        for m, s in rep.singles.items():
+            ax.scatter([s["cost"]], [s["quality"]], s=18)
+            ax.annotate(m.split("/")[-1][:24], (s["cost"], s["quality"]), fontsize=6)
+        ax.set_title(f"{rep.dataset} (held out, {rep.rows} prompts)")
+        ax.set_xlabel("strong-call share" if rep.cost_unit == "calls" else f"mean cost per call ({rep.cost_unit})")
+        ax.set_ylabel("mean quality")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
