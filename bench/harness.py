@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 PROXY_CPUS = "1"
 LOAD_CPUS = "0"
+# The client key both proxies check (LiteLLM refuses to start without a strong master key).
+CLIENT_KEY = "sk-bench-7f3a9c1e5b2d48f6a0e4c8b1d9f2a6e3c5b7d1f4a8e2c6b0"
 WRK_INSTALL = "apt-get update && apt-get install -y wrk"
 
 # --- the request -------------------------------------------------------------------------------
@@ -68,21 +70,55 @@ def chat_body(model: str = "auto", *, stream: bool = False) -> bytes:
     return orjson.dumps(body)
 
 
-# The default features of a served router: a conditions strategy evaluated on every request
-# (the request matches none, so every condition is checked), records in SQLite, decision headers.
-def pointsman_config(upstream_url: str, db: Path) -> dict[str, Any]:
+# The default features of a served router: a client key checked, a rules (or conditions) strategy
+# evaluated on every request (the request matches no rule, so every one is checked), records in
+# SQLite, decision headers.
+_ROUTES: dict[str, list[tuple[str, dict[str, Any], list[str]]]] = {
+    # name: (condition name, condition, deployments) in the strategy's own syntax
+    "conditions": [
+        ("vision", {"images": True}, ["large"]),
+        ("code", {"regex": r"```|\bdef |\bclass "}, ["coder"]),
+        ("long", {"min_tokens": 6000}, ["large"]),
+        ("premium", {"headers": {"x-pointsman-tier": "premium"}}, ["large"]),
+    ],
+    "rules": [
+        ("vision", {"images": {"gt": 0}}, ["large"]),
+        ("code", {"text": {"regex": r"```|\bdef |\bclass "}}, ["coder"]),
+        ("long", {"tokens": {"gte": 6000}}, ["large"]),
+        ("premium", {"user_tier": "premium"}, ["large"]),
+    ],
+}
+
+
+def default_strategy() -> str:
+    """The rules strategy where this checkout has it, else conditions."""
+    from pointsman.strategies import STRATEGIES
+
+    return "rules" if "rules" in STRATEGIES else "conditions"
+
+
+def pointsman_config(upstream_url: str, db: Path, strategy: str = "conditions") -> dict[str, Any]:
     def deployment(name: str, **extra: Any) -> dict[str, Any]:
         return {
             "name": name,
             "provider": "openai",
             "model": f"bench-{name}",
             "api_base": f"{upstream_url}/{name}/v1",
-            "api_key": "sk-bench",
+            "api_key": "sk-upstream",
             "price": {"input": 0.15, "output": 0.60},
             **extra,
         }
 
+    routes = _ROUTES[strategy]
+    if strategy == "rules":
+        options: dict[str, Any] = {
+            "rules": [{"name": n, "when": w, "then": {"deployments": d}} for n, w, d in routes],
+            "default": {"deployments": ["small", "large"]},
+        }
+    else:
+        options = {"conditions": [{"name": n, "when": w, "use": d} for n, w, d in routes]}
     return {
+        "server": {"api_keys": [CLIENT_KEY]},
         "store": {"path": str(db)},
         "deployments": [
             deployment("small"),
@@ -91,21 +127,10 @@ def pointsman_config(upstream_url: str, db: Path) -> dict[str, Any]:
         ],
         "models": {
             "auto": {
-                "strategy": "conditions",
+                "strategy": strategy,
                 "deployments": ["small", "large"],
                 "fallbacks": ["coder"],
-                "options": {
-                    "conditions": [
-                        {"name": "vision", "when": {"images": True}, "use": ["large"]},
-                        {"name": "code", "when": {"regex": r"```|\bdef |\bclass "}, "use": ["coder"]},
-                        {"name": "long", "when": {"min_tokens": 6000}, "use": ["large"]},
-                        {
-                            "name": "premium",
-                            "when": {"headers": {"x-pointsman-tier": "premium"}},
-                            "use": ["large"],
-                        },
-                    ]
-                },
+                "options": options,
             }
         },
     }
@@ -229,10 +254,17 @@ def start_upstream(workdir: Path) -> Server:
     return start_server("upstream", argv, port, "/healthz", workdir, cpus=LOAD_CPUS)
 
 
-def start_pointsman(workdir: Path, upstream: Server, *, workers: int = 1, cpus: str = PROXY_CPUS) -> Server:
+def start_pointsman(
+    workdir: Path,
+    upstream: Server,
+    *,
+    workers: int = 1,
+    cpus: str = PROXY_CPUS,
+    strategy: str = "conditions",
+) -> Server:
     port = free_port()
     config = workdir / "pointsman.yaml"
-    config.write_bytes(orjson.dumps(pointsman_config(upstream.url, workdir / "records.db")))
+    config.write_bytes(orjson.dumps(pointsman_config(upstream.url, workdir / "records.db", strategy)))
     argv = [sys.executable, "-m", "pointsman", "serve", "--config", str(config), "--port", str(port)]
     if workers > 1:
         argv += ["--workers", str(workers)]
@@ -363,7 +395,7 @@ async def _request(
         tally.lag.append((start - scheduled) * 1000)
 
 
-_HEADERS = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
+_HEADERS = {"content-type": "application/json", "authorization": f"Bearer {CLIENT_KEY}"}
 
 
 def _session(timeout: float) -> aiohttp.ClientSession:
@@ -544,7 +576,7 @@ def _result(
 _WRK_LUA = """-- POST the benchmark's chat request (generated by bench/harness.py)
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench"
+wrk.headers["Authorization"] = "Bearer {key}"
 local f = assert(io.open("{path}", "rb"))
 wrk.body = f:read("*a")
 f:close()
@@ -574,7 +606,7 @@ def run_wrk(
     body_file = workdir / "wrk-body.json"
     body_file.write_bytes(body)
     script = workdir / "wrk-post.lua"
-    script.write_text(_WRK_LUA.format(path=body_file))
+    script.write_text(_WRK_LUA.format(path=body_file, key=CLIENT_KEY))
     seconds = max(1, round(duration))
     command = [
         *(["taskset", "-c", LOAD_CPUS] if can_pin() else []),
@@ -687,8 +719,17 @@ def conditions() -> dict[str, Any]:
     if have_wrk():
         probe = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
         wrk_version = (probe.stdout or probe.stderr).split("[")[0].strip()
+    import pointsman
+
+    def git(*args: str) -> str:
+        probe = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return probe.stdout.strip()
+
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "pointsman_source": str(Path(pointsman.__file__).parent),
         "host": platform.node(),
         "cpu": cpu_model,
         "cpus": os.cpu_count(),

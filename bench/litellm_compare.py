@@ -96,9 +96,11 @@ def start_litellm(workdir: Path, upstream: Server, venv: Path) -> Server:
         "    litellm_params:\n"
         "      model: openai/bench-small\n"
         f"      api_base: {upstream.url}/small/v1\n"
-        "      api_key: sk-bench\n"
+        "      api_key: sk-upstream\n"
         "litellm_settings:\n"
         "  telemetry: false\n"
+        "general_settings:\n"
+        f"  master_key: {harness.CLIENT_KEY}\n"
     )
     binary = litellm_binary(venv)
     assert binary is not None
@@ -247,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-rate", type=float, default=10.0, help="streaming TTFB rate; 0 skips")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each point")
     parser.add_argument("--no-wrk", action="store_true", help="saturate with the Python driver")
+    parser.add_argument(
+        "--strategy",
+        choices=("rules", "conditions"),
+        default=harness.default_strategy(),
+        help="pointsman's routing strategy (default: rules where available)",
+    )
     parser.add_argument("--skip-litellm", action="store_true", help="pointsman and direct only")
     parser.add_argument("--max-load", type=float, default=0.5)
     parser.add_argument("--out", type=Path)
@@ -282,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("direct:", file=sys.stderr)
             report["direct"] = direct_runs(upstream, args, rates)
-            proxy = harness.start_pointsman(workdir, upstream)
+            proxy = harness.start_pointsman(workdir, upstream, strategy=args.strategy)
             try:
                 print("pointsman:", file=sys.stderr)
                 bodies = (chat_body("auto"), chat_body("auto", stream=True))

@@ -147,24 +147,51 @@ def profile_saturation(
     return summarise_profile(raw)
 
 
+# Where a sample's time goes: the frame nearest the leaf that carries a marker names the component.
+COMPONENTS = (
+    ("records writer thread (SQLite)", "RecordStore._run"),
+    ("metrics", "Router._observe"),
+    ("record row", "Router._record"),
+    ("dispatch + upstream HTTP client", "Dispatcher."),
+    ("dispatch + upstream HTTP client", "aiohttp/"),
+    ("routing decision", "Router.route "),
+    ("router, other", "Router.handle "),
+    ("server.py handler", "pointsman/server.py"),
+    ("uvicorn HTTP protocol", "uvicorn/protocols"),
+)
+# py-spy counts a thread parked in a timed wait as busy on some kernels; those samples are idle.
+IDLE_LEAVES = ("Condition.wait ", "Event.wait ")
+
+
 def summarise_profile(raw: Path, top: int = 25) -> dict[str, Any]:
+    """Top functions by own and total time, and a breakdown by component, idle waits left out."""
     own: dict[str, int] = {}
     total: dict[str, int] = {}
+    parts: dict[str, int] = {}
     samples = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         n = int(count)
-        samples += n
         frames = stack.split(";")
+        if frames[-1].startswith(IDLE_LEAVES):
+            continue
+        samples += n
         own[frames[-1]] = own.get(frames[-1], 0) + n
         for frame in set(frames):
             total[frame] = total.get(frame, 0) + n
+        part = next((name for name, marker in COMPONENTS if marker in stack), "event loop (uvloop, syscalls)")
+        parts[part] = parts.get(part, 0) + n
 
-    def ranked(counts: dict[str, int]) -> list[str]:
-        best = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
-        return [f"{100 * n / samples:5.1f}% {frame}" for frame, n in best]
+    def ranked(counts: dict[str, int], limit: int) -> list[str]:
+        best = sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+        return [f"{100 * n / max(samples, 1):5.1f}% {frame}" for frame, n in best]
 
-    return {"samples": samples, "own": ranked(own), "total": ranked(total)}
+    return {
+        "samples": samples,
+        "components": ranked(parts, len(COMPONENTS)),
+        "own": ranked(own, top),
+        "total": ranked(total, top * 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--saturation-s", type=float, default=15.0, help="seconds per saturation run")
     parser.add_argument("--concurrency", type=int, default=50, help="connections at saturation")
     parser.add_argument("--stream-rate", type=float, default=250.0, help="streaming TTFB rate; 0 skips")
+    parser.add_argument(
+        "--strategy",
+        choices=("rules", "conditions"),
+        default=harness.default_strategy(),
+        help="pointsman's routing strategy (default: rules where available)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="pointsman worker processes")
     parser.add_argument("--proxy-cpus", default=harness.PROXY_CPUS, help="taskset list for pointsman")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each point")
@@ -198,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         upstream = harness.start_upstream(workdir)
         proxy = None
         try:
-            proxy = harness.start_pointsman(workdir, upstream, workers=args.workers, cpus=args.proxy_cpus)
+            proxy = harness.start_pointsman(
+                workdir, upstream, workers=args.workers, cpus=args.proxy_cpus, strategy=args.strategy
+            )
             targets: dict[str, tuple[str, Server | None]] = {
                 "direct": (upstream.url + DIRECT_PATH, None),
                 "pointsman": (proxy.url + PROXY_PATH, proxy),
@@ -318,6 +353,10 @@ def print_report(report: dict[str, Any]) -> None:
                 ["added", fmt(a.get("p50")), fmt(a.get("p90")), fmt(a.get("p99"))],
             ],
         )
+    if report.get("profile"):
+        print("profile at saturation (share of busy samples):")
+        for line in report["profile"]["components"]:
+            print("  " + line)
     c = report["conditions"]
     print(
         f"conditions: {c['cpus']} CPUs ({c['cpu']}), pointsman on CPU {c['proxy_cpus']}, load on CPU "

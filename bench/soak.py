@@ -1,6 +1,6 @@
 """Soak: a steady open-loop rate through pointsman for a long time, its memory sampled.
 
-    python -m bench.soak                          # 30 minutes at 500 req/s
+    python -m bench.soak                          # 30 minutes at 250 req/s
     python -m bench.soak --minutes 2 --rate 200   # a shorter look
     python -m bench.soak --seconds 6 --sample-s 1 # what CI runs (tests/test_bench.py)
 
@@ -86,11 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--minutes", type=float, default=30.0, help="length of the soak (default 30)")
     length.add_argument("--seconds", type=float, help="length in seconds (for smoke runs)")
-    parser.add_argument("--rate", type=float, default=500.0, help="arrival rate, req/s (default 500)")
+    parser.add_argument("--rate", type=float, default=250.0, help="arrival rate, req/s (default 250)")
     parser.add_argument("--sample-s", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument("--interval-s", type=float, default=60.0, help="seconds per latency window")
     parser.add_argument("--baseline-fraction", type=float, default=5 / 30, help="baseline point")
     parser.add_argument("--max-growth", type=float, default=10.0, help="allowed RSS growth, percent")
+    parser.add_argument(
+        "--strategy",
+        choices=("rules", "conditions"),
+        default=harness.default_strategy(),
+        help="pointsman's routing strategy (default: rules where available)",
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-load", type=float, default=0.5, help="warn above this load average")
     parser.add_argument("--out", type=Path)
@@ -102,12 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     harness.check_quiet(args.max_load)
     harness.pin_self()
     report: dict[str, Any] = {"benchmark": "soak", "conditions": harness.conditions()}
-    report["settings"] = {"seconds": seconds, "rate": args.rate, "sample_s": args.sample_s}
+    report["settings"] = {
+        "seconds": seconds,
+        "rate": args.rate,
+        "sample_s": args.sample_s,
+        "strategy": args.strategy,
+    }
     with harness.workspace(args.keep) as workdir:
         upstream = harness.start_upstream(workdir)
         proxy = None
         try:
-            proxy = harness.start_pointsman(workdir, upstream, workers=args.workers)
+            proxy = harness.start_pointsman(workdir, upstream, workers=args.workers, strategy=args.strategy)
             sampler = _Sampler(proxy, args.sample_s)
             cpu0 = proxy.cpu_seconds()
             sampler.start()

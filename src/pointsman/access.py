@@ -82,6 +82,12 @@ class AccessControl:
         return grant
 
     def _check_key(self, key: VirtualKey, model: str, tokens: int) -> None:
+        if not key.can("chat"):
+            raise PermissionDenied(
+                f"API key {key.name!r} is read-only (scopes: {', '.join(key.scopes)}): "
+                "it may not send requests",
+                code="read_only_key",
+            )
         if not key.allows(model):
             raise PermissionDenied(
                 f"API key {key.name!r} may not use model {model!r} (allowed: {', '.join(key.models)})",

@@ -168,6 +168,8 @@ def _keys_create(args: argparse.Namespace) -> int:
             spec[name] = getattr(args, name)
     if args.max_parallel is not None:
         spec["max_parallel"] = args.max_parallel
+    if args.read_only:
+        spec["scopes"] = ["dashboard"]
     metadata = {k: v for k, v in (("team", args.team), ("application", args.app)) if v}
     if metadata:
         spec["metadata"] = metadata
@@ -194,7 +196,8 @@ def _keys_list(args: argparse.Namespace) -> int:
         state = "active" if k.active() else ("revoked" if k.revoked_at else "expired")
         budget = f"${k.budget:g}/{k.budget_period}" if k.budget is not None else "no budget"
         models = ",".join(k.models) or "all models"
-        print(f"{k.id}  {k.name:<20} {k.prefix}…  {state:<8} {models}  {budget}")
+        scope = "  read-only" if not k.can("chat") else ""
+        print(f"{k.id}  {k.name:<20} {k.prefix}…  {state:<8} {models}  {budget}{scope}")
     return 0
 
 
@@ -207,6 +210,39 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pointsman.config import ConfigError, load_config
+    from pointsman.report import PlotUnavailable, build_summary, plot, print_summary
+    from pointsman.store import default_db_path
+
+    try:
+        config = load_config(args.config) if args.config else None
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    configured = config.store.path if config is not None else None
+    db = Path(args.db or configured or default_db_path())
+    if not db.exists():
+        print(f"no records yet: {db} does not exist", file=sys.stderr)
+        return 1
+    now = time.time()
+    since = now - _duration(args.since)
+    until = now - _duration(args.until) if args.until else now
+    summary = build_summary(db, config, since, until + 1e-3)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+    if args.png:
+        try:
+            written = plot(summary, args.png)
+        except PlotUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {written}", file=sys.stderr)
+    return 0
+
+
 def _duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
@@ -216,29 +252,142 @@ def _duration(text: str) -> float:
 
 def _route(args: argparse.Namespace) -> int:
     from pointsman.config import ConfigError
-    from pointsman.errors import PointsmanError
     from pointsman.router import Router
 
+    if (args.prompt is None) == (args.file is None):
+        print("error: give a prompt or --file (one of them)", file=sys.stderr)
+        return 2
     try:
         router = Router.from_config(args.config, records=False) if args.config else _demo_router()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    headers = {}
+    for item in args.header or ():
+        name, _, value = item.partition("=")
+        headers[name.strip().lower()] = value.strip()
+    requests = _route_requests(args)
+    if requests is None:
+        return 2
+    failed = 0
+    rows = []
+    for label, body in requests:
+        report = _explanation(router, {"model": args.model, **body}, headers)
+        failed += "error" in report
+        rows.append((label, report))
+        if "error" in report and not args.file:
+            print(f"error: {report['error']}", file=sys.stderr)
+            if not args.json:
+                continue
+        if args.json:
+            print(json.dumps(report, indent=None if args.file else 2, ensure_ascii=False))
+        elif args.explain or not args.file:
+            _print_explanation(label if args.file else None, report, args.explain)
+    if args.file and not args.json and not args.explain:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{len(rows)} prompts from {args.file}")
+        for column in ("prompt", "route", "plan"):
+            table.add_column(column)
+        for label, report in rows:
+            table.add_row(
+                label[:60], report.get("route") or report.get("error", ""), " -> ".join(report.get("plan", []))
+            )
+        Console().print(table)
+    return 1 if failed and not args.file else 0
+
+
+def _route_requests(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]] | None:
+    """(label, request body) per prompt: the argument, or each line of --file (plain text,
+    or JSON objects with `prompt` or `messages`)."""
+    if args.prompt is not None:
+        return [(args.prompt, {"messages": [{"role": "user", "content": args.prompt}]})]
     try:
-        decision = router.decide(
-            {"model": args.model, "messages": [{"role": "user", "content": args.prompt}]}
-        )
+        lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return None
+    requests = []
+    for line in lines:
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            row = json.loads(line)
+            messages = row.get("messages") or [{"role": "user", "content": row.get("prompt", "")}]
+            label = row.get("id") or str(messages[-1].get("content", ""))
+            requests.append((label, {"messages": messages}))
+        else:
+            requests.append((line, {"messages": [{"role": "user", "content": line}]}))
+    return requests
+
+
+def _explanation(router: Any, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    """Every signal, each policy's verdict on each candidate, the strategy's ranking and the
+    final plan, for one request (no model is called)."""
+    from pointsman.errors import PointsmanError
+    from pointsman.policies import explain_policies
+    from pointsman.signals import Signals
+
+    report: dict[str, Any] = {"model": body["model"]}
+    try:
+        decision, signals = router.route(body, headers)
     except PointsmanError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(decision.as_dict(), indent=2))
+        report["error"] = exc.message
+        report["status"] = exc.status
+        signals = Signals(body, headers, settings=router.signal_settings)
+        decision = None
+    report["signals"] = signals.explain()
+    model = body["model"]
+    if model in router.strategies:
+        pool, policies = router._pools[model], router.policies
+    elif model in router.config._by_name():
+        pool, policies = [router.config.deployment(model)], router.governance
     else:
-        print(f"route: {decision.route}\nplan:  {' -> '.join(decision.plan)}")
-        if args.explain:
-            for reason in decision.reasons:
-                print(f"  {reason}")
-    return 0
+        pool, policies = [], ()
+    report["policies"] = explain_policies(pool, signals, policies)
+    strategy = router.strategies.get(model)
+    if strategy is not None and hasattr(strategy, "evaluate"):
+        report["rules"] = [{"rule": name, "matches": hit} for name, hit in strategy.evaluate(signals)]
+    if decision is not None:
+        report.update({k: v for k, v in decision.as_dict().items() if k != "signals"})
+        report["strategy"] = {
+            "name": decision.strategy,
+            "reason": decision.reason,
+            "scores": decision.scores,
+            "notes": [r for r in decision.reasons if r.split(":", 1)[0] not in {p.name for p in policies}],
+        }
+        report["plan"] = decision.plan
+    return report
+
+
+def _print_explanation(label: str | None, report: dict[str, Any], full: bool) -> None:
+    if label is not None:
+        print(f"prompt: {label[:100]}")
+    if "error" in report:
+        print(f"refused ({report['status']}): {report['error']}")
+    else:
+        print(f"route: {report['route']}\nplan:  {' -> '.join(report['plan'])}")
+    if not full:
+        return
+    print("signals:")
+    for name, value in report["signals"].items():
+        print(f"  {name}: {value}")
+    print("policies:")
+    for row in report["policies"]:
+        verdict = "kept" if row["verdict"] == "keep" else "removed"
+        print(f"  {row['policy']}: {verdict} {row['deployment']}: {row['reason']}")
+    if "rules" in report:
+        print("rules (in evaluation order):")
+        for row in report["rules"]:
+            print(f"  {row['rule']}: {'matches' if row['matches'] else 'no match'}")
+    if "strategy" in report:
+        print(f"strategy: {report['strategy']['name']} ({report['strategy']['reason']})")
+        for note in report["strategy"]["notes"]:
+            print(f"  {note}")
+        for name, score in report["strategy"]["scores"].items():
+            print(f"  score {name}: {score:.3f}")
+    print()
 
 
 def _demo_router() -> Any:
@@ -312,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--expires-in", help="e.g. 30d, 12h")
     create.add_argument("--team")
     create.add_argument("--app")
+    create.add_argument(
+        "--read-only", action="store_true", help="a dashboard key: may read /dashboard, may not send requests"
+    )
     listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
@@ -323,13 +475,34 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_keys_list)
     revoke.set_defaults(func=_keys_revoke)
 
+    report = sub.add_parser(
+        "report", help="the dashboard's summary of the records in the terminal, and as a PNG"
+    )
+    report.add_argument("--since", default="7d", help="window start, e.g. 12h, 7d (default 7d)")
+    report.add_argument("--until", help="window end, e.g. 1h ago (default: now)")
+    report.add_argument("--db", help="SQLite records (default: the config's store.path, else the user's)")
+    report.add_argument("--config", help="config YAML: prices for the premium baseline; team, global budgets")
+    report.add_argument("--png", help="also draw the charts into this PNG file (needs matplotlib)")
+    report.add_argument("--json", action="store_true", help="print the summary as JSON")
+    report.set_defaults(func=_report)
+
     route = sub.add_parser("route", help="show where a prompt would go, without calling a model")
-    route.add_argument("prompt")
+    route.add_argument("prompt", nargs="?")
+    route.add_argument(
+        "--file", help="route every line of this file (text, or JSON with prompt/messages)"
+    )
+    route.add_argument(
+        "--header", action="append", help="a request header, e.g. x-pointsman-region=eu"
+    )
     route.add_argument("--config", help="config YAML (default: the bundled demo setup)")
     route.add_argument(
         "--model", default="auto", help="virtual model or deployment (default: auto)"
     )
-    route.add_argument("--explain", action="store_true", help="print every reason")
+    route.add_argument(
+        "--explain",
+        action="store_true",
+        help="print every signal, each policy's verdict, the strategy's ranking and the plan",
+    )
     route.add_argument("--json", action="store_true")
     route.set_defaults(func=_route)
 

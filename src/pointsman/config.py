@@ -206,6 +206,75 @@ class MetricsSettings(_Strict):
     per_key_labels: bool = False
 
 
+class ResidencySettings(_Strict):
+    """Data residency: a request's region (caller metadata or `x-pointsman-region`, else
+    `region`) admits only deployments hosted in the regions `allow` lists for it (by default
+    the same region). Deployments without a `region` never serve a request that has one."""
+
+    region: str | None = None
+    allow: dict[str, tuple[str, ...]] = {}
+
+
+class PIIRule(_Strict):
+    """What to do when a request carries these kinds of personal data: `route` (only to the
+    listed deployments, names or `tag:<tag>`), `mask` (placeholders upstream, originals put
+    back in the answer), or `refuse` (400)."""
+
+    kinds: tuple[Literal["email", "phone", "card", "iban", "national_id"], ...] = Field(
+        min_length=1
+    )
+    action: Literal["route", "mask", "refuse"]
+    deployments: tuple[str, ...] = ()
+
+
+class PIISettings(_Strict):
+    engine: Literal["builtin", "presidio"] = "builtin"
+    rules: tuple[PIIRule, ...] = ()
+
+
+class AccessRule(_Strict):
+    """Allow and deny lists (deployment names or `tag:<tag>`) for the callers it names."""
+
+    key: str | None = None
+    user: str | None = None
+    role: str | None = None
+    tier: str | None = None
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        named = [f"{k} {v}" for k, v in (("user", self.user), ("role", self.role), ("tier", self.tier)) if v]
+        return ", ".join((["this key"] if self.key else []) + named)
+
+
+class UserTierRules(_Strict):
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    max_price: float | None = Field(None, ge=0)
+
+
+class PoliciesSettings(_Strict):
+    """Hard constraints applied before any strategy (see pointsman.policies)."""
+
+    capabilities: bool = True
+    residency: ResidencySettings | None = None
+    pii: PIISettings | None = None
+    access: tuple[AccessRule, ...] = ()
+    user_tiers: dict[str, UserTierRules] = {}
+    default_user_tier: str | None = None
+    # USD per request, estimated from prompt tokens and max_tokens (else the assumed length).
+    max_price: float | None = Field(None, ge=0)
+    assumed_output_tokens: int = Field(500, gt=0)
+
+
+class SignalsSettings(_Strict):
+    # Extra or replacement domain keyword lists (a request matches a domain by any keyword).
+    domains: dict[str, tuple[str, ...]] = {}
+    # The languages the detector chooses among (ISO 639-1); default: the 40 most common.
+    languages: tuple[str, ...] = ()
+
+
 class Config(_Strict):
     server: ServerSettings = ServerSettings()
     router: RouterSettings = RouterSettings()

@@ -48,6 +48,8 @@ class Decision:
     scores: dict[str, float] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
     answered_by: str | None = None
+    # The request signals the routing computed (token estimate, language, ...), by name.
+    signals: dict[str, Any] = field(default_factory=dict)
 
     @property
     def route(self) -> str:

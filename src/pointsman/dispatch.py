@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
@@ -232,7 +232,7 @@ class Dispatcher:
 
     async def open_stream(
         self, decision: Decision, body: dict[str, Any], outcome: Outcome, signals: Signals | None = None
-    ) -> tuple[bytes, AsyncIterator[bytes]]:
+    ) -> tuple[bytes, AsyncGenerator[bytes, None]]:
         """The first chunk and the rest of the stream of the first deployment that produced one.
         The caller must `finish_stream` when the stream ends."""
         walk = _Walk(_token_estimate(body, signals))

@@ -84,3 +84,20 @@ class NoDeployment(PointsmanError):
     status = 400
     type = "invalid_request_error"
     code = "no_eligible_deployment"
+
+
+class PolicyRefused(PointsmanError):
+    """Governance policies (residency, access lists, user tiers, price) leave no deployment
+    this caller may use for this request."""
+
+    status = 403
+    type = "permission_error"
+    code = "policy_refused"
+
+
+class PIIRefused(PointsmanError):
+    """The request carries personal data that a PII rule says must not be sent anywhere."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "pii_refused"

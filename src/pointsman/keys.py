@@ -18,6 +18,8 @@ from pointsman.errors import InvalidRequest
 
 PERIODS = ("day", "week", "month")
 Period = Literal["day", "week", "month"]
+# "chat": may send requests; "dashboard": may read the dashboard. A read-only key has only the latter.
+SCOPES = ("chat", "dashboard")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -57,6 +59,7 @@ class VirtualKey:
     budget: float | None = None
     budget_period: Period = "month"
     metadata: dict[str, str] = field(default_factory=dict)
+    scopes: list[str] = field(default_factory=lambda: ["chat"])
 
     @property
     def team(self) -> str | None:
@@ -69,6 +72,9 @@ class VirtualKey:
     def allows(self, model: str) -> bool:
         return not self.models or model in self.models
 
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes
+
     def public(self) -> dict[str, Any]:
         """Everything about the key except its secret (which is never stored)."""
         data = asdict(self)
@@ -76,7 +82,9 @@ class VirtualKey:
         return data
 
 
-_SPEC_FIELDS = ("models", "tier", "region", "rpm", "tpm", "max_parallel", "budget", "budget_period", "metadata")
+_SPEC_FIELDS = (
+    "models", "tier", "region", "rpm", "tpm", "max_parallel", "budget", "budget_period", "metadata", "scopes",
+)
 
 
 def parse_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +120,13 @@ def parse_spec(spec: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
             raise InvalidRequest("'metadata' must map names to strings", code="invalid_key_spec")
         out["metadata"] = meta
+    if spec.get("scopes") is not None:
+        scopes = spec["scopes"]
+        if not isinstance(scopes, list) or not scopes or not all(s in SCOPES for s in scopes):
+            raise InvalidRequest(
+                f"'scopes' must be a non-empty list of: {', '.join(SCOPES)}", code="invalid_key_spec"
+            )
+        out["scopes"] = list(dict.fromkeys(scopes))
     return out
 
 

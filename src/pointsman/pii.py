@@ -10,7 +10,7 @@ each with its own validity rule). Presidio can replace the built-in detectors (e
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -365,9 +365,7 @@ class Masker:
             placeholder = f"[{_PLACEHOLDER_NAMES[f.kind]}_{counters[f.kind]}]"
             self.by_value[f.value] = placeholder
             self.originals[placeholder] = f.value
-        self._restore = (
-            re.compile("|".join(re.escape(p) for p in self.originals)) if self.originals else None
-        )
+        self._restore = re.compile("|".join(re.escape(p) for p in self.originals)) if self.originals else None
 
     def __bool__(self) -> bool:
         return bool(self.findings)
@@ -424,8 +422,31 @@ class Masker:
             if isinstance(function.get("arguments"), str):
                 function["arguments"] = self.restore_text(function["arguments"])
 
-    def stream_restorer(self) -> StreamRestorer:
-        return StreamRestorer(self)
+    def restore_stream(self, first: bytes, rest: AsyncIterator[bytes]) -> tuple[bytes, AsyncIterator[bytes]]:
+        """The first SSE event and the rest of a stream, with placeholders put back."""
+        restorer = StreamRestorer(self)
+        return restorer.event(first), _RestoredStream(rest, restorer)
+
+
+class _RestoredStream:
+    """An SSE event stream with placeholders restored; closing it closes the upstream."""
+
+    def __init__(self, inner: AsyncIterator[bytes], restorer: StreamRestorer) -> None:
+        self.inner, self.restorer = inner, restorer
+
+    def __aiter__(self) -> _RestoredStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            event = self.restorer.event(await self.inner.__anext__())
+            if event:
+                return event
+
+    async def aclose(self) -> None:
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class StreamRestorer:

@@ -10,7 +10,7 @@ access lists, user tiers, price) apply to explicit deployment requests too.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pointsman.config import Deployment
 from pointsman.signals import Signals
@@ -98,9 +98,7 @@ class PIIPolicy:
     governance = True
 
     def __init__(self, rules: Sequence[PIIRule]) -> None:
-        self.routes = [
-            (frozenset(r.kinds), tuple(r.deployments)) for r in rules if r.action == "route"
-        ]
+        self.routes = [(frozenset(r.kinds), tuple(r.deployments)) for r in rules if r.action == "route"]
 
     def reject(self, deployment: Deployment, signals: Signals) -> str | None:
         found = signals.pii_kinds
@@ -215,8 +213,12 @@ def build_policies(config: Config) -> tuple[Policy, ...]:
     policies: list[Policy] = []
     if settings.capabilities:
         policies.append(CapabilityPolicy())
-    if settings.residency is not None:
-        policies.append(ResidencyPolicy(settings.residency.region, dict(settings.residency.allow)))
+    # Always on: a request that carries a region (from its key or a header) is held to it even
+    # when the config has no residency section.
+    residency = settings.residency
+    policies.append(
+        ResidencyPolicy(residency.region if residency else None, dict(residency.allow) if residency else {})
+    )
     if settings.pii is not None and any(r.action == "route" for r in settings.pii.rules):
         policies.append(PIIPolicy(settings.pii.rules))
     if settings.access:
@@ -305,3 +307,36 @@ def explain_policies(
                 }
             )
     return rows
+
+
+class PIIGuard:
+    """The PII rules that act on the request itself rather than on candidates: `refuse`
+    stops it with a 400; `mask` replaces the values with placeholders before any upstream sees
+    them, and the router puts the originals back into the answer."""
+
+    def __init__(self, rules: Sequence[PIIRule]) -> None:
+        self.refuse = frozenset(k for r in rules if r.action == "refuse" for k in r.kinds)
+        self.mask = frozenset(k for r in rules if r.action == "mask" for k in r.kinds)
+
+    def screen(self, signals: Signals) -> None:
+        from pointsman.errors import PIIRefused
+
+        if not self.refuse:
+            return
+        hit = signals.pii_kinds & self.refuse
+        if hit:
+            raise PIIRefused(
+                f"the request contains personal data that may not be sent to any model "
+                f"({', '.join(sorted(hit))}); remove it and retry"
+            )
+
+    def masker(self, signals: Signals, reasons: list[str]) -> Any:
+        """A `pointsman.pii.Masker` for this request, or None when there is nothing to mask."""
+        if not self.mask or not signals.pii_kinds & self.mask:
+            return None
+        from pointsman.pii import Masker
+
+        masker = Masker(signals.pii, self.mask)
+        kinds = sorted({f.kind for f in masker.findings})
+        reasons.append(f"pii: masked {len(masker.originals)} value(s) ({', '.join(kinds)}) before sending")
+        return masker

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -20,10 +20,10 @@ import orjson
 from pointsman.config import Config, Deployment, load_config
 from pointsman.decision import Decision
 from pointsman.dispatch import Dispatcher, Outcome, validate_chat_body
-from pointsman.errors import ModelNotFound, NoDeployment, PointsmanError
-from pointsman.policies import DEFAULT_POLICIES, apply_policies
+from pointsman.errors import ModelNotFound, NoDeployment, PointsmanError, PolicyRefused
+from pointsman.policies import PIIGuard, apply_policies, build_policies
 from pointsman.providers import Provider, UpstreamError, make_provider
-from pointsman.signals import Signals, message_text
+from pointsman.signals import Signals, SignalSettings, message_text
 from pointsman.access import AccessControl, Grant
 from pointsman.budgets import BudgetLedger
 from pointsman.cascade import Cascade, JudgeReply, answer_text
@@ -31,7 +31,7 @@ from pointsman.pii import Detector
 from pointsman.keys import KeyStore
 from pointsman.metrics import Metrics
 from pointsman.state import BreakerSettings, MemoryState
-from pointsman.store import RecordStore, default_db_path
+from pointsman.store import LanguageOf, RecordStore, default_db_path
 from pointsman.strategies import Strategy, build_strategy
 
 
@@ -67,7 +67,6 @@ class _Call:
     ts: float = field(default_factory=time.time)
     grant: Grant | None = None
     body: Any = None
-    body: Any = None
 
 
 class _Connections:
@@ -98,7 +97,15 @@ class Router:
         self.keys = keys
         breaker = config.router.circuit_breaker
         self.state = MemoryState(BreakerSettings(breaker.failure_threshold, breaker.open_s, breaker.half_open_probes))
-        self.policies = DEFAULT_POLICIES
+        # -- policies: applied before any strategy (pointsman.policies) --
+        self.policies = build_policies(config)
+        self.governance = tuple(p for p in self.policies if p.governance)
+        self.pii = PIIGuard(config.policies.pii.rules) if config.policies.pii else None
+        self.signal_settings = SignalSettings(
+            config.signals.domains,
+            config.signals.languages or None,
+            pii_engine=config.policies.pii.engine if config.policies.pii else "builtin",
+        )
         self.strategies: dict[str, Strategy] = {
             name: build_strategy(vm, config) for name, vm in config.models.items()
         }
@@ -152,24 +159,35 @@ class Router:
         body: Mapping[str, Any],
         headers: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        *,
+        key: str | None = None,
     ) -> tuple[Decision, Signals]:
         model = body["model"]
         decision = Decision(request_id or new_request_id(), model)
-        signals = Signals(body, headers)
+        signals = Signals(body, headers, settings=self.signal_settings, key=key)
+        try:
+            self._route(model, decision, signals)
+        finally:
+            decision.signals = signals.computed()
+        return decision, signals
+
+    def _route(self, model: str, decision: Decision, signals: Signals) -> None:
+        if self.pii is not None:
+            self.pii.screen(signals)
         if model in self.strategies:
             strategy = self.strategies[model]
             candidates = apply_policies(
                 self._pools[model], signals, self.policies, decision.reasons
             )
             if not candidates:
-                raise NoDeployment(
-                    f"no deployment of model {model!r} can serve this request: "
-                    + "; ".join(r.split(": ", 1)[1] for r in decision.reasons)
-                )
+                raise self._refusal(f"no deployment of model {model!r} can serve this request", decision)
             ranking = strategy.rank(candidates, signals)
             alive = {d.name for d in candidates}
             plan = list(dict.fromkeys(ranking.order))
-            plan += [n for n in self.config.models[model].fallbacks if n in alive and n not in plan]
+            plan += [n for n in self.config.models[model].fallbacks if n not in plan]
+            # Only survivors of every policy, whatever a strategy proposed: failover can never
+            # reach a deployment a policy removed.
+            plan = [n for n in plan if n in alive]
             decision.strategy, decision.reason = strategy.name, ranking.reason
             decision.scores, decision.plan = ranking.scores, plan
             decision.reasons.extend(ranking.notes)
@@ -178,11 +196,23 @@ class Router:
                     f"strategy {strategy.name!r} chose no deployment for model {model!r}"
                 )
         elif model in self.config._by_name():
+            # The caller chose the deployment, so capability checks stay off; governance holds.
+            target = self.config.deployment(model)
+            if not apply_policies([target], signals, self.governance, decision.reasons):
+                raise self._refusal(f"deployment {model!r} may not serve this request", decision)
             decision.strategy, decision.reason, decision.plan = "explicit", "deployment", [model]
         else:
             known = ", ".join([*self.config.models, *(d.name for d in self.config.deployments)])
             raise ModelNotFound(f"model {model!r} does not exist (known models: {known})")
-        return decision, signals
+
+    def _refusal(self, message: str, decision: Decision) -> PointsmanError:
+        """403 when a governance policy removed a candidate, else 400 (the request asks for
+        something no deployment can do)."""
+        detail = "; ".join(r.split(": ", 1)[1] for r in decision.reasons)
+        governance = {p.name for p in self.governance}
+        if any(r.split(": ", 1)[0] in governance for r in decision.reasons):
+            return PolicyRefused(f"{message}: {detail}")
+        return NoDeployment(f"{message}: {detail}")
 
     def decide(
         self, request: Mapping[str, Any], headers: Mapping[str, str] | None = None
@@ -228,15 +258,25 @@ class Router:
             validate_chat_body(body)
             grant = call.grant = self.access.admit(key, body, Signals(body).estimated_tokens)
             headers = self.access.signal_headers(grant, headers)
-            decision, signals = self.route(body, headers, call.request_id)
+            decision, signals = self.route(body, headers, call.request_id, key=key)
             downgrade = self.access.downgrade_target(grant, body["model"])
             if downgrade is not None:
-                decision, signals = self.route({**body, "model": downgrade}, headers, call.request_id)
+                decision, signals = self.route(
+                    {**body, "model": downgrade}, headers, call.request_id, key=key
+                )
                 decision.requested_model = body["model"]
                 decision.reasons.append(f"budget: soft limit reached; routed as {downgrade!r}")
             self.access.charge_plan(grant, decision, signals)
+            # -- PII masking hook (policies.pii, action: mask): placeholders go upstream, the
+            # originals are put back into the answer before the client sees it.
+            masker = self.pii.masker(signals, decision.reasons) if self.pii is not None else None
+            upstream_body = masker.mask_body(body, signals.text_segments[1]) if masker else body
             if call.stream:
-                first, rest = await self.dispatcher.open_stream(decision, body, outcome, signals)
+                first, rest = await self.dispatcher.open_stream(
+                    decision, upstream_body, outcome, signals
+                )
+                if masker:
+                    first, rest = masker.restore_stream(first, rest)
                 return Reply(
                     decision,
                     self._headers(decision, call, outcome),
@@ -245,18 +285,19 @@ class Router:
             route = self.config.models.get(call.requested_model or "")
             completion = await self.dispatcher.complete(
                 decision,
-                body,
+                upstream_body,
                 outcome,
                 signals,
                 cascade=self.cascades.get(call.requested_model or ""),
                 hedge=route.hedge if route is not None else None,
             )
             headers_out = self._headers(decision, call, outcome)
+            answer_body = masker.restore_completion(completion.body) if masker else completion.body
             answer = (
-                answer_text(orjson.loads(completion.body)) if self.config.store.store_content else None
+                answer_text(orjson.loads(answer_body)) if self.config.store.store_content else None
             )
             self._record(call, decision, outcome, 200, None, answer)
-            return Reply(decision, headers_out, body=completion.body)
+            return Reply(decision, headers_out, body=answer_body)
         except PointsmanError as exc:
             self._record(call, decision, outcome, exc.status, exc.message)
             if decision is not None:
@@ -281,7 +322,7 @@ class Router:
     async def _relay(
         self,
         first: bytes,
-        rest: AsyncIterator[bytes],
+        rest: AsyncGenerator[bytes, None],
         decision: Decision,
         call: _Call,
         outcome: Outcome,
@@ -380,6 +421,7 @@ class Router:
                 "overhead_ms": (total - outcome.upstream_s - outcome.waited_s) * 1000,
                 "prompt": redact(prompt_text(call.body)) if self.config.store.store_content else None,
                 "answer": redact(answer) if answer and self.config.store.store_content else None,
+                "language": LanguageOf(Signals(call.body).last_user_text if isinstance(call.body, dict) else ""),
             }
         )
 

@@ -41,7 +41,10 @@ SCAN_HEAD_CHARS = 6000
 SCAN_TAIL_CHARS = 2000
 # Punctuation that separates words (kept: - ' + # ; so "trade-off", "c++", "tl;dr" survive).
 _WORD_BREAKS = bytes.maketrans(
-    b"!\"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r", b" " * len(b"!\"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r")
+    b'!"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r', b" " * len(b'!"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r')
+)
+_WORD_BREAKS_AND_HYPHENS = bytes.maketrans(
+    b'!"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r-', b" " * len(b'!"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r-')
 )
 
 
@@ -51,9 +54,7 @@ def message_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(
-            part.get("text", "")
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
+            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
         )
     return ""
 
@@ -125,22 +126,27 @@ def text_features(text: str) -> TextFeatures:
     if len(text) > SCAN_HEAD_CHARS + SCAN_TAIL_CHARS:
         text = text[:SCAN_HEAD_CHARS] + "\n" + text[-SCAN_TAIL_CHARS:]
     lower = text.lower()
-    words = lower.encode("utf-8", "surrogatepass").translate(_WORD_BREAKS).split()
+    data = lower.encode("utf-8", "surrogatepass")
+    words = data.translate(_WORD_BREAKS).split()
     wordset = frozenset(words)
     if "-" in lower:
         # "Python-Funktion" and "step-by-step" also count as their parts.
-        wordset = wordset.union(*(w.split(b"-") for w in wordset if b"-" in w))
+        wordset = wordset.union(data.translate(_WORD_BREAKS_AND_HYPHENS).split())
     head = lower[:1500]
+    # Notation is looked for near the instructions, not all through a pasted document.
+    marks = text if len(text) <= 2000 else text[:1500] + text[-500:]
     list_items = nested = 0
     lines = text.count("\n") + 1
-    if "\n" in text:
-        for line in text.split("\n", 400)[:400]:
+    if "\n" in marks:
+        for line in marks.split("\n", 100)[:100]:
             stripped = line.lstrip()
             if not stripped:
                 continue
             first = stripped[0]
-            if first in "-*•" and stripped[1:2] == " " or (
-                first.isdigit() and stripped[1:3] in (". ", ") ") or stripped[2:4] in (". ", ") ")
+            if (
+                first in "-*•"
+                and stripped[1:2] == " "
+                or (first.isdigit() and stripped[1:3] in (". ", ") ") or stripped[2:4] in (". ", ") "))
             ):
                 list_items += 1
                 if len(line) - len(stripped) >= 2:
@@ -151,9 +157,9 @@ def text_features(text: str) -> TextFeatures:
     return TextFeatures(
         words=len(words) + len(text) // 3 * bool(cjk),
         code_words=len(wordset & vocab.CODE) + cjk.get("code", 0),
-        code_marks=sum(1 for m in vocab.CODE_MARKS if m in text) + text.count("```") // 2,
+        code_marks=sum(1 for m in vocab.CODE_MARKS if m in marks) + text.count("```") // 2,
         math_words=len(wordset & vocab.MATH) + cjk.get("math", 0),
-        math_marks=sum(1 for m in vocab.MATH_MARKS if m in text),
+        math_marks=sum(1 for m in vocab.MATH_MARKS if m in marks),
         reasoning_words=len(wordset & vocab.REASONING) + cjk.get("reasoning", 0),
         reasoning_phrases=sum(1 for p in vocab.REASONING_PHRASES if p in head),
         analysis_words=len(wordset & vocab.ANALYSIS) + cjk.get("analysis", 0),

@@ -39,11 +39,31 @@ COLUMNS = (
     ("overhead_ms", "REAL"),
     ("prompt", "TEXT"),
     ("answer", "TEXT"),
+    ("language", "TEXT"),
 )
 # Audit queries filter on these.
-INDEXES = ("ts", "key_id", "requested_model", "deployment", "reason", "region", "team", "user")
+INDEXES = ("ts", "key_id", "requested_model", "deployment", "reason", "region", "team", "user", "language")
 NAMES = tuple(name for name, _ in COLUMNS)
 JSON_COLUMNS = ("decision", "attempts")
+_LANGUAGE = NAMES.index("language")
+
+
+class LanguageOf:
+    """A record's language, detected from this text by the writer thread, off the request path."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def detect(self) -> str | None:
+        if not self.text.strip():
+            return None
+        from pointsman.language import detect_language
+
+        return detect_language(self.text[:2000])[0]
+
+
 _INSERT = (
     f"INSERT OR REPLACE INTO requests ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))})"
 )
@@ -139,7 +159,10 @@ class RecordStore:
         with self._lock:
             rows = []
             while self._queue:
-                rows.append(self._queue.popleft())
+                row = self._queue.popleft()
+                if isinstance(row[_LANGUAGE], LanguageOf):
+                    row = (*row[:_LANGUAGE], row[_LANGUAGE].detect(), *row[_LANGUAGE + 1 :])
+                rows.append(row)
             if rows:
                 self._db.executemany(_INSERT, rows)
                 self._db.commit()

@@ -13,7 +13,6 @@ Two kinds:
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -129,9 +128,7 @@ class RouterArtifact:
             return float(knob_for(self.kind, self.calibration, target)[key])
         if preset is not None:
             if preset not in self.presets:
-                raise ArtifactError(
-                    f"no preset {preset!r} (have: {', '.join(self.presets) or 'none'})"
-                )
+                raise ArtifactError(f"no preset {preset!r} (have: {', '.join(self.presets) or 'none'})")
             return float(self.presets[preset][key])
         return float(self.knob.get(key, 0.0))
 
@@ -233,7 +230,7 @@ class RouterArtifact:
         encoders: dict[str, Encoder] = {}
         for spec in doc["encoders"]:
             name = spec["block"]
-            own = {k[len(f"enc_{name}_"):]: v for k, v in arrays.items() if k.startswith(f"enc_{name}_")}
+            own = {k[len(f"enc_{name}_") :]: v for k, v in arrays.items() if k.startswith(f"enc_{name}_")}
             enc = build_encoder(spec, own)
             encoders[name] = CachedEncoder(enc, cache_size) if not enc.sparse else enc
         return cls(
@@ -292,7 +289,3 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
             f"{folder}/router.json: version {doc.get('version')} (this pointsman reads {VERSION})"
         )
     return doc
-
-
-def ratio_or_nan(a: float, b: float) -> float:
-    return a / b if b else math.nan

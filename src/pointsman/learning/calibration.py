@@ -74,9 +74,7 @@ def two_model_table(score: np.ndarray, quality: np.ndarray) -> dict[str, list[fl
     }
 
 
-def multi_model_table(
-    predicted: np.ndarray, cost: np.ndarray, quality: np.ndarray
-) -> dict[str, list[float]]:
+def multi_model_table(predicted: np.ndarray, cost: np.ndarray, quality: np.ndarray) -> dict[str, list[float]]:
     """For each lambda of a fixed grid: mean cost and quality of argmax(pred - lambda x cost /
     cost_ref) as ratios of the best single model's."""
     cost_ref = float(cost.max(axis=1).mean())
@@ -142,7 +140,8 @@ def knob_for(kind: str, table: dict[str, list[float]], target: Target) -> dict[s
         ok = np.flatnonzero(cost <= target.cost_share + 1e-12)  # type: ignore[operator]
         if not len(ok):
             raise CalibrationError(
-                f"no lambda costs at most {target.cost_share:.0%} of the best model (at least {cost.min():.1%})"
+                f"no lambda costs at most {target.cost_share:.0%} of the best model "
+                f"(at least {cost.min():.1%})"
             )
         k = int(ok[np.argmax(kept[ok])])
     return {

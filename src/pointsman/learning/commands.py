@@ -31,7 +31,9 @@ def register(subparsers: Any) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--all-data", action="store_true", help="train on every row (no held-out test)")
-    t.add_argument("--drop-group", action="append", default=[], help="leave out a group (e.g. a mis-graded subject)")
+    t.add_argument(
+        "--drop-group", action="append", default=[], help="leave out a group (e.g. a mis-graded subject)"
+    )
     t.add_argument("--prices", help="JSON {model: {input_price, output_price}} in $ per million tokens")
     t.add_argument("--json", action="store_true", help="print the training report as JSON")
     t.set_defaults(func=cmd_train)
@@ -43,8 +45,15 @@ def register(subparsers: Any) -> None:
         "best single model, quality at its cost, AIQ) on each dataset's seeded held-out split, "
         "beside random, the best single model and the oracle.",
     )
-    e.add_argument("data", nargs="*", default=["mmlu", "gsm8k", "llmrouter"], help="datasets (default: all bundled)")
-    e.add_argument("--router", default="auto", help="shipped name, artifact folder, 'auto' (the shipped router that fits each dataset) or 'train' (train on the train split first)")
+    e.add_argument(
+        "data", nargs="*", default=["mmlu", "gsm8k", "llmrouter"], help="datasets (default: all bundled)"
+    )
+    e.add_argument(
+        "--router",
+        default="auto",
+        help="shipped name, artifact folder, 'auto' (the shipped router that fits each dataset) "
+        "or 'train' (train on the train split first)",
+    )
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--test-fraction", type=float, default=0.2)
     e.add_argument("--split", choices=("test", "train", "all"), default="test", help="which rows to score")
@@ -64,14 +73,29 @@ def register(subparsers: Any) -> None:
     )
     c.add_argument("--router", default="default", help="shipped name or artifact folder")
     goal = c.add_mutually_exclusive_group(required=True)
-    goal.add_argument("--strong-share", type=float, help="two models: at most this share of calls to the strong model")
-    goal.add_argument("--cost-share", type=float, help="many models: at most this share of the best model's cost")
-    goal.add_argument("--quality", type=float, help="keep this share of the best single model's quality at least cost")
-    c.add_argument("--data", nargs="*", default=[], help="calibrate on these outcome data instead of the stored table")
-    c.add_argument("--split", choices=("train", "test", "all"), default="all", help="rows of --data to use (train: the seeded training split)")
+    goal.add_argument(
+        "--strong-share", type=float, help="two models: at most this share of calls to the strong model"
+    )
+    goal.add_argument(
+        "--cost-share", type=float, help="many models: at most this share of the best model's cost"
+    )
+    goal.add_argument(
+        "--quality", type=float, help="keep this share of the best single model's quality at least cost"
+    )
+    c.add_argument(
+        "--data", nargs="*", default=[], help="calibrate on these outcome data instead of the stored table"
+    )
+    c.add_argument(
+        "--split",
+        choices=("train", "test", "all"),
+        default="all",
+        help="rows of --data to use (train: the seeded training split)",
+    )
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--test-fraction", type=float, default=0.2)
-    c.add_argument("--write", action="store_true", help="store the knob in the artifact (as default, or under --preset)")
+    c.add_argument(
+        "--write", action="store_true", help="store the knob in the artifact (as default, or under --preset)"
+    )
     c.add_argument("--preset", help="name to store the knob under instead of the default")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_calibrate)
@@ -118,14 +142,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     console = _err_console()
     try:
-        datasets = [_rows(_load(d, args.prices), "all" if args.all_data else "train", args.seed, args.test_fraction) for d in args.data]
+        datasets = [
+            _rows(_load(d, args.prices), "all" if args.all_data else "train", args.seed, args.test_fraction)
+            for d in args.data
+        ]
     except DatasetError as exc:
         return _fail(str(exc), args.json)
     meta = {
         "command": "pointsman train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         if len(sys.argv) > 2
         else "",
-        "split": "all rows" if args.all_data else f"train split (test_fraction={args.test_fraction}, seed={args.seed}, by prompt)",
+        "split": "all rows"
+        if args.all_data
+        else f"train split (test_fraction={args.test_fraction}, seed={args.seed}, by prompt)",
     }
     with console.status("training") as status:
         artifact, selection = train_router(
@@ -156,18 +185,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         from rich.table import Table
 
-        table = Table(title=f"candidates ({artifact.meta['selection_metric']}, {args.folds}-fold out-of-fold)", title_justify="left")
+        table = Table(
+            title=f"candidates ({artifact.meta['selection_metric']}, {args.folds}-fold out-of-fold)",
+            title_justify="left",
+        )
         table.add_column("candidate")
         table.add_column("score", justify="right")
         table.add_column("per dataset", justify="right")
         table.add_column("seconds", justify="right")
         for row in selection.table:
-            table.add_row(row["candidate"], f"{row['score']:.4f}", " ".join(f"{p:.3f}" for p in row.get("per_dataset", [])), str(row["seconds"]))
+            table.add_row(
+                row["candidate"],
+                f"{row['score']:.4f}",
+                " ".join(f"{p:.3f}" for p in row.get("per_dataset", [])),
+                str(row["seconds"]),
+            )
         from rich.console import Console
 
         out = Console()
         out.print(table)
-        out.print(f"wrote {folder} ({artifact.kind}, models: {', '.join(artifact.models)}); default knob {artifact.knob}")
+        out.print(
+            f"wrote {folder} ({artifact.kind}, models: {', '.join(artifact.models)}); "
+            f"default knob {artifact.knob}"
+        )
     return 0
 
 
@@ -208,8 +248,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except DatasetError as exc:
         return _fail(str(exc), args.json)
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as progress:
         for data in loaded:
             splits = standard_splits(data, args.seed, args.test_fraction)
@@ -218,26 +262,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 if args.router == "train":
                     from pointsman.learning.training import train_router
 
-                    task = progress.add_task(f"{data.name}: training on {len(splits.train)} prompts", total=None)
-                    artifact, _ = train_router([splits.train], progress=lambda m, t=task: progress.update(t, description=f"{data.name}: {m}"))
+                    task = progress.add_task(
+                        f"{data.name}: training on {len(splits.train)} prompts", total=None
+                    )
+                    artifact, _ = train_router(
+                        [splits.train],
+                        progress=lambda m, t=task, d=data.name: progress.update(t, description=f"{d}: {m}"),
+                    )
                     progress.remove_task(task)
                     name = "trained"
                 else:
                     name, artifact = _router_for(args.router, data, cache)
                 task = progress.add_task(f"{data.name}: routing {len(rows)} prompts", total=len(rows))
-                report = evaluate(
+                found = evaluate(
                     artifact,
                     rows,
-                    name=name,
+                    name=Path(name).name,
                     advance=lambda k, t=task: progress.advance(t, k),
                     exclude_groups=args.exclude_group,
                 )
             except (ArtifactError, DatasetError, LookupError) as exc:
                 return _fail(str(exc), args.json)
-            report.notes.append(
+            found[0].notes.append(
                 f"{args.split} split: seed {args.seed}, test fraction {args.test_fraction}, by prompt"
             )
-            reports.append(report)
+            reports.extend(found)
     if args.plot:
         plot(reports, args.plot)
         console.print(f"wrote {args.plot}")
@@ -273,7 +322,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         table = artifact.calibration
         source = "stored table (out-of-fold predictions on the training data)"
         if args.data:
-            parts = [align(_rows(_load(d, None), args.split, args.seed, args.test_fraction), artifact) for d in args.data]
+            parts = [
+                align(_rows(_load(d, None), args.split, args.seed, args.test_fraction), artifact)
+                for d in args.data
+            ]
             data, _ = combine(parts)
             pred = predict_all(artifact, data.prompts)
             if artifact.kind == "two_model":
@@ -285,7 +337,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     except (ArtifactError, CalibrationError, DatasetError) as exc:
         return _fail(str(exc), args.json)
     knob["target"] = {k: v for k, v in vars(target).items() if v is not None}
-    result = {"router": str(folder), "kind": artifact.kind, "target": target.describe(), "source": source, **knob}
+    result = {
+        "router": str(folder),
+        "kind": artifact.kind,
+        "target": target.describe(),
+        "source": source,
+        **knob,
+    }
     if args.write:
         if args.preset:
             artifact.presets[args.preset] = knob
@@ -310,10 +368,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pointsman.learning", description="pointsman learned routing")
+    parser = argparse.ArgumentParser(
+        prog="python -m pointsman.learning", description="pointsman learned routing"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
-    bundle = sub.add_parser("bundle", help="(maintainers) rebuild the bundled outcome data from the shared folder")
+    bundle = sub.add_parser(
+        "bundle", help="(maintainers) rebuild the bundled outcome data from the shared folder"
+    )
     bundle.add_argument("shared", help="the shared data folder (routellm/, llmrouter/)")
     bundle.set_defaults(func=_cmd_bundle)
     args = parser.parse_args(argv)

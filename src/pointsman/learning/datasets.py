@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -169,9 +169,7 @@ def load_dataset(spec: str | Path, prices: str | Path | None = None) -> OutcomeD
         return load_bundled(text)
     path = Path(spec)
     if not path.exists():
-        raise DatasetError(
-            f"{spec}: no such file or folder, and not a bundled set ({', '.join(BUNDLED)})"
-        )
+        raise DatasetError(f"{spec}: no such file or folder, and not a bundled set ({', '.join(BUNDLED)})")
     if path.is_dir():
         if list(path.glob("mmlu_*.csv")):
             data = load_routellm_csvs(sorted(path.glob("mmlu_*.csv")), name=path.name)
@@ -214,7 +212,9 @@ def _quality_value(raw: Any, where: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise DatasetError(f"{where}: quality must be a number in 0..1 or True/False, got {raw!r}") from None
+            raise DatasetError(
+                f"{where}: quality must be a number in 0..1 or True/False, got {raw!r}"
+            ) from None
     if not 0.0 <= value <= 1.0 or math.isnan(value):
         raise DatasetError(f"{where}: quality must be in 0..1, got {raw!r}")
     return value
@@ -250,8 +250,7 @@ def load_routellm_csvs(paths: Sequence[Path], name: str | None = None) -> Outcom
             found = [
                 c
                 for c in columns
-                if c not in _RESERVED_COLUMNS
-                and not c.endswith(("_response", "_cost", "_output_tokens"))
+                if c not in _RESERVED_COLUMNS and not c.endswith(("_response", "_cost", "_output_tokens"))
             ]
             if models is None:
                 models = found
@@ -274,8 +273,10 @@ def load_routellm_csvs(paths: Sequence[Path], name: str | None = None) -> Outcom
         rows,
         quality=lambda r, m: r[m],
         cost=lambda r, m: r.get(f"{m}_cost"),
-        out_tokens=lambda r, m: r.get(f"{m}_output_tokens")
-        or (_response_tokens(r[f"{m}_response"]) if r.get(f"{m}_response") else None),
+        out_tokens=lambda r, m: (
+            r.get(f"{m}_output_tokens")
+            or (_response_tokens(r[f"{m}_response"]) if r.get(f"{m}_response") else None)
+        ),
     )
     if dropped:
         data.notes.append(f"dropped {dropped} contaminated prompt(s)")
@@ -462,19 +463,12 @@ def write_jsonl(data: OutcomeData, path: Path, keep_output_tokens: bool = True) 
                 rec["group"] = data.groups[i]
             rec["scores"] = {m: _compact(data.quality[i, j]) for j, m in enumerate(data.models)}
             if keep_output_tokens and data.output_tokens is not None:
-                rec["output_tokens"] = {
-                    m: int(data.output_tokens[i, j]) for j, m in enumerate(data.models)
-                }
+                rec["output_tokens"] = {m: int(data.output_tokens[i, j]) for j, m in enumerate(data.models)}
             f.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
 def _compact(value: float) -> float | int:
     return int(value) if float(value).is_integer() else round(float(value), 6)
-
-
-def iter_prompts(datasets: Iterable[OutcomeData]) -> Iterable[str]:
-    for data in datasets:
-        yield from data.prompts
 
 
 # Public list prices of the time, $ per million tokens (input, output); RouteLLM's data has none.

@@ -133,9 +133,9 @@ def load_wordllama(config: str = "l2_supercat", dim: int = 256) -> Any:
 class WordLlamaEncoder:
     """Mean of WordLlama token embeddings, L2-normalised.
 
-    Text is tokenised piece by piece (split on single spaces; the tokenizer's normaliser marks
-    each piece as a word start, as in whole-text tokenisation) with a bounded cache of piece
-    tokens: whole-text BPE is quadratic in the length of the text and takes ~1 ms for 1k tokens.
+    Text is tokenised piece by piece (split on spaces and around newlines; the tokenizer's
+    normaliser marks each piece as a word start, as whole-text tokenisation does) with a bounded
+    cache of piece tokens: whole-text BPE costs ~1-2 ms for 1k tokens, cached pieces ~0.2 ms.
     """
 
     kind = "wordllama"
@@ -150,28 +150,23 @@ class WordLlamaEncoder:
         self._tokenizer = model.tokenizer
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        self._space = self._tokenizer.token_to_id("\u2581")
         self._pieces: OrderedDict[str, list[int]] = OrderedDict()
         self._piece_cache = piece_cache
 
     def token_ids(self, text: str) -> list[int]:
-        pieces = text.split(" ")
         cache = self._pieces
-        missing = [p for p in set(pieces) if p and p not in cache]
-        if missing:
-            for piece, enc in zip(
-                missing, self._tokenizer.encode_batch(missing, add_special_tokens=False), strict=True
-            ):
-                cache[piece] = enc.ids
-            while len(cache) > self._piece_cache:
-                cache.popitem(last=False)
+        tokenizer = self._tokenizer
         ids: list[int] = []
-        space = self._space
-        for piece in pieces:
-            if piece:
-                ids.extend(cache[piece])
-            else:
-                ids.append(space)
+        # Newlines become pieces of their own: fewer distinct pieces, so fewer cache misses.
+        for piece in text.replace("\n", " \n ").split(" "):
+            if not piece:
+                continue
+            found = cache.get(piece)
+            if found is None:
+                found = cache[piece] = tokenizer.encode(piece, add_special_tokens=False).ids
+                if len(cache) > self._piece_cache:
+                    cache.popitem(last=False)
+            ids.extend(found)
         return ids
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -200,8 +195,10 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 def _terms(text: str, ngram: int) -> list[str]:
     words = _TOKEN.findall(text.lower())
     terms = list(words)
+    grams = words
     for n in range(2, ngram + 1):
-        terms.extend(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+        grams = [f"{a} {b}" for a, b in zip(grams, words[n - 1 :], strict=False)]
+        terms.extend(grams)
     return terms
 
 
@@ -240,19 +237,21 @@ class TfidfEncoder:
         indptr = [0]
         indices: list[np.ndarray] = []
         data: list[np.ndarray] = []
-        index = self._index
+        get = self._index.get
         for text in texts:
-            counts = Counter(i for t in _terms(text, self.ngram) if (i := index.get(t)) is not None)
-            if counts:
-                idx = np.fromiter(counts.keys(), dtype=np.int32, count=len(counts))
-                tf = np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
-                val = (1.0 + np.log(tf)) * self.idf[idx]
-                order = np.argsort(idx)
-                idx, val = idx[order], val[order]
+            words = _TOKEN.findall(text.lower())
+            found = [i for i in map(get, words) if i is not None]
+            grams = words
+            for n in range(2, self.ngram + 1):
+                grams = [f"{a} {b}" for a, b in zip(grams, words[n - 1 :], strict=False)]
+                found += [i for i in map(get, grams) if i is not None]
+            if found:
+                idx, tf = np.unique(np.array(found, dtype=np.int32), return_counts=True)
+                val = (1.0 + np.log(tf.astype(np.float32))) * self.idf[idx]
                 val /= np.linalg.norm(val)
             else:
                 idx, val = np.zeros(0, np.int32), np.zeros(0, np.float32)
-            indices.append(idx)
+            indices.append(idx.astype(np.int32))
             data.append(val.astype(np.float32))
             indptr.append(indptr[-1] + len(idx))
         return SparseRows(
@@ -276,9 +275,13 @@ class TfidfEncoder:
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _OPTION = re.compile(r"(?m)^\s*\(?[A-Ha-h][.)]\s")
-_CODE = re.compile(r"```|\bdef |\breturn\b|\bclass |[{};]\s*$|\bimport\b|==|!=|->", re.M)
-_MATH = re.compile(r"\$|\\frac|\\sqrt|\^|\\\(|\\\[|[=+*/<>]|\\[a-z]+")
+# Substrings counted with str.count (C speed); a regex alternation of these costs ~0.3 ms.
+_CODE_MARKERS = ("```", "def ", "return ", "class ", "import ", "==", "!=", "->", "{\n", "}\n", ";\n")
+_MATH_MARKERS = ("$", "\\", "^", "=", "+", "*", "/", "<", ">")
 _SENTENCE = re.compile(r"[.?!](?:\s|$)")
+_NOT_DIGIT = re.compile(r"[^0-9]+")
+_NOT_UPPER = re.compile(r"[^A-Z]+")
+_WORD_OR_SPACE = re.compile(r"[\w\s]+")
 
 
 class SignalsEncoder:
@@ -318,10 +321,11 @@ class SignalsEncoder:
         n = max(len(text), 1)
         words = text.split()
         numbers = _NUMBER.findall(text)
-        digits = sum(c.isdigit() for c in text)
-        upper = sum(c.isupper() for c in text)
-        symbols = sum(not c.isalnum() and not c.isspace() for c in text)
-        non_ascii = sum(ord(c) > 127 for c in text)
+        # Counting by deletion runs in C; a Python loop over 4,000 characters costs ~1 ms.
+        digits = len(_NOT_DIGIT.sub("", text))
+        upper = len(_NOT_UPPER.sub("", text))
+        symbols = len(_WORD_OR_SPACE.sub("", text))
+        non_ascii = len(text) - len(text.encode("ascii", "ignore"))
         log = math.log1p
         return [
             log(len(text)),
@@ -334,10 +338,10 @@ class SignalsEncoder:
             upper / n,
             symbols / n,
             non_ascii / n,
-            min(sum(len(w) for w in words) / max(len(words), 1), 20.0) / 10.0,
+            min((len(text) - text.count(" ") - text.count("\n")) / max(len(words), 1), 20.0) / 10.0,
             log(len(_OPTION.findall(text))),
-            log(len(_CODE.findall(text))),
-            log(len(_MATH.findall(text))),
+            log(sum(text.count(m) for m in _CODE_MARKERS)),
+            log(sum(text.count(m) for m in _MATH_MARKERS)),
             log(text.count("?")),
             float("%" in text or "$" in text),
         ]

@@ -110,7 +110,8 @@ def _numbers(curve: metrics.Curve, data: OutcomeData) -> dict[str, Any]:
     out["cost_to_95"] = report.cost_to_95
     out["cost_to_100"] = report.cost_to_100
     out["quality_at_best_cost"] = report.quality_at_best_cost
-    out["aiq"] = report.aiq
+    # A single point spans no cost range: it has no area.
+    out["aiq"] = report.aiq if len(curve.cost) > 1 else None
     out["max_quality"] = report.max_quality
     return out
 
@@ -194,21 +195,17 @@ def evaluate(
     name: str = "router",
     advance: Callable[[int], None] | None = None,
     exclude_groups: Sequence[str] = (),
-) -> DatasetReport:
+) -> list[DatasetReport]:
+    """The report on `test`, and a second one without `exclude_groups` when given."""
     data = align(test, artifact)
     predicted = predict_all(artifact, data.prompts, advance)
-    notes = list(test.notes)
-    report = _report(artifact, data, predicted, name, notes)
+    reports = [_report(artifact, data, predicted, name, list(test.notes))]
     if exclude_groups and data.groups is not None:
         keep = np.array([g not in exclude_groups for g in data.groups])
         sub = data.subset(np.flatnonzero(keep))
-        extra = _report(artifact, sub, predicted[keep], f"{name} (without {', '.join(exclude_groups)})", [])
-        report.routers.extend(extra.routers)
-        report.references.extend(
-            RouterResult(f"{r.name} (without {', '.join(exclude_groups)})", r.curve, r.numbers)
-            for r in extra.references
-        )
-    return report
+        sub.name = f"{data.name} without {', '.join(exclude_groups)}"
+        reports.append(_report(artifact, sub, predicted[keep], name, []))
+    return reports
 
 
 def _report(
@@ -240,22 +237,33 @@ def render(reports: Sequence[DatasetReport], console: Any, groups: bool = False)
     from rich.table import Table
 
     for rep in reports:
-        title = f"{rep.dataset}: {rep.rows} held-out prompts, {len(rep.models)} models"
-        table = Table(title=title, title_justify="left")
+        table = Table(title=f"{rep.dataset}: {rep.rows} held-out prompts", title_justify="left")
         table.add_column("router")
         if rep.two_model:
-            for col in ("APGR", "CPT50", "CPT80", "CPT95"):
-                table.add_column(col, justify="right")
-        for col in ("cost@95%", "cost@100%", "quality@best cost", "AIQ"):
-            table.add_column(col, justify="right")
+            columns = [
+                ("APGR", "apgr", _f),
+                ("CPT50", "cpt50", _pct),
+                ("CPT80", "cpt80", _pct),
+                ("CPT95", "cpt95", _pct),
+            ]
+        else:
+            columns = [
+                ("cost@95%", "cost_to_95", _x),
+                ("cost@100%", "cost_to_100", _x),
+                ("q@best cost", "quality_at_best_cost", _f),
+            ]
+        columns.append(("AIQ", "aiq", _f))
+        for title, _, _ in columns:
+            table.add_column(title, justify="right")
         for r in rep.routers + rep.references:
-            n = r.numbers
-            cells = [r.name]
-            if rep.two_model:
-                cells += [_f(n.get("apgr")), _pct(n.get("cpt50")), _pct(n.get("cpt80")), _pct(n.get("cpt95"))]
-            cells += [_x(n.get("cost_to_95")), _x(n.get("cost_to_100")), _f(n.get("quality_at_best_cost")), _f(n.get("aiq"))]
+            label = "best single" if r.name.startswith("best single") else r.name
+            cells = [label] + [fmt(r.numbers.get(key)) for _, key, fmt in columns]
+            if label == "best single" and rep.two_model:
+                cells[1] = "-"
             table.add_row(*cells, style="bold" if r in rep.routers else None)
         console.print(table)
+        best = max(rep.singles, key=lambda m: rep.singles[m]["quality"])
+        console.print(f"  best single: {best} (quality {rep.singles[best]['quality']:.3f})")
         op = rep.operating_point
         if op:
             share = f", strong share {op['strong_share']:.1%}" if "strong_share" in op else ""
@@ -266,16 +274,12 @@ def render(reports: Sequence[DatasetReport], console: Any, groups: bool = False)
             )
         for note in rep.notes:
             console.print(f"  note: {note}")
-        console.print(
-            "  cost@x% = cost to reach x% of the best single model's quality, as a multiple of "
-            "its cost; CPTx = strong-call share that recovers x% of the quality gap."
-        )
         if groups and rep.groups:
             gt = Table(title=f"{rep.dataset} by group", title_justify="left")
             gt.add_column("group")
             gt.add_column("rows", justify="right")
             for m in rep.models:
-                gt.add_column(m.split("/")[-1][:18], justify="right")
+                gt.add_column(m.split("/")[-1][:14], justify="right")
             if rep.two_model:
                 gt.add_column("APGR", justify="right")
             for row in rep.groups:
@@ -284,6 +288,10 @@ def render(reports: Sequence[DatasetReport], console: Any, groups: bool = False)
                     cells.append(_f(row.get("apgr")))
                 gt.add_row(*cells)
             console.print(gt)
+    console.print(
+        "cost@x% = cost to reach x% of the best single model's quality, as a multiple of its "
+        "cost; CPTx = strong-call share that recovers x% of the weak-strong quality gap."
+    )
 
 
 def _f(v: Any) -> str:
@@ -323,7 +331,9 @@ def plot(reports: Sequence[DatasetReport], path: str) -> None:
             ax.scatter([s["cost"]], [s["quality"]], s=18)
             ax.annotate(m.split("/")[-1][:24], (s["cost"], s["quality"]), fontsize=6)
         ax.set_title(f"{rep.dataset} (held out, {rep.rows} prompts)")
-        ax.set_xlabel("strong-call share" if rep.cost_unit == "calls" else f"mean cost per call ({rep.cost_unit})")
+        ax.set_xlabel(
+            "strong-call share" if rep.cost_unit == "calls" else f"mean cost per call ({rep.cost_unit})"
+        )
         ax.set_ylabel("mean quality")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

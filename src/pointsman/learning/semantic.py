@@ -163,13 +163,20 @@ class SemanticRouter:
             "top_k": self.top_k,
             "default_threshold": self.default_threshold,
             "routes": [
-                {"name": r.name, "utterances": r.utterances, "description": r.description, "threshold": r.threshold}
+                {
+                    "name": r.name,
+                    "utterances": r.utterances,
+                    "description": r.description,
+                    "threshold": r.threshold,
+                }
                 for r in self.routes
             ],
         }
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        Path(path).write_text(
+            json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any], encoder: Encoder | None = None) -> SemanticRouter:

@@ -43,9 +43,7 @@ def _require_sklearn() -> None:
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        raise SystemExit(
-            "training needs scikit-learn: pip install 'pointsman[train]'"
-        ) from None
+        raise SystemExit("training needs scikit-learn: pip install 'pointsman[train]'") from None
 
 
 # --------------------------------------------------------------------------- features
@@ -85,26 +83,30 @@ def encode(encoders: dict[str, Encoder], prompts: Sequence[str]) -> Features:
 
 @dataclass
 class Candidate:
-    """A learner to compare: `fit(features, targets, index)` returns a portable predictor."""
+    """A learner to compare: `fit(features, targets, index, weights)` returns a portable
+    predictor (weights: one per row of the whole table, or None)."""
 
     name: str
     needs: tuple[str, ...]
-    fit: Callable[[Features, np.ndarray, np.ndarray], Predictor]
+    fit: Callable[[Features, np.ndarray, np.ndarray, np.ndarray | None], Predictor]
 
 
-def _fractional_logistic(x: Any, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+def _fractional_logistic(
+    x: Any, y: np.ndarray, c: float, weight: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
     """Logistic regression on targets in 0..1: each row appears as a positive with weight y
     and a negative with weight 1-y (identical to plain LR when y is 0/1)."""
     from scipy.sparse import issparse, vstack
     from sklearn.linear_model import LogisticRegression
 
+    base = np.ones(len(y)) if weight is None else weight
     if np.all((y == 0) | (y == 1)):
-        xx, yy, ww = x, y.astype(int), None
+        xx, yy, ww = x, y.astype(int), base
     else:
         xx = vstack([x, x]).tocsr() if issparse(x) else np.vstack([x, x])
         yy = np.concatenate([np.ones(len(y), int), np.zeros(len(y), int)])
-        ww = np.concatenate([y, 1.0 - y])
-    if len(np.unique(yy if ww is None else yy[ww > 0])) < 2:
+        ww = np.concatenate([y * base, (1.0 - y) * base])
+    if len(np.unique(yy[ww > 0])) < 2:
         # One class only: a constant model at the observed rate.
         rate = float(np.clip(y.mean(), 1e-4, 1 - 1e-4))
         return np.zeros(x.shape[1]), float(np.log(rate / (1 - rate)))
@@ -116,7 +118,7 @@ def _fractional_logistic(x: Any, y: np.ndarray, c: float) -> tuple[np.ndarray, f
 def linear_candidate(
     name: str, dense: Sequence[str], sparse: str | None, c: float, dense_scale: float
 ) -> Candidate:
-    def fit(feats: Features, y: np.ndarray, idx: np.ndarray) -> Predictor:
+    def fit(feats: Features, y: np.ndarray, idx: np.ndarray, w: np.ndarray | None) -> Predictor:
         from scipy.sparse import csr_matrix, hstack
 
         xd = scaler = None
@@ -136,7 +138,7 @@ def linear_candidate(
         w_sparse = np.zeros((width, y.shape[1])) if sparse is not None else None
         bias = np.zeros(y.shape[1])
         for j in range(y.shape[1]):
-            coef, b = _fractional_logistic(x, y[idx, j], c)
+            coef, b = _fractional_logistic(x, y[idx, j], c, None if w is None else w[idx])
             if w_sparse is not None:
                 w_sparse[:, j] = coef[:width]
             w_dense[:, j] = coef[width:]
@@ -148,16 +150,16 @@ def linear_candidate(
 
 
 def knn_candidate(name: str, block: str, k: int) -> Candidate:
-    def fit(feats: Features, y: np.ndarray, idx: np.ndarray) -> Predictor:
+    def fit(feats: Features, y: np.ndarray, idx: np.ndarray, w: np.ndarray | None) -> Predictor:
         return KnnPredictor(block, feats.dense[block][idx], y[idx], k)
 
     return Candidate(name, (block,), fit)
 
 
 def trees_candidate(
-    name: str, blocks: Sequence[str], depth: int = 3, iters: int = 200, rate: float = 0.05
+    name: str, blocks: Sequence[str], depth: int = 3, iters: int = 100, rate: float = 0.1
 ) -> Candidate:
-    def fit(feats: Features, y: np.ndarray, idx: np.ndarray) -> Predictor:
+    def fit(feats: Features, y: np.ndarray, idx: np.ndarray, w: np.ndarray | None) -> Predictor:
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         x = feats.stack(blocks)[idx]
@@ -171,7 +173,7 @@ def trees_candidate(
                 min_samples_leaf=40,
                 early_stopping=False,
                 random_state=0,
-            ).fit(x, y[idx, j])
+            ).fit(x, y[idx, j], sample_weight=None if w is None else w[idx])
             models.append(model)
             baseline.append(float(np.ravel(model._baseline_prediction)[0]))
             for stage in model._predictors:
@@ -229,7 +231,7 @@ def _complete_tree(nodes: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarra
 
 
 def mlp_candidate(name: str, blocks: Sequence[str], hidden: int = 64, alpha: float = 1.0) -> Candidate:
-    def fit(feats: Features, y: np.ndarray, idx: np.ndarray) -> Predictor:
+    def fit(feats: Features, y: np.ndarray, idx: np.ndarray, w: np.ndarray | None) -> Predictor:
         from sklearn.neural_network import MLPRegressor
 
         x = feats.stack(blocks)[idx]
@@ -243,7 +245,7 @@ def mlp_candidate(name: str, blocks: Sequence[str], hidden: int = 64, alpha: flo
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model.fit(scaler(x), y[idx])
+            model.fit(scaler(x), y[idx], sample_weight=None if w is None else w[idx])
         return MlpPredictor(list(blocks), scaler, model.coefs_, model.intercepts_)
 
     return Candidate(name, tuple(blocks), fit)
@@ -255,20 +257,20 @@ def default_candidates(encoders: Sequence[str]) -> list[Candidate]:
     dense_text = "wordllama" if "wordllama" in have else None
     out: list[Candidate] = []
     if "tfidf" in have:
-        out.append(linear_candidate("linear[tfidf]", (), "tfidf", 0.5, 1.0))
+        out.append(linear_candidate("linear(tfidf)", (), "tfidf", 0.5, 1.0))
         extra = tuple(b for b in ("signals", dense_text) if b and b in have)
         if extra:
-            out.append(linear_candidate(f"linear[tfidf+{'+'.join(extra)}]", extra, "tfidf", 0.5, 0.1))
+            out.append(linear_candidate(f"linear(tfidf+{'+'.join(extra)})", extra, "tfidf", 0.5, 0.1))
     dense = tuple(b for b in (dense_text, "signals") if b and b in have)
     if dense_text:
-        out.append(linear_candidate(f"linear[{'+'.join(dense)}]", dense, None, 0.1, 1.0))
-        out.append(knn_candidate(f"knn25[{dense_text}]", dense_text, 25))
-        out.append(knn_candidate(f"knn100[{dense_text}]", dense_text, 100))
+        out.append(linear_candidate(f"linear({'+'.join(dense)})", dense, None, 0.1, 1.0))
+        out.append(knn_candidate(f"knn25({dense_text})", dense_text, 25))
+        out.append(knn_candidate(f"knn100({dense_text})", dense_text, 100))
     if dense:
-        out.append(trees_candidate(f"trees[{'+'.join(dense)}]", dense))
-        out.append(mlp_candidate(f"mlp[{'+'.join(dense)}]", dense))
+        out.append(trees_candidate(f"trees({'+'.join(dense)})", dense))
+        out.append(mlp_candidate(f"mlp({'+'.join(dense)})", dense))
     if "signals" in have:
-        out.append(trees_candidate("trees[signals]", ("signals",)))
+        out.append(trees_candidate("trees(signals)", ("signals",)))
     return out
 
 
@@ -324,6 +326,7 @@ def select(
     seed: int = 0,
     max_members: int = 4,
     progress: Progress | None = None,
+    weights: np.ndarray | None = None,
 ) -> Selection:
     """Cross-validate every candidate, build a greedy ensemble from their out-of-fold
     predictions, and refit the chosen learners on all rows."""
@@ -338,7 +341,7 @@ def select(
         for k in range(folds):
             train = np.flatnonzero(fold != k)
             held = np.flatnonzero(fold == k)
-            model = cand.fit(feats, quality, train)
+            model = cand.fit(feats, quality, train, weights)
             pred[held] = model.predict(feats.subset(held))
         oof[cand.name] = pred
         parts = scorer.parts_of(pred)
@@ -373,20 +376,21 @@ def select(
         blend = sum(oof[k] * c for k, c in counts.items()) / total
         best = step_best
     chosen = list(counts)
-    weights = [counts[k] / sum(counts.values()) for k in chosen]
-    table.append({"candidate": "ensemble: " + " + ".join(f"{w:.2f}x{k}" for k, w in zip(chosen, weights, strict=True)), "score": round(best, 4), "seconds": 0.0})
+    shares = [counts[k] / sum(counts.values()) for k in chosen]
+    label = " + ".join(f"{w:.2f}x{k}" for k, w in zip(chosen, shares, strict=True))
+    table.append({"candidate": f"ensemble: {label}", "score": round(best, 4), "seconds": 0.0})
     if progress:
         progress(f"chosen: {table[-1]['candidate']} ({best:.4f})")
     by_name = {c.name: c for c in candidates}
     everything = np.arange(n)
-    members = [by_name[k].fit(feats, quality, everything) for k in chosen]
-    predictor: Predictor = members[0] if len(members) == 1 else EnsemblePredictor(members, weights)
-    return Selection(predictor, chosen, weights, blend, table)
+    members = [by_name[k].fit(feats, quality, everything, weights) for k in chosen]
+    predictor: Predictor = members[0] if len(members) == 1 else EnsemblePredictor(members, shares)
+    return Selection(predictor, chosen, shares, blend, table)
 
 
 # --------------------------------------------------------------------------- whole router
 
-PRESETS = {"quality": 0.99, "balanced": 0.95, "economy": 0.90}
+PRESETS = {"best": 1.0, "quality": 0.98, "balanced": 0.95, "economy": 0.90}
 DEFAULT_ENCODERS = ("wordllama", "signals", "tfidf")
 
 
@@ -439,6 +443,7 @@ def train_router(
     drop_groups: Sequence[str] = (),
     progress: Progress | None = None,
     meta: dict[str, Any] | None = None,
+    balance: bool = False,
 ) -> tuple[Any, Selection]:
     """Train a router artifact on `datasets` (their training splits: nothing here holds out
     a test set). Returns the artifact and the selection report."""
@@ -464,11 +469,19 @@ def train_router(
     pool = default_candidates(list(enc))
     if candidates:
         wanted = set(candidates)
-        pool = [c for c in pool if c.name in wanted or c.name.split("[")[0] in wanted]
+        pool = [c for c in pool if c.name in wanted or c.name.split("(")[0] in wanted]
         if not pool:
             raise SystemExit(f"no candidate matches {sorted(wanted)}")
     scorer = Scorer(kind == TWO_MODEL, [(i, data.quality[i], data.cost[i]) for i in index])
-    selection = select(feats, data.quality, data.prompts, scorer, pool, folds, seed, progress=say)
+    weights = None
+    if balance and len(index) > 1:
+        # Each dataset weighs the same in training, whatever its size (GSM8K is a tenth of MMLU).
+        weights = np.empty(len(data))
+        for i in index:
+            weights[i] = len(data) / (len(index) * len(i))
+    selection = select(
+        feats, data.quality, data.prompts, scorer, pool, folds, seed, progress=say, weights=weights
+    )
     if kind == TWO_MODEL:
         table = two_model_table(selection.oof[:, 1] - selection.oof[:, 0], data.quality)
         cost_ref = 1.0
@@ -482,7 +495,11 @@ def train_router(
         except ValueError:
             continue
     key = "threshold" if kind == TWO_MODEL else "lambda"
-    knob = {key: presets["balanced"][key], "target": {"quality": PRESETS["balanced"]}} if "balanced" in presets else {key: 0.0}
+    knob = (
+        {key: presets["balanced"][key], "target": {"quality": PRESETS["balanced"]}}
+        if "balanced" in presets
+        else {key: 0.0}
+    )
     if data.output_tokens is not None:
         out_tokens = {m: float(np.median(data.output_tokens[:, j])) for j, m in enumerate(data.models)}
     else:
@@ -490,6 +507,7 @@ def train_router(
     info = {
         "trained_on": [{"name": d.name, "rows": len(d)} for d in kept],
         "dropped_groups": list(drop_groups),
+        "balanced": weights is not None,
         "dropped_rows": dropped,
         "encoders": list(encoders),
         "folds": folds,
@@ -498,6 +516,7 @@ def train_router(
         "chosen": selection.chosen,
         "weights": selection.weights,
         "selection_metric": "mean APGR over datasets" if kind == TWO_MODEL else "mean AIQ over datasets",
+        "mean_quality": {m: float(v) for m, v in zip(data.models, data.quality.mean(axis=0), strict=True)},
     }
     info.update(meta or {})
     artifact = RouterArtifact(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -99,7 +99,7 @@ class AnthropicProvider(Provider):
         usage = answer["usage"]
         return Completion(orjson.dumps(answer), usage["prompt_tokens"], usage["completion_tokens"])
 
-    async def stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncIterator[bytes]:
+    async def stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncGenerator[bytes, None]:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         translator = AnthropicStreamTranslator(
             str(body.get("model") or self.deployment.model), include_usage

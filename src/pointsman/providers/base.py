@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from time import time
@@ -99,7 +99,7 @@ class Provider:
     async def complete(self, body: dict[str, Any]) -> Completion:
         raise NotImplementedError
 
-    def stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncIterator[bytes]:
+    def stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncGenerator[bytes, None]:
         """OpenAI-format SSE events (`data: {...}\\n\\n`), ending with `data: [DONE]\\n\\n`.
         Raises UpstreamError if the upstream fails or ends early."""
         raise NotImplementedError

@@ -4,7 +4,7 @@ OpenRouter, Groq, Together and the like. Bodies pass through; only `model` is re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -75,7 +75,7 @@ class OpenAIProvider(Provider):
             ) from None
         return Completion(raw, usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
 
-    async def stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncIterator[bytes]:
+    async def stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncGenerator[bytes, None]:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if self.deployment.stream_usage and not wants_usage:
             body = {

@@ -84,7 +84,9 @@ class LearnedOptions(BaseModel):
             if v is not None
         ]
         if len(given) > 1:
-            raise ValueError(f"give at most one of threshold, lambda, target, preset (got {', '.join(given)})")
+            raise ValueError(
+                f"give at most one of threshold, lambda, target, preset (got {', '.join(given)})"
+            )
         return self
 
 
@@ -142,7 +144,13 @@ class LearnedStrategy(Strategy):
                 preset=self.options.preset,
             )
         except ValueError as exc:
-            where = "target" if self.options.target is not None else "preset" if self.options.preset else "threshold"
+            where = (
+                "target"
+                if self.options.target is not None
+                else "preset"
+                if self.options.preset
+                else "threshold"
+            )
             self._problems.append(f"{where}: {exc}")
         if self.options.use_deployment_prices:
             known = {d.name: d for d in self.config.deployments}
@@ -202,7 +210,10 @@ class LearnedStrategy(Strategy):
         ]
         text = signals.last_user_text
         if not text.strip():
-            ranking = list(reversed(art.models)) if art.kind == "two_model" else list(art.models)
+            means = art.meta.get("mean_quality", {})
+            ranking = sorted(art.models, key=lambda m: -means.get(m, 0.0))
+            if art.kind == "two_model":
+                ranking = list(reversed(art.models))
             reason, scores, notes = "no_prompt", {}, ["no user text to predict from; strongest first"]
         else:
             choice = art.decide(

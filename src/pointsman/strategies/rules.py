@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import math
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -119,6 +120,7 @@ class RulesOptions(BaseModel):
 class _Compiler:
     def __init__(self, tiers: Callable[[str], TiersStrategy]) -> None:
         self.tiers = tiers
+        self.used: set[str] = set()
 
     def node(self, node: Any, path: str) -> Check:
         if node is None:
@@ -140,13 +142,11 @@ class _Compiler:
             inner = self.node(value, path)
             return lambda s: not inner(s)
         kind, getter = self.signal(key, path)
+        self.used.add(key)
         if isinstance(value, dict):
             if not value:
                 raise RuleError(path, "expected at least one operator")
-            checks = [
-                self.operator(key, kind, getter, op, arg, f"{path}.{op}")
-                for op, arg in value.items()
-            ]
+            checks = [self.operator(key, kind, getter, op, arg, f"{path}.{op}") for op, arg in value.items()]
             return checks[0] if len(checks) == 1 else _all(checks)
         op = "in" if isinstance(value, list) else "eq"
         return self.operator(key, kind, getter, op, value, path)
@@ -158,8 +158,8 @@ class _Compiler:
             if key.startswith(prefix) and len(key) > len(prefix):
                 name = key[len(prefix) :].lower()
                 if prefix == "header.":
-                    return "string", lambda s: s.header(name)
-                return "string", lambda s: s.metadata.get(name)
+                    return "string", lambda s, name=name: s.header(name)  # type: ignore[misc]
+                return "string", lambda s, name=name: s.metadata.get(name)  # type: ignore[misc]
         if key in TIER_SIGNALS:
             tiers = self.tiers(path)
             if key == "complexity":
@@ -416,6 +416,12 @@ class RulesStrategy(Strategy):
                 self._default = self._target(self.options.default, "default")
             except RuleError as exc:
                 self.problems.append(exc.line)
+        if compiler.used & {"language", "language_confidence"}:
+            # The language model takes ~0.8 s to load: do it now, off the request path.
+            from pointsman.language import warm
+
+            languages = tuple(self.config.signals.languages) or None
+            threading.Thread(target=warm, args=(languages,), daemon=True).start()
         names = [r.name for r in self.options.rules]
         for i, name in enumerate(names):
             if name in names[:i]:
@@ -486,9 +492,7 @@ class RulesStrategy(Strategy):
             raise RuleError(*unknown[0].split(": ", 1))
         if then.strategy is None:
             return _List(then.deployments)
-        inline = VirtualModel(
-            strategy=then.strategy, deployments=then.deployments, options=then.options
-        )
+        inline = VirtualModel(strategy=then.strategy, deployments=then.deployments, options=then.options)
         problems = validate_options(path, inline, self.config)
         if problems:
             raise RuleError(*problems[0].split(": ", 1))
@@ -512,18 +516,24 @@ class RulesStrategy(Strategy):
                 continue
             ranking = rule.target.rank(candidates, signals)
             if ranking.order:
-                notes = [*skipped, f"rules: matched {rule.name!r} -> {rule.target.describe} ({ranking.reason})"]
+                notes = [
+                    *skipped,
+                    f"rules: matched {rule.name!r} -> {rule.target.describe} ({ranking.reason})",
+                ]
                 return Ranking(ranking.order, rule.name, ranking.scores, notes + ranking.notes)
-            skipped.append(
-                f"rules: {rule.name!r} matched but none of its deployments survived the policies"
-            )
+            skipped.append(f"rules: {rule.name!r} matched but none of its deployments survived the policies")
         if self._default is not None:
             ranking = self._default.rank(candidates, signals)
-            notes = [*skipped, f"rules: no rule matched -> default {self._default.describe} ({ranking.reason})"]
+            notes = [
+                *skipped,
+                f"rules: no rule matched -> default {self._default.describe} ({ranking.reason})",
+            ]
             return Ranking(ranking.order, "default", ranking.scores, notes + ranking.notes)
         alive = {d.name for d in candidates}
         order = [n for n in self.route.deployments if n in alive]
-        return Ranking(order, "default", notes=[*skipped, "rules: no rule matched -> the route's deployments"])
+        return Ranking(
+            order, "default", notes=[*skipped, "rules: no rule matched -> the route's deployments"]
+        )
 
     def evaluate(self, signals: Signals) -> list[tuple[str, bool]]:
         """Every rule's verdict on `signals`, in evaluation order (for explanations)."""

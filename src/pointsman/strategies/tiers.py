@@ -232,8 +232,7 @@ class TiersStrategy(Strategy):
                 problems.append(f"{path}.tiers.{name}.up_to: every tier but the last needs one")
             elif i and bound <= self.bounds[i - 1]:
                 problems.append(
-                    f"{path}.tiers.{name}.up_to: boundaries must increase "
-                    f"({bound} <= {self.bounds[i - 1]})"
+                    f"{path}.tiers.{name}.up_to: boundaries must increase ({bound} <= {self.bounds[i - 1]})"
                 )
         last = self.names[-1] if self.names else None
         if last and last in self.options.tiers and self.options.tiers[last].up_to is not None:
@@ -248,8 +247,7 @@ class TiersStrategy(Strategy):
         for name in self.options.weights:
             if name not in DIMENSIONS:
                 problems.append(
-                    f"{path}.weights.{name}: unknown dimension (expected one of: "
-                    f"{', '.join(DIMENSIONS)})"
+                    f"{path}.weights.{name}: unknown dimension (expected one of: {', '.join(DIMENSIONS)})"
                 )
         if self.safe_tier != "upper" and self.safe_tier not in self.names:
             problems.append(
@@ -375,7 +373,9 @@ def labelled_request(row: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def evaluate(strategy: TiersStrategy, rows: list[dict[str, Any]] | None = None) -> list[tuple[dict[str, Any], TierChoice]]:
+def evaluate(
+    strategy: TiersStrategy, rows: list[dict[str, Any]] | None = None
+) -> list[tuple[dict[str, Any], TierChoice]]:
     """Each labelled row with the tier `strategy` gives it. A conversation is routed turn by
     turn, as a client would send it, so stickiness sees its earlier turns."""
     from pointsman.signals import Signals
