@@ -43,10 +43,17 @@ def base(upstream: Any, **extra: Any) -> dict[str, Any]:
     return config
 
 
-def admin(server: Any, method: str, path: str, body: Any = None, token: str | None = MASTER) -> tuple[int, Any]:
+def admin(
+    server: Any, method: str, path: str, body: Any = None, token: str | None = MASTER
+) -> tuple[int, Any]:
     request = urllib.request.Request(
-        f"{server.url}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
-        headers={"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})},
+        f"{server.url}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={
+            "content-type": "application/json",
+            **({"authorization": f"Bearer {token}"} if token else {}),
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -92,7 +99,8 @@ def test_expired_key_is_refused(upstream, serve):
 def test_requests_without_a_valid_key_get_401_in_openai_shape(upstream, serve):
     server = serve(base(upstream))
     request = urllib.request.Request(
-        f"{server.url}/v1/chat/completions", data=json.dumps({"model": "auto", "messages": HELLO}).encode(),
+        f"{server.url}/v1/chat/completions",
+        data=json.dumps({"model": "auto", "messages": HELLO}).encode(),
         headers={"content-type": "application/json"},
     )
     with pytest.raises(urllib.error.HTTPError) as missing:
@@ -208,7 +216,10 @@ def test_hard_limit_error_names_the_budget_and_reset(upstream, serve):
     with pytest.raises(openai.RateLimitError) as caught:
         server.client(api_key=new_key(server)["key"]).chat.completions.create(model="auto", messages=HELLO)
     assert "the global budget allows $0.00 per month" in caught.value.message
-    assert caught.value.body["code"] == "budget_exceeded" and int(caught.value.response.headers["retry-after"]) > 0
+    assert (
+        caught.value.body["code"] == "budget_exceeded"
+        and int(caught.value.response.headers["retry-after"]) > 0
+    )
 
 
 def test_zero_priced_models_are_never_blocked_by_a_money_budget(upstream, serve):
@@ -234,8 +245,13 @@ def test_soft_limit_downgrades_to_a_cheaper_model(upstream, serve):
 
 
 def test_per_user_and_team_budgets(upstream, serve):
-    config = base(upstream, budgets={"users": {"amount": 0.002, "period": "day"},
-                                     "teams": {"finance": {"amount": 10, "period": "week"}}})
+    config = base(
+        upstream,
+        budgets={
+            "users": {"amount": 0.002, "period": "day"},
+            "teams": {"finance": {"amount": 10, "period": "week"}},
+        },
+    )
     server = serve(config)
     client = server.client(api_key=new_key(server, metadata={"team": "finance"})["key"])
     # max_tokens bounds the worst-case estimate: 20 output tokens at $30/M.
@@ -264,8 +280,11 @@ def test_budget_spend_survives_a_restart(upstream, serve, tmp_path):
 
     again = RunningServer(Router.from_config(config, db=server.db), server.db)
     try:
-        spent = again.router.ledger.spent(again.router.access.budgets_for(
-            again.router.access.admit(created["key"], {"model": "auto"}, 1))[0])
+        spent = again.router.ledger.spent(
+            again.router.access.budgets_for(again.router.access.admit(created["key"], {"model": "auto"}, 1))[
+                0
+            ]
+        )
         assert spent == pytest.approx(server.records()[0]["cost"]) and spent > 0
     finally:
         again.stop()
@@ -290,7 +309,11 @@ def test_metrics_after_traffic(upstream, serve):
     assert "pointsman_overhead_seconds_bucket" in text and "pointsman_first_token_seconds" in text
     assert 'pointsman_tokens_total{deployment="pricey",direction="output"}' in text
     assert 'pointsman_circuit_state{deployment="pricey"} 0.0' in text
-    remaining = [line for line in text.splitlines() if line.startswith('pointsman_budget_remaining_usd{budget="global"}')]
+    remaining = [
+        line
+        for line in text.splitlines()
+        if line.startswith('pointsman_budget_remaining_usd{budget="global"}')
+    ]
     assert remaining and 49.9 < float(remaining[0].split()[-1]) < 50
     # No per-user or per-key labels by default.
     assert "alice" not in text and "key_" not in text
@@ -316,7 +339,9 @@ def test_audit_queries_return_the_right_rows(upstream, serve):
     server.records()
     result = subprocess.run(
         [sys.executable, "-m", "pointsman", "logs", "--db", str(server.db), "--region", "us", "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert [r["deployment"] for r in json.loads(result.stdout)] == ["pricey"]
 
@@ -353,12 +378,20 @@ def test_keys_cli_lifecycle(upstream, serve, tmp_path):
     db = tmp_path / "cli-keys.db"
 
     def cli(*args: str) -> Any:
-        result = subprocess.run([sys.executable, "-m", "pointsman", "keys", *args, "--db", str(db), "--json"],
-                                capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "pointsman", "keys", *args, "--db", str(db), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return json.loads(result.stdout)
 
-    created = cli("create", "ci-app", "--models", "auto", "--budget", "5", "--period", "week", "--team", "ops")
-    assert created["models"] == ["auto"] and created["budget"] == 5.0 and created["metadata"] == {"team": "ops"}
+    created = cli(
+        "create", "ci-app", "--models", "auto", "--budget", "5", "--period", "week", "--team", "ops"
+    )
+    assert (
+        created["models"] == ["auto"] and created["budget"] == 5.0 and created["metadata"] == {"team": "ops"}
+    )
     from pointsman.router import Router
     from tests.conftest import RunningServer
 

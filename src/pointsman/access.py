@@ -60,26 +60,32 @@ class AccessControl:
         user = body.get("user") if isinstance(body.get("user"), str) else None
         grant = Grant(user=user)
         if self.enabled:
-            if not secret:
-                raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-            if self.is_master(secret):
-                grant.master = True
-            else:
-                assert self.keys is not None
-                key = self.keys.lookup(secret)
-                if key is None:
-                    raise AuthenticationFailed("invalid API key")
-                if key.revoked_at is not None:
-                    raise AuthenticationFailed(f"API key {key.name!r} was revoked")
-                if not key.active():
-                    raise AuthenticationFailed(f"API key {key.name!r} expired")
-                grant.key = key
-                self._check_key(key, str(body.get("model")), tokens)
+            grant.key = self.authenticate(secret)
+            grant.master = grant.key is None
+            if grant.key is not None:
+                self._check_key(grant.key, str(body.get("model")), tokens)
         grant.budgets = self.budgets_for(grant)
         if grant.key is not None and grant.key.max_parallel is not None:
             grant.parallel = f"key-parallel:{grant.key.id}"
             self.state.enter(grant.parallel)
         return grant
+
+    def authenticate(self, secret: str | None) -> VirtualKey | None:
+        """The active key for a secret, None for the master key; raises 401 otherwise.
+        Only meaningful when auth is enabled."""
+        if not secret:
+            raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
+        if self.is_master(secret):
+            return None
+        assert self.keys is not None
+        key = self.keys.lookup(secret)
+        if key is None:
+            raise AuthenticationFailed("invalid API key")
+        if key.revoked_at is not None:
+            raise AuthenticationFailed(f"API key {key.name!r} was revoked")
+        if not key.active():
+            raise AuthenticationFailed(f"API key {key.name!r} expired")
+        return key
 
     def _check_key(self, key: VirtualKey, model: str, tokens: int) -> None:
         if not key.can("chat"):
@@ -107,7 +113,10 @@ class AccessControl:
                 f"API key {key.name!r} is limited to {key.tpm} tokens per minute",
                 headers={"retry-after": str(max(1, round(wait)))},
             )
-        if key.max_parallel is not None and self.state.in_flight(f"key-parallel:{key.id}") >= key.max_parallel:
+        if (
+            key.max_parallel is not None
+            and self.state.in_flight(f"key-parallel:{key.id}") >= key.max_parallel
+        ):
             raise RateLimited(
                 f"API key {key.name!r} allows {key.max_parallel} requests in parallel",
                 code="too_many_parallel_requests",
@@ -147,7 +156,9 @@ class AccessControl:
             limit = settings.teams[team]
             budgets.append(Budget(f"team:{team}", f"team {team!r}", limit.amount, limit.period))
         if settings.total is not None:
-            budgets.append(Budget("global", "the global budget", settings.total.amount, settings.total.period))
+            budgets.append(
+                Budget("global", "the global budget", settings.total.amount, settings.total.period)
+            )
         return budgets
 
     def downgrade_target(self, grant: Grant, model: str) -> str | None:

@@ -23,8 +23,9 @@ def _json(data: Any, status: int = 200) -> Response:
 
 
 def _error(exc: PointsmanError) -> Response:
-    return Response(orjson.dumps(exc.body()), status_code=exc.status, media_type="application/json",
-                    headers=exc.headers)
+    return Response(
+        orjson.dumps(exc.body()), status_code=exc.status, media_type="application/json", headers=exc.headers
+    )
 
 
 def bearer(request: Request) -> str | None:
@@ -82,7 +83,9 @@ def admin_routes(router: Router) -> list[Route]:
     async def revoke_key(request: Request) -> Response:
         key = key_store().revoke(request.path_params["key_id"])
         if key is None:
-            raise PointsmanError(f"no key {request.path_params['key_id']!r}", status=404, code="key_not_found")
+            raise PointsmanError(
+                f"no key {request.path_params['key_id']!r}", status=404, code="key_not_found"
+            )
         return _json(key.public())
 
     async def records(request: Request) -> Response:
@@ -97,14 +100,24 @@ def admin_routes(router: Router) -> list[Route]:
             try:
                 return float(value)
             except ValueError:
-                raise InvalidRequest(f"query parameter {name!r} must be a number", code="invalid_query") from None
+                raise InvalidRequest(
+                    f"query parameter {name!r} must be a number", code="invalid_query"
+                ) from None
 
         router.store.flush()
         status = number("status")
         rows = read_records(
-            router.store.path, limit=int(number("limit") or 100), model=q.get("model"), since=number("since"),
-            until=number("until"), key=q.get("key"), reason=q.get("reason"), region=q.get("region"),
-            status=int(status) if status is not None else None, team=q.get("team"), user=q.get("user"),
+            router.store.path,
+            limit=int(number("limit") or 100),
+            model=q.get("model"),
+            since=number("since"),
+            until=number("until"),
+            key=q.get("key"),
+            reason=q.get("reason"),
+            region=q.get("region"),
+            status=int(status) if status is not None else None,
+            team=q.get("team"),
+            user=q.get("user"),
         )
         return _json({"object": "list", "data": rows})
 

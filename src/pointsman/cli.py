@@ -292,7 +292,9 @@ def _route(args: argparse.Namespace) -> int:
             table.add_column(column)
         for label, report in rows:
             table.add_row(
-                label[:60], report.get("route") or report.get("error", ""), " -> ".join(report.get("plan", []))
+                label[:60],
+                report.get("route") or report.get("error", ""),
+                " -> ".join(report.get("plan", [])),
             )
         Console().print(table)
     return 1 if failed and not args.file else 0

@@ -284,6 +284,9 @@ class Config(_Strict):
     metrics: MetricsSettings = MetricsSettings()
     deployments: tuple[Deployment, ...] = Field(min_length=1)
     models: dict[str, VirtualModel] = {}
+    # Names clients already use (exact, or glob patterns like "claude-*") mapped to a virtual
+    # model or deployment, so an agent configured for one model is routed transparently.
+    aliases: dict[str, str] = {}
     policies: PoliciesSettings = PoliciesSettings()
     signals: SignalsSettings = SignalsSettings()
 
@@ -382,6 +385,11 @@ def _check_references(config: Config) -> list[str]:
                         f"models.{vname}.{field}[{i}]: unknown deployment {ref!r} "
                         f"(known: {', '.join(names)})"
                     )
+    for alias, target in config.aliases.items():
+        if target not in config.models and target not in seen:
+            problems.append(
+                f"aliases.{alias}: unknown model {target!r} (known: {', '.join([*config.models, *names])})"
+            )
     for source, target in config.budgets.downgrade.items():
         for where, name in ((f"budgets.downgrade.{source}", source), (f"budgets.downgrade.{source}", target)):
             if name not in config.models:

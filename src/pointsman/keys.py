@@ -83,7 +83,16 @@ class VirtualKey:
 
 
 _SPEC_FIELDS = (
-    "models", "tier", "region", "rpm", "tpm", "max_parallel", "budget", "budget_period", "metadata", "scopes",
+    "models",
+    "tier",
+    "region",
+    "rpm",
+    "tpm",
+    "max_parallel",
+    "budget",
+    "budget_period",
+    "metadata",
+    "scopes",
 )
 
 
@@ -108,12 +117,20 @@ def parse_spec(spec: dict[str, Any]) -> dict[str, Any]:
                 raise InvalidRequest(f"'{name}' must be a positive integer", code="invalid_key_spec")
             out[name] = spec[name]
     if spec.get("budget") is not None:
-        if not isinstance(spec["budget"], (int, float)) or isinstance(spec["budget"], bool) or spec["budget"] < 0:
-            raise InvalidRequest("'budget' must be a non-negative amount in US dollars", code="invalid_key_spec")
+        if (
+            not isinstance(spec["budget"], (int, float))
+            or isinstance(spec["budget"], bool)
+            or spec["budget"] < 0
+        ):
+            raise InvalidRequest(
+                "'budget' must be a non-negative amount in US dollars", code="invalid_key_spec"
+            )
         out["budget"] = float(spec["budget"])
     if spec.get("budget_period") is not None:
         if spec["budget_period"] not in PERIODS:
-            raise InvalidRequest(f"'budget_period' must be one of: {', '.join(PERIODS)}", code="invalid_key_spec")
+            raise InvalidRequest(
+                f"'budget_period' must be one of: {', '.join(PERIODS)}", code="invalid_key_spec"
+            )
         out["budget_period"] = spec["budget_period"]
     if spec.get("metadata") is not None:
         meta = spec["metadata"]
@@ -145,21 +162,34 @@ class KeyStore:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, VirtualKey | None]] = {}
 
-    def create(self, name: str, spec: dict[str, Any] | None = None, expires_at: float | None = None) -> tuple[str, VirtualKey]:
+    def create(
+        self, name: str, spec: dict[str, Any] | None = None, expires_at: float | None = None
+    ) -> tuple[str, VirtualKey]:
         """A new key: returns the secret (shown once, never stored) and its record."""
         if not name or not isinstance(name, str):
             raise InvalidRequest("'name' is required", code="invalid_key_spec")
         settings = parse_spec(spec or {})
         secret = "pm-" + secrets.token_urlsafe(32)
         key = VirtualKey(
-            id="key_" + secrets.token_hex(6), name=name, prefix=secret[:10], created_at=time.time(),
-            expires_at=expires_at, **settings,
+            id="key_" + secrets.token_hex(6),
+            name=name,
+            prefix=secret[:10],
+            created_at=time.time(),
+            expires_at=expires_at,
+            **settings,
         )
         with self._lock:
             self._db.execute(
                 "INSERT INTO keys (id, name, hash, prefix, created_at, expires_at, spec) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key.id, name, hash_key(secret), key.prefix, key.created_at, expires_at,
-                 orjson.dumps({f: getattr(key, f) for f in _SPEC_FIELDS}).decode()),
+                (
+                    key.id,
+                    name,
+                    hash_key(secret),
+                    key.prefix,
+                    key.created_at,
+                    expires_at,
+                    orjson.dumps({f: getattr(key, f) for f in _SPEC_FIELDS}).decode(),
+                ),
             )
             self._db.commit()
         return secret, key
@@ -205,6 +235,11 @@ class KeyStore:
 def _row_to_key(row: tuple[Any, ...]) -> VirtualKey:
     key_id, name, _hash, prefix, created_at, expires_at, revoked_at, spec = row
     return VirtualKey(
-        id=key_id, name=name, prefix=prefix, created_at=created_at, expires_at=expires_at,
-        revoked_at=revoked_at, **orjson.loads(spec),
+        id=key_id,
+        name=name,
+        prefix=prefix,
+        created_at=created_at,
+        expires_at=expires_at,
+        revoked_at=revoked_at,
+        **orjson.loads(spec),
     )

@@ -21,27 +21,59 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.known_models = set(models) | set(deployments)
         r = self.registry
-        self.requests = Counter("pointsman_requests", "Requests by model asked for, deployment that answered, status",
-                                ["model", "deployment", "status"], registry=r)
-        self.errors = Counter("pointsman_errors", "Failed requests by model and error code", ["model", "code"],
-                              registry=r)
-        self.attempt_failures = Counter("pointsman_upstream_failures", "Failed upstream calls by deployment",
-                                        ["deployment"], registry=r)
-        self.latency = Histogram("pointsman_request_duration_seconds", "Total request latency", ["model"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.first_token = Histogram("pointsman_first_token_seconds", "Time to the first streamed chunk",
-                                     ["deployment"], buckets=LATENCY_BUCKETS, registry=r)
-        self.overhead = Histogram("pointsman_overhead_seconds", "Time spent in pointsman itself",
-                                  buckets=OVERHEAD_BUCKETS, registry=r)
-        self.tokens = Counter("pointsman_tokens", "Tokens by deployment and direction", ["deployment", "direction"],
-                              registry=r)
-        self.cost = Counter("pointsman_cost_usd", "Spend in US dollars by deployment", ["deployment"], registry=r)
-        self.fallbacks = Counter("pointsman_fallbacks", "Requests answered by a deployment after another failed",
-                                 ["model"], registry=r)
-        self.decisions = Counter("pointsman_decisions", "Routing decisions by strategy and reason",
-                                 ["strategy", "reason"], registry=r)
-        self.budget_remaining = Gauge("pointsman_budget_remaining_usd", "Money left in a budget this period",
-                                      ["budget"], registry=r)
+        self.requests = Counter(
+            "pointsman_requests",
+            "Requests by model asked for, deployment that answered, status",
+            ["model", "deployment", "status"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "pointsman_errors", "Failed requests by model and error code", ["model", "code"], registry=r
+        )
+        self.attempt_failures = Counter(
+            "pointsman_upstream_failures", "Failed upstream calls by deployment", ["deployment"], registry=r
+        )
+        self.latency = Histogram(
+            "pointsman_request_duration_seconds",
+            "Total request latency",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.first_token = Histogram(
+            "pointsman_first_token_seconds",
+            "Time to the first streamed chunk",
+            ["deployment"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "pointsman_overhead_seconds",
+            "Time spent in pointsman itself",
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "pointsman_tokens", "Tokens by deployment and direction", ["deployment", "direction"], registry=r
+        )
+        self.cost = Counter(
+            "pointsman_cost_usd", "Spend in US dollars by deployment", ["deployment"], registry=r
+        )
+        self.fallbacks = Counter(
+            "pointsman_fallbacks",
+            "Requests answered by a deployment after another failed",
+            ["model"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "pointsman_decisions",
+            "Routing decisions by strategy and reason",
+            ["strategy", "reason"],
+            registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "pointsman_budget_remaining_usd", "Money left in a budget this period", ["budget"], registry=r
+        )
         self._circuits: Callable[[], dict[str, str]] = dict
         r.register(_CircuitCollector(self))
 
@@ -61,7 +93,8 @@ class _CircuitCollector:
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
-            "pointsman_circuit_state", "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open",
+            "pointsman_circuit_state",
+            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open",
             labels=["deployment"],
         )
         for name, state in self.metrics._circuits().items():

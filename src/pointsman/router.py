@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import hashlib
 import os
 import threading
@@ -162,14 +163,29 @@ class Router:
         *,
         key: str | None = None,
     ) -> tuple[Decision, Signals]:
-        model = body["model"]
-        decision = Decision(request_id or new_request_id(), model)
+        decision = Decision(request_id or new_request_id(), body["model"])
+        model = self.resolve_alias(body["model"])
+        if model != body["model"]:
+            decision.reasons.append(f"alias: {body['model']} -> {model}")
         signals = Signals(body, headers, settings=self.signal_settings, key=key)
         try:
             self._route(model, decision, signals)
         finally:
             decision.signals = signals.computed()
         return decision, signals
+
+    def resolve_alias(self, model: str) -> str:
+        """The virtual model or deployment an alias (exact name first, then glob patterns in
+        config order) stands for; names that are not aliases stay as they are."""
+        aliases = self.config.aliases
+        if not aliases or model in self.strategies or model in self.config._by_name():
+            return model
+        if model in aliases:
+            return aliases[model]
+        for pattern, target in aliases.items():
+            if fnmatch.fnmatchcase(model, pattern):
+                return target
+        return model
 
     def _route(self, model: str, decision: Decision, signals: Signals) -> None:
         if self.pii is not None:
@@ -180,7 +196,9 @@ class Router:
                 self._pools[model], signals, self.policies, decision.reasons
             )
             if not candidates:
-                raise self._refusal(f"no deployment of model {model!r} can serve this request", decision)
+                raise self._refusal(
+                    f"no deployment of model {model!r} can serve this request", decision
+                )
             ranking = strategy.rank(candidates, signals)
             alive = {d.name for d in candidates}
             plan = list(dict.fromkeys(ranking.order))
@@ -259,8 +277,10 @@ class Router:
             grant = call.grant = self.access.admit(key, body, Signals(body).estimated_tokens)
             headers = self.access.signal_headers(grant, headers)
             decision, signals = self.route(body, headers, call.request_id, key=key)
-            downgrade = self.access.downgrade_target(grant, body["model"])
+            routed = self.resolve_alias(body["model"])
+            downgrade = self.access.downgrade_target(grant, routed)
             if downgrade is not None:
+                routed = downgrade
                 decision, signals = self.route(
                     {**body, "model": downgrade}, headers, call.request_id, key=key
                 )
@@ -282,13 +302,13 @@ class Router:
                     self._headers(decision, call, outcome),
                     stream=self._relay(first, rest, decision, call, outcome),
                 )
-            route = self.config.models.get(call.requested_model or "")
+            route = self.config.models.get(routed)
             completion = await self.dispatcher.complete(
                 decision,
                 upstream_body,
                 outcome,
                 signals,
-                cascade=self.cascades.get(call.requested_model or ""),
+                cascade=self.cascades.get(routed),
                 hedge=route.hedge if route is not None else None,
             )
             headers_out = self._headers(decision, call, outcome)
@@ -438,7 +458,9 @@ class Router:
     ) -> None:
         m = self.metrics
         assert m is not None
-        model = m.model_label(call.requested_model)
+        model = m.model_label(
+            self.resolve_alias(call.requested_model) if isinstance(call.requested_model, str) else None
+        )
         answered = decision.answered_by if decision and decision.answered_by else "none"
         m.requests.labels(model, answered, str(status)).inc()
         m.latency.labels(model).observe(total)

@@ -17,6 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from pointsman.admin import admin_routes
+from pointsman.anthropic_api import anthropic_routes
 from pointsman.dashboard import dashboard_routes
 from pointsman.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, PointsmanError
 from pointsman.router import Router, new_request_id
@@ -225,6 +226,7 @@ def create_app(router: Router) -> ASGIApp:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *admin_routes(router),
+            *anthropic_routes(router),
             *dashboard_routes(router),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed},

@@ -151,6 +151,11 @@ def tier_of(record: Mapping[str, Any]) -> str | None:
     return str(route)
 
 
+def _tier(record: Mapping[str, Any]) -> str:
+    """The tier of a routed request (one with a route)."""
+    return tier_of(record) or ""
+
+
 def fell_back(record: Mapping[str, Any]) -> bool:
     """Answered, but only after another deployment failed."""
     answered = record.get("deployment")
@@ -210,7 +215,7 @@ def _fairness(
     """Per group (largest first): its requests, tier and deployment counts, cost per request,
     error rate, and `skew`: how far its tier mix is from everyone's (total variation distance,
     0..1)."""
-    overall = Counter(tier_of(r) for r in routed)
+    overall = Counter(_tier(r) for r in routed)
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in routed:
         groups[group(r)].append(r)
@@ -226,10 +231,10 @@ def _group(
     members: list[dict[str, Any]],
     tiers: list[str],
     deployments: list[str],
-    overall: Counter[str | None],
+    overall: Counter[str],
     total: int,
 ) -> dict[str, Any]:
-    tier_counts = Counter(tier_of(r) for r in members)
+    tier_counts = Counter(_tier(r) for r in members)
     deployment_counts = Counter(r["deployment"] for r in members if r["deployment"])
     n = len(members)
     return {
@@ -319,8 +324,8 @@ def summarise(
         }
         for d in deployment_names
     ]
-    tier_counts = Counter(tier_of(r) for r in routed)
-    tier_names = sorted(tier_counts, key=lambda t: (-tier_counts[t], t or ""))
+    tier_counts = Counter(_tier(r) for r in routed)
+    tier_names = sorted(tier_counts, key=lambda t: (-tier_counts[t], t))
     tiers = [
         {
             "name": t,
@@ -343,7 +348,7 @@ def summarise(
             ("overhead", "overhead_ms"),
         )
     }
-    served_names = [d["name"] for d in deployments if d["requests"]]
+    served_names = [d for d in deployment_names if served[d]]
     return {
         "since": since,
         "until": until,
@@ -388,7 +393,7 @@ def budget_burn(
     """Spend this period against each budget: every active key's that has one, then the teams'
     and the global one from the config."""
     now = ledger.clock()
-    budgets = [
+    budgets: list[tuple[str, str | None, Budget]] = [
         ("key", key.id, Budget(f"key:{key.id}", key.name, key.budget, key.budget_period))
         for key in keys
         if key.budget is not None and key.active(now)
