@@ -184,6 +184,16 @@ def test_dashboard_needs_the_master_key_or_a_read_only_key(recorded):
     assert status == 403 and body["error"]["code"] == "master_key_required"
 
 
+def test_read_only_key_from_the_cli_opens_the_dashboard(recorded, capsys):
+    assert main(["keys", "create", "auditor", "--read-only", "--db", str(recorded.db), "--json"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["scopes"] == ["dashboard"]
+    status, summary = call(recorded, "/dashboard/api/summary?since=1h", created["key"])
+    assert status == 200 and summary["totals"]["requests"] == 9
+    assert main(["keys", "list", "--db", str(recorded.db)]) == 0
+    assert "auditor" in (listed := capsys.readouterr().out) and "read-only" in listed
+
+
 def test_dashboard_in_headless_chromium_shows_the_recorded_traffic(recorded):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium (.ci/run does)")

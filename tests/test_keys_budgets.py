@@ -281,7 +281,7 @@ def test_budget_spend_survives_a_restart(upstream, serve, tmp_path):
     again = RunningServer(Router.from_config(config, db=server.db), server.db)
     try:
         spent = again.router.ledger.spent(
-            again.router.access.budgets_for(again.router.access.admit(created["key"], {"model": "auto"}, 1))[
+            again.router.access.budgets_for(again.router.access.admit(created["key"], {"model": "auto"}, lambda: 1))[
                 0
             ]
         )

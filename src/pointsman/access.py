@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -55,8 +55,9 @@ class AccessControl:
 
     # -- admission ----------------------------------------------------------------------------
 
-    def admit(self, secret: str | None, body: Mapping[str, Any], tokens: int) -> Grant:
-        """Authenticate the key and enforce its allowances and limits; raises 401/403/429."""
+    def admit(self, secret: str | None, body: Mapping[str, Any], tokens: Callable[[], int]) -> Grant:
+        """Authenticate the key and enforce its allowances and limits; raises 401/403/429.
+        `tokens` estimates the request's tokens, asked only for keys with a token limit."""
         user = body.get("user") if isinstance(body.get("user"), str) else None
         grant = Grant(user=user)
         if self.enabled:
@@ -87,7 +88,7 @@ class AccessControl:
             raise AuthenticationFailed(f"API key {key.name!r} expired")
         return key
 
-    def _check_key(self, key: VirtualKey, model: str, tokens: int) -> None:
+    def _check_key(self, key: VirtualKey, model: str, estimate: Callable[[], int]) -> None:
         if not key.can("chat"):
             raise PermissionDenied(
                 f"API key {key.name!r} is read-only (scopes: {', '.join(key.scopes)}): "
@@ -101,6 +102,7 @@ class AccessControl:
             )
         scope = f"key:{key.id}"
         requests, used = self.state.rates(scope)
+        tokens = estimate() if key.tpm is not None else 0
         if key.rpm is not None and requests >= key.rpm:
             wait = self.state.window_reset_in(scope)
             raise RateLimited(

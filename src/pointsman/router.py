@@ -274,7 +274,7 @@ class Router:
         grant: Grant | None = None
         try:
             validate_chat_body(body)
-            grant = call.grant = self.access.admit(key, body, Signals(body).estimated_tokens)
+            grant = call.grant = self.access.admit(key, body, lambda: Signals(body).estimated_tokens)
             headers = self.access.signal_headers(grant, headers)
             decision, signals = self.route(body, headers, call.request_id, key=key)
             routed = self.resolve_alias(body["model"])

@@ -22,10 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from pointsman.learning.calibration import Target, choose, knob_for
+from pointsman.learning.calibration import Knob, Target, knob_for
 from pointsman.learning.datasets import CHARS_PER_TOKEN
 from pointsman.learning.encoders import CachedEncoder, Encoder, build_encoder
-from pointsman.learning.predictors import ArtifactError, Features, Predictor, load_predictor
+from pointsman.learning.predictors import (
+    ArtifactError,
+    Features,
+    GatedPredictor,
+    Predictor,
+    load_predictor,
+)
 
 FORMAT = "pointsman-router"
 VERSION = 1
@@ -43,6 +49,7 @@ class Choice:
     reason: str
     predicted: dict[str, float]
     scores: dict[str, float] = field(default_factory=dict)
+    route: str | None = None
 
 
 @dataclass
@@ -83,9 +90,22 @@ class RouterArtifact:
                 feats.dense[name] = enc.encode(texts)
         return feats
 
+    @property
+    def routes(self) -> list[str]:
+        """Route names of a gated router (each with its own expert and knob), else none."""
+        return list(self.predictor.routes) if isinstance(self.predictor, GatedPredictor) else []
+
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Predicted quality, (len(texts), len(models)), each in 0..1."""
         return self.predictor.predict(self.encode(texts))
+
+    def predict_with_routes(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
+        """Predicted quality and each text's route (None for routers without routes)."""
+        features = self.encode(texts)
+        if isinstance(self.predictor, GatedPredictor):
+            pred, idx = self.predictor.predict_with_routes(features)
+            return pred, [self.predictor.routes[i] for i in idx]
+        return self.predictor.predict(features), [None] * len(texts)
 
     def strong_gain(self, texts: Sequence[str]) -> np.ndarray:
         pred = self.predict(texts)
@@ -110,39 +130,51 @@ class RouterArtifact:
         lam: float | None = None,
         target: Target | None = None,
         preset: str | None = None,
-    ) -> float:
-        """The threshold (two models) or lambda (many) to use: explicit, from a target via the
-        stored calibration table, from a named preset, or the artifact's default."""
+    ) -> Knob:
+        """The threshold (two models) or lambda (many) to use, per route where the router has
+        routes: explicit (the same for every route), from a target via the stored calibration
+        tables, from a named preset, or the artifact's default."""
         key = "threshold" if self.kind == TWO_MODEL else "lambda"
         if self.kind == TWO_MODEL and lam is not None:
             raise ArtifactError("lambda applies to many-model routers; use threshold")
         if self.kind == MULTI_MODEL and threshold is not None:
             raise ArtifactError("threshold applies to two-model routers; use lambda")
         if threshold is not None:
-            return float(threshold)
+            return Knob(float(threshold))
         if lam is not None:
-            return float(lam)
+            return Knob(float(lam))
         if target is not None:
             if not self.calibration:
                 raise ArtifactError("this artifact has no calibration table; give the knob explicitly")
-            return float(knob_for(self.kind, self.calibration, target)[key])
+            tables = self.calibration.get("routes", {})
+            return Knob(
+                float(knob_for(self.kind, self.calibration, target)[key]),
+                {r: float(knob_for(self.kind, t, target)[key]) for r, t in tables.items()},
+            )
+        chosen = self.knob
         if preset is not None:
             if preset not in self.presets:
                 raise ArtifactError(f"no preset {preset!r} (have: {', '.join(self.presets) or 'none'})")
-            return float(self.presets[preset][key])
-        return float(self.knob.get(key, 0.0))
+            chosen = self.presets[preset]
+        return Knob(
+            float(chosen.get(key, 0.0)),
+            {r: float(v[key] if isinstance(v, dict) else v) for r, v in chosen.get("routes", {}).items()},
+        )
 
     def decide(
         self,
         text: str,
-        knob: float,
+        knob: Knob | float,
         prompt_tokens: float | None = None,
         prices: dict[str, tuple[float, float]] | None = None,
         allowed: Sequence[str] | None = None,
     ) -> Choice:
         """Route one prompt. `allowed` limits the models that may be chosen (those with a
         deployment left after the policies); the ranking still lists them all."""
-        pred = self.predict([text])[0]
+        preds, routes = self.predict_with_routes([text])
+        pred, route = preds[0], routes[0]
+        if isinstance(knob, Knob):
+            knob = knob.for_route(route)
         predicted = {m: float(p) for m, p in zip(self.models, pred, strict=True)}
         allowed_set = set(self.models if allowed is None else allowed)
         if self.kind == TWO_MODEL:
@@ -155,7 +187,12 @@ class RouterArtifact:
                 wanted, other = other, wanted
                 reason = f"{reason}_unavailable"
             return Choice(
-                wanted, [wanted, other], reason, predicted, {"strong_gain": gain, "threshold": knob}
+                wanted,
+                [wanted, other],
+                reason,
+                predicted,
+                {"strong_gain": gain, "threshold": knob},
+                route,
             )
         tokens = prompt_tokens if prompt_tokens is not None else -(-len(text) // CHARS_PER_TOKEN)
         cost = self.expected_cost(tokens, prices)
@@ -168,16 +205,33 @@ class RouterArtifact:
         reason = "best_quality" if predicted[chosen] >= best_quality - 1e-12 else "cheaper_enough"
         scores = {m: float(utility[j]) for j, m in enumerate(self.models)}
         scores["lambda"] = knob
-        return Choice(chosen, ranking, reason, predicted, scores)
+        return Choice(chosen, ranking, reason, predicted, scores, route)
 
-    def decide_batch(self, texts: Sequence[str], knob: float, cost: np.ndarray | None = None) -> np.ndarray:
+    def decide_batch(
+        self, texts: Sequence[str], knob: Knob | float, cost: np.ndarray | None = None
+    ) -> np.ndarray:
         """Index of the chosen model for each text (evaluation: costs from the dataset)."""
-        pred = self.predict(texts)
+        pred, routes = self.predict_with_routes(texts)
+        return self.choose(pred, routes, knob, cost, texts)
+
+    def choose(
+        self,
+        pred: np.ndarray,
+        routes: Sequence[str | None],
+        knob: Knob | float,
+        cost: np.ndarray | None = None,
+        texts: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """Chosen model index per row from predictions already made."""
+        k = knob if isinstance(knob, Knob) else Knob(float(knob))
+        values = np.array([k.for_route(r) for r in routes])
         if self.kind == TWO_MODEL:
-            return (pred[:, 1] - pred[:, 0] > knob).astype(np.int64)
+            return (pred[:, 1] - pred[:, 0] > values).astype(np.int64)
         if cost is None:
+            assert texts is not None
             cost = np.stack([self.expected_cost(-(-len(t) // CHARS_PER_TOKEN)) for t in texts])
-        return choose(pred, cost / self.cost_ref, knob)
+        utility = pred - values[:, None] * cost / self.cost_ref
+        return np.argmax(utility - 1e-12 * cost, axis=1)
 
     # ------------------------------------------------------------------ storage
 
@@ -199,6 +253,7 @@ class RouterArtifact:
             "kind": self.kind,
             "models": self.models,
             "tiers": self.tiers,
+            "routes": self.routes,
             "prices": {m: list(p) for m, p in self.prices.items()},
             "output_tokens": self.output_tokens,
             "cost_ref": self.cost_ref,

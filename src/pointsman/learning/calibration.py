@@ -8,7 +8,7 @@ artifact, and read back to turn a target into a knob without touching data again
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,23 @@ class Target:
         if self.cost_share is not None:
             return f"at most {self.cost_share:.0%} of the best single model's cost"
         return f"keep {self.quality:.0%} of the best single model's quality at least cost"
+
+
+@dataclass(frozen=True)
+class Knob:
+    """The knob's value, and per-route values for routers with routes (a route without its
+    own value uses `value`)."""
+
+    value: float
+    routes: dict[str, float] = field(default_factory=dict)
+
+    def for_route(self, route: str | None) -> float:
+        return self.routes.get(route, self.value) if route is not None else self.value
+
+    def describe(self) -> str:
+        if not self.routes:
+            return f"{self.value:.4g}"
+        return ", ".join(f"{r} {v:.4g}" for r, v in self.routes.items())
 
 
 def two_model_table(score: np.ndarray, quality: np.ndarray) -> dict[str, list[float]]:

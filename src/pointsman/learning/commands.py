@@ -34,6 +34,11 @@ def register(subparsers: Any) -> None:
     t.add_argument(
         "--drop-group", action="append", default=[], help="leave out a group (e.g. a mis-graded subject)"
     )
+    t.add_argument(
+        "--routes",
+        action="store_true",
+        help="one route per dataset: its own expert and knob, and a gate that picks the route",
+    )
     t.add_argument("--prices", help="JSON {model: {input_price, output_price}} in $ per million tokens")
     t.add_argument("--json", action="store_true", help="print the training report as JSON")
     t.set_defaults(func=cmd_train)
@@ -164,6 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             folds=args.folds,
             seed=args.seed,
             drop_groups=args.drop_group,
+            routes=args.routes,
             progress=lambda msg: (status.update(f"training: {msg}"), console.log(msg)),
             meta=meta,
         )
@@ -174,9 +180,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         "models": artifact.models,
         "tiers": artifact.tiers,
         "rows": sum(len(d) for d in datasets),
+        "routes": artifact.routes,
         "chosen": selection.chosen,
         "weights": selection.weights,
         "selection": selection.table,
+        "route_selection": artifact.meta.get("routes", {}),
         "knob": artifact.knob,
         "presets": artifact.presets,
     }
@@ -189,24 +197,32 @@ def cmd_train(args: argparse.Namespace) -> int:
             title=f"candidates ({artifact.meta['selection_metric']}, {args.folds}-fold out-of-fold)",
             title_justify="left",
         )
+        table.add_column("route")
         table.add_column("candidate")
         table.add_column("score", justify="right")
         table.add_column("per dataset", justify="right")
         table.add_column("seconds", justify="right")
-        for row in selection.table:
-            table.add_row(
-                row["candidate"],
-                f"{row['score']:.4f}",
-                " ".join(f"{p:.3f}" for p in row.get("per_dataset", [])),
-                str(row["seconds"]),
-            )
+        per_route = artifact.meta.get("routes", {})
+        sections = [(r, per_route[r]["selection"]) for r in artifact.routes] or [("", selection.table)]
+        for route, rows in sections:
+            for row in rows:
+                table.add_row(
+                    route,
+                    row["candidate"],
+                    f"{row['score']:.4f}",
+                    " ".join(f"{p:.3f}" for p in row.get("per_dataset", [])),
+                    str(row["seconds"]),
+                )
         from rich.console import Console
 
         out = Console()
         out.print(table)
+        if "gate_accuracy" in per_route:
+            out.print(f"route gate: {per_route['gate_accuracy']:.1%} out-of-fold accuracy")
         out.print(
             f"wrote {folder} ({artifact.kind}, models: {', '.join(artifact.models)}); "
-            f"default knob {artifact.knob}"
+            f"default knob {artifact.knob.get('threshold', artifact.knob.get('lambda'))} "
+            f"(routes: {artifact.knob.get('routes') and list(artifact.knob['routes'])})"
         )
     return 0
 
@@ -320,22 +336,37 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         folder = resolve_artifact(args.router)
         artifact = RouterArtifact.load(folder)
         table = artifact.calibration
-        source = "stored table (out-of-fold predictions on the training data)"
+        source = "stored tables (out-of-fold predictions on the training data)"
         if args.data:
             parts = [
                 align(_rows(_load(d, None), args.split, args.seed, args.test_fraction), artifact)
                 for d in args.data
             ]
             data, _ = combine(parts)
-            pred = predict_all(artifact, data.prompts)
-            if artifact.kind == "two_model":
-                table = two_model_table(pred[:, 1] - pred[:, 0], data.quality)
-            else:
-                table = multi_model_table(pred, data.cost, data.quality)
+            pred, routes = predict_all(artifact, data.prompts)
+
+            def make(rows: Any) -> dict[str, Any]:
+                if artifact.kind == "two_model":
+                    return two_model_table(pred[rows, 1] - pred[rows, 0], data.quality[rows])
+                return multi_model_table(pred[rows], data.cost[rows], data.quality[rows])
+
+            import numpy as np
+
+            table = make(np.arange(len(data)))
+            per_route = {}
+            for r in artifact.routes:
+                rows = np.array([i for i, x in enumerate(routes) if x == r], dtype=np.int64)
+                if len(rows):
+                    per_route[r] = make(rows)
+            if per_route:
+                table["routes"] = per_route
             source = f"{', '.join(args.data)} ({args.split} rows, {len(data)} prompts)"
         knob = knob_for(artifact.kind, table, target)
+        route_knobs = {r: knob_for(artifact.kind, t, target) for r, t in table.get("routes", {}).items()}
     except (ArtifactError, CalibrationError, DatasetError) as exc:
         return _fail(str(exc), args.json)
+    if route_knobs:
+        knob["routes"] = route_knobs
     knob["target"] = {k: v for k, v in vars(target).items() if v is not None}
     result = {
         "router": str(folder),
@@ -357,11 +388,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         key = "threshold" if artifact.kind == "two_model" else "lambda"
-        exp = knob["expected"]
         print(f"{target.describe()}: {key} = {knob[key]:.6g}  (from {source})")
-        print("expected: " + ", ".join(f"{k} {v:.3f}" for k, v in exp.items()))
-        opt = "threshold" if key == "threshold" else "lambda"
-        print(f"config: options: {{artifact: {args.router}, {opt}: {knob[key]:.6g}}}")
+        print("expected: " + ", ".join(f"{k} {v:.3f}" for k, v in knob["expected"].items()))
+        for r, k in route_knobs.items():
+            exp = ", ".join(f"{n} {v:.3f}" for n, v in k["expected"].items())
+            print(f"  route {r}: {key} = {k[key]:.6g}; expected {exp}")
+        t = knob["target"]
+        print(f"config: options: {{artifact: {args.router}, target: {json.dumps(t)}}}")
         if args.write:
             print(f"wrote {result['written']}")
     return 0

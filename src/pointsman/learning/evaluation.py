@@ -11,6 +11,7 @@ import numpy as np
 
 from pointsman.learning import metrics
 from pointsman.learning.artifact import TWO_MODEL, RouterArtifact
+from pointsman.learning.calibration import Knob
 from pointsman.learning.datasets import DatasetError, OutcomeData
 
 BATCH = 256
@@ -39,14 +40,17 @@ def align(data: OutcomeData, artifact: RouterArtifact) -> OutcomeData:
 
 def predict_all(
     artifact: RouterArtifact, prompts: Sequence[str], advance: Callable[[int], None] | None = None
-) -> np.ndarray:
-    parts = []
+) -> tuple[np.ndarray, list[str | None]]:
+    """Predicted quality and route of every prompt, in batches."""
+    parts, routes = [], []
     for start in range(0, len(prompts), BATCH):
         chunk = prompts[start : start + BATCH]
-        parts.append(artifact.predict(chunk))
+        pred, route = artifact.predict_with_routes(chunk)
+        parts.append(pred)
+        routes.extend(route)
         if advance:
             advance(len(chunk))
-    return np.vstack(parts) if parts else np.zeros((0, len(artifact.models)))
+    return (np.vstack(parts) if parts else np.zeros((0, len(artifact.models)))), routes
 
 
 @dataclass
@@ -142,22 +146,22 @@ def references(data: OutcomeData) -> list[RouterResult]:
 
 
 def operating_point(
-    artifact: RouterArtifact, predicted: np.ndarray, data: OutcomeData, knob: float
+    artifact: RouterArtifact,
+    predicted: np.ndarray,
+    routes: Sequence[str | None],
+    data: OutcomeData,
+    knob: Knob,
 ) -> dict[str, Any]:
     """What the artifact's calibrated knob actually gives on this held-out data."""
     rows = np.arange(len(data))
-    if artifact.kind == TWO_MODEL:
-        pick = (predicted[:, 1] - predicted[:, 0] > knob).astype(int)
-    else:
-        from pointsman.learning.calibration import choose
-
-        pick = choose(predicted, data.cost / artifact.cost_ref, knob)
+    pick = artifact.choose(predicted, routes, knob, data.cost)
     xs, ys = metrics.single_points(data.cost, data.quality)
     b = int(np.argmax(ys))
     quality = float(data.quality[rows, pick].mean())
     cost = float(data.cost[rows, pick].mean())
     out: dict[str, Any] = {
-        "knob": knob,
+        "knob": knob.value,
+        "route_knobs": knob.routes,
         "target": artifact.knob.get("target"),
         "quality": quality,
         "quality_ratio": quality / ys[b] if ys[b] else None,
@@ -166,6 +170,8 @@ def operating_point(
     if data.two_model:
         out["strong_share"] = float(pick.mean())
     out["calls"] = {m: float((pick == j).mean()) for j, m in enumerate(data.models)}
+    if any(r is not None for r in routes):
+        out["routed"] = {r: routes.count(r) / len(routes) for r in sorted({r for r in routes if r})}
     return out
 
 
@@ -198,18 +204,24 @@ def evaluate(
 ) -> list[DatasetReport]:
     """The report on `test`, and a second one without `exclude_groups` when given."""
     data = align(test, artifact)
-    predicted = predict_all(artifact, data.prompts, advance)
-    reports = [_report(artifact, data, predicted, name, list(test.notes))]
+    predicted, routes = predict_all(artifact, data.prompts, advance)
+    reports = [_report(artifact, data, predicted, routes, name, list(test.notes))]
     if exclude_groups and data.groups is not None:
         keep = np.array([g not in exclude_groups for g in data.groups])
         sub = data.subset(np.flatnonzero(keep))
         sub.name = f"{data.name} without {', '.join(exclude_groups)}"
-        reports.append(_report(artifact, sub, predicted[keep], name, []))
+        kept_routes = [r for r, k in zip(routes, keep, strict=True) if k]
+        reports.append(_report(artifact, sub, predicted[keep], kept_routes, name, []))
     return reports
 
 
 def _report(
-    artifact: RouterArtifact, data: OutcomeData, predicted: np.ndarray, name: str, notes: list[str]
+    artifact: RouterArtifact,
+    data: OutcomeData,
+    predicted: np.ndarray,
+    routes: Sequence[str | None],
+    name: str,
+    notes: list[str],
 ) -> DatasetReport:
     curve = router_curve(predicted, data)
     xs, ys = metrics.single_points(data.cost, data.quality)
@@ -223,7 +235,7 @@ def _report(
         routers=[RouterResult(name, curve, _numbers(curve, data))],
         references=references(data),
         singles={m: {"quality": float(ys[j]), "cost": float(xs[j])} for j, m in enumerate(data.models)},
-        operating_point=operating_point(artifact, predicted, data, knob),
+        operating_point=operating_point(artifact, predicted, routes, data, knob),
         groups=group_table(predicted, data),
         notes=notes,
     )
@@ -267,8 +279,11 @@ def render(reports: Sequence[DatasetReport], console: Any, groups: bool = False)
         op = rep.operating_point
         if op:
             share = f", strong share {op['strong_share']:.1%}" if "strong_share" in op else ""
+            knob = Knob(op["knob"], op.get("route_knobs") or {}).describe()
+            routed = op.get("routed")
+            via = f" (routes: {', '.join(f'{r} {v:.0%}' for r, v in routed.items())})" if routed else ""
             console.print(
-                f"  calibrated knob {op['knob']:.4g} (target {op.get('target')}): quality "
+                f"  calibrated knob {knob}{via}, target {op.get('target')}: quality "
                 f"{op['quality']:.3f} = {op['quality_ratio']:.1%} of best single at "
                 f"{op['cost_ratio']:.2f}x its cost{share}"
             )

@@ -91,7 +91,8 @@ class Standardizer:
 
 class LinearPredictor(Predictor):
     """One logistic model per output over dense blocks (standardised, then weighted by
-    `dense_scale`) and at most one sparse block."""
+    `dense_scale`) and at most one sparse block; with `link="softmax"`, one multinomial model
+    whose outputs sum to 1 (the route gate)."""
 
     kind = "linear"
 
@@ -104,7 +105,11 @@ class LinearPredictor(Predictor):
         w_dense: np.ndarray,
         w_sparse: np.ndarray | None,
         bias: np.ndarray,
+        link: str = "logistic",
     ) -> None:
+        if link not in ("logistic", "softmax"):
+            raise ArtifactError(f"unknown link {link!r}")
+        self.link = link
         self.dense_blocks = list(dense_blocks)
         self.sparse_block = sparse_block
         self.scaler = scaler
@@ -129,6 +134,9 @@ class LinearPredictor(Predictor):
             z += x @ self.w_dense
         if self.sparse_block is not None and self.w_sparse is not None:
             z += features.sparse[self.sparse_block].dot(self.w_sparse)
+        if self.link == "softmax":
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
         return _sigmoid(z)
 
     def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -144,6 +152,7 @@ class LinearPredictor(Predictor):
             "dense_blocks": self.dense_blocks,
             "sparse_block": self.sparse_block,
             "dense_scale": self.dense_scale,
+            "link": self.link,
         }
         return spec, arrays
 
@@ -159,18 +168,28 @@ class LinearPredictor(Predictor):
             arrays[f"{p}w_dense"],
             arrays.get(f"{p}w_sparse"),
             arrays[f"{p}bias"],
+            spec.get("link", "logistic"),
         )
 
 
 class KnnPredictor(Predictor):
     """Mean outcome of the k most similar training prompts (cosine on a dense block whose
-    rows are unit length), weighted by similarity."""
+    rows are unit length), weighted by similarity. Keys are kept as int8 with one scale (a
+    quarter of float32's size, rankings unchanged in practice)."""
 
     kind = "knn"
 
-    def __init__(self, block: str, keys: np.ndarray, values: np.ndarray, k: int) -> None:
+    def __init__(
+        self, block: str, keys: np.ndarray, values: np.ndarray, k: int, scale: float | None = None
+    ) -> None:
         self.block = block
-        self.keys = np.ascontiguousarray(np.asarray(keys, dtype=np.float16), dtype=np.float32)
+        if scale is None:
+            top = float(np.abs(keys).max()) or 1.0
+            scale = 127.0 / top
+            keys = np.round(np.asarray(keys, dtype=np.float64) * scale).astype(np.int8)
+        self.scale = float(scale)
+        self.quantized = np.asarray(keys, dtype=np.int8)
+        self.keys = np.ascontiguousarray(self.quantized, dtype=np.float32) / np.float32(self.scale)
         self.values = np.asarray(values, dtype=np.float16).astype(np.float32)
         self.k = min(k, len(self.keys))
 
@@ -185,17 +204,16 @@ class KnnPredictor(Predictor):
         return out.astype(np.float64)
 
     def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        spec = {"kind": self.kind, "prefix": prefix, "block": self.block, "k": self.k}
-        arrays = {
-            f"{prefix}keys": self.keys.astype(np.float16),
-            f"{prefix}values": self.values.astype(np.float16),
-        }
+        spec = {"kind": self.kind, "prefix": prefix, "block": self.block, "k": self.k, "scale": self.scale}
+        arrays = {f"{prefix}keys": self.quantized, f"{prefix}values": self.values.astype(np.float16)}
         return spec, arrays
 
     @classmethod
     def load(cls, spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> KnnPredictor:
         p = spec["prefix"]
-        return cls(spec["block"], arrays[f"{p}keys"], arrays[f"{p}values"], int(spec["k"]))
+        keys = arrays[f"{p}keys"]
+        scale = float(spec["scale"]) if keys.dtype == np.int8 else None
+        return cls(spec["block"], keys, arrays[f"{p}values"], int(spec["k"]), scale)
 
 
 class TreesPredictor(Predictor):
@@ -349,8 +367,54 @@ class EnsemblePredictor(Predictor):
         return cls([load_predictor(s, arrays) for s in spec["members"]], spec["weights"])
 
 
+class GatedPredictor(Predictor):
+    """Routes with experts: a softmax gate gives each prompt's probability of belonging to
+    each route (e.g. the dataset a prompt resembles) and the prediction is the experts'
+    predictions weighted by it."""
+
+    kind = "gated"
+
+    def __init__(self, gate: LinearPredictor, experts: Sequence[Predictor], routes: Sequence[str]) -> None:
+        if len(experts) != len(routes):
+            raise ArtifactError("a gated predictor needs one expert per route")
+        self.gate = gate
+        self.experts = list(experts)
+        self.routes = list(routes)
+
+    def route_weights(self, features: Features) -> np.ndarray:
+        return self.gate.predict(features)
+
+    def predict(self, features: Features) -> np.ndarray:
+        return self.predict_with_routes(features)[0]
+
+    def predict_with_routes(self, features: Features) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted quality, index of each prompt's most likely route)."""
+        g = self.route_weights(features)
+        out = None
+        for r, expert in enumerate(self.experts):
+            part = g[:, r : r + 1] * expert.predict(features)
+            out = part if out is None else out + part
+        assert out is not None
+        return out, g.argmax(axis=1)
+
+    def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        gate_spec, arrays = self.gate.export(f"{prefix}gate_")
+        specs = []
+        for i, expert in enumerate(self.experts):
+            spec, arr = expert.export(f"{prefix}e{i}_")
+            specs.append(spec)
+            arrays.update(arr)
+        return {"kind": self.kind, "routes": self.routes, "gate": gate_spec, "experts": specs}, arrays
+
+    @classmethod
+    def load(cls, spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> GatedPredictor:
+        gate = LinearPredictor.load(spec["gate"], arrays)
+        return cls(gate, [load_predictor(s, arrays) for s in spec["experts"]], spec["routes"])
+
+
 PREDICTORS: dict[str, type[Predictor]] = {
-    c.kind: c for c in (LinearPredictor, KnnPredictor, TreesPredictor, MlpPredictor, EnsemblePredictor)
+    c.kind: c
+    for c in (LinearPredictor, KnnPredictor, TreesPredictor, MlpPredictor, EnsemblePredictor, GatedPredictor)
 }
 
 

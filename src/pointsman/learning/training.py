@@ -434,6 +434,33 @@ def combine(datasets: Sequence[OutcomeData]) -> tuple[OutcomeData, list[np.ndarr
     return data, index
 
 
+def fit_gate(feats: Features, labels: np.ndarray, routes: int, c: float = 2.0) -> LinearPredictor:
+    """A softmax gate over routes from the prompt (multinomial logistic regression on the
+    sparse block if there is one, else on the dense blocks)."""
+    from sklearn.linear_model import LogisticRegression
+
+    sparse = next(iter(feats.sparse), None)
+    dense = [] if sparse else list(feats.dense)
+    scaler = Standardizer.fit(feats.stack(dense)) if dense else None
+    x = feats.sparse[sparse].to_scipy() if sparse else scaler(feats.stack(dense))  # type: ignore[misc]
+    model = LogisticRegression(C=c, max_iter=5000).fit(x, labels)
+    coef, bias = model.coef_.T, model.intercept_
+    if routes == 2:  # scikit-learn keeps one row for two classes: softmax([0, z]) = sigmoid(z)
+        coef = np.column_stack([np.zeros(coef.shape[0]), coef[:, 0]])
+        bias = np.array([0.0, bias[0]])
+    width = feats.sparse[sparse].width if sparse else 0
+    return LinearPredictor(
+        dense,
+        sparse,
+        scaler,
+        1.0,
+        coef[width:] if dense else np.zeros((0, routes)),
+        coef if sparse else None,
+        bias,
+        link="softmax",
+    )
+
+
 def train_router(
     datasets: Sequence[OutcomeData],
     encoders: Sequence[str] = DEFAULT_ENCODERS,
@@ -443,13 +470,19 @@ def train_router(
     drop_groups: Sequence[str] = (),
     progress: Progress | None = None,
     meta: dict[str, Any] | None = None,
-    balance: bool = False,
+    routes: bool = False,
 ) -> tuple[Any, Selection]:
     """Train a router artifact on `datasets` (their training splits: nothing here holds out
-    a test set). Returns the artifact and the selection report."""
+    a test set). Returns the artifact and the selection report.
+
+    With `routes` (and more than one dataset), each dataset becomes a route with its own
+    expert (selected on that dataset alone) and its own calibrated knob, and a gate learns
+    which route a prompt belongs to; otherwise one predictor is selected for all rows.
+    """
     from pointsman.learning.artifact import MULTI_MODEL, TWO_MODEL, RouterArtifact
     from pointsman.learning.calibration import Target, knob_for, multi_model_table, two_model_table
     from pointsman.learning.datasets import DEFAULT_OUTPUT_TOKENS
+    from pointsman.learning.predictors import GatedPredictor
 
     _require_sklearn()
     kept = []
@@ -472,34 +505,76 @@ def train_router(
         pool = [c for c in pool if c.name in wanted or c.name.split("(")[0] in wanted]
         if not pool:
             raise SystemExit(f"no candidate matches {sorted(wanted)}")
-    scorer = Scorer(kind == TWO_MODEL, [(i, data.quality[i], data.cost[i]) for i in index])
-    weights = None
-    if balance and len(index) > 1:
-        # Each dataset weighs the same in training, whatever its size (GSM8K is a tenth of MMLU).
-        weights = np.empty(len(data))
-        for i in index:
-            weights[i] = len(data) / (len(index) * len(i))
-    selection = select(
-        feats, data.quality, data.prompts, scorer, pool, folds, seed, progress=say, weights=weights
-    )
-    if kind == TWO_MODEL:
-        table = two_model_table(selection.oof[:, 1] - selection.oof[:, 0], data.quality)
-        cost_ref = 1.0
+    two = kind == TWO_MODEL
+
+    def make_table(pred: np.ndarray, rows: np.ndarray) -> dict[str, Any]:
+        if two:
+            return two_model_table(pred[:, 1] - pred[:, 0], data.quality[rows])
+        return multi_model_table(pred, data.cost[rows], data.quality[rows])
+
+    route_names: list[str] = []
+    route_info: dict[str, Any] = {}
+    if routes and len(kept) > 1:
+        route_names = [d.name for d in kept]
+        if len(set(route_names)) != len(route_names):
+            raise SystemExit(f"route names must differ: {route_names}")
+        experts: list[Predictor] = []
+        oof = np.zeros_like(data.quality, dtype=np.float64)
+        tables: dict[str, Any] = {}
+        for name, rows in zip(route_names, index, strict=True):
+            say(f"route {name}: selecting on its {len(rows)} prompts")
+            part = feats.subset(rows)
+            scorer = Scorer(two, [(np.arange(len(rows)), data.quality[rows], data.cost[rows])])
+            chosen = select(
+                part,
+                data.quality[rows],
+                [data.prompts[i] for i in rows],
+                scorer,
+                pool,
+                folds,
+                seed,
+                progress=say,
+            )
+            experts.append(chosen.predictor)
+            oof[rows] = chosen.oof
+            tables[name] = make_table(chosen.oof, rows)
+            route_info[name] = {"selection": chosen.table, "chosen": chosen.chosen, "weights": chosen.weights}
+        labels = np.concatenate([np.full(len(rows), r) for r, rows in enumerate(index)])
+        fold = fold_ids(data.prompts, folds, seed)
+        gate_oof = np.zeros(len(data), dtype=np.int64)
+        for k in range(folds):
+            a, b = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+            gate_oof[b] = (
+                fit_gate(feats.subset(a), labels[a], len(index)).predict(feats.subset(b)).argmax(axis=1)
+            )
+        gate_accuracy = float((gate_oof == labels).mean())
+        say(f"route gate: {gate_accuracy:.4f} out-of-fold accuracy")
+        gate = fit_gate(feats, labels, len(index))
+        predictor: Predictor = GatedPredictor(gate, experts, route_names)
+        selection = Selection(predictor, route_names, [1.0] * len(route_names), oof, [])
+        route_info["gate_accuracy"] = gate_accuracy
     else:
-        table = multi_model_table(selection.oof, data.cost, data.quality)
-        cost_ref = float(data.cost.max(axis=1).mean())
-    presets = {}
+        scorer = Scorer(two, [(i, data.quality[i], data.cost[i]) for i in index])
+        selection = select(feats, data.quality, data.prompts, scorer, pool, folds, seed, progress=say)
+        predictor = selection.predictor
+        tables = {}
+    table = make_table(selection.oof, np.arange(len(data)))
+    if tables:
+        table["routes"] = tables
+    cost_ref = 1.0 if two else float(data.cost.max(axis=1).mean())
+    key = "threshold" if two else "lambda"
+    presets: dict[str, Any] = {}
     for name, share in PRESETS.items():
+        target = Target(quality=share)
         try:
-            presets[name] = knob_for(kind, table, Target(quality=share))
+            preset = knob_for(kind, table, target)
+            if tables:
+                preset["routes"] = {r: knob_for(kind, t, target) for r, t in tables.items()}
         except ValueError:
             continue
-    key = "threshold" if kind == TWO_MODEL else "lambda"
-    knob = (
-        {key: presets["balanced"][key], "target": {"quality": PRESETS["balanced"]}}
-        if "balanced" in presets
-        else {key: 0.0}
-    )
+        preset["target"] = {"quality": share}
+        presets[name] = preset
+    knob = dict(presets["balanced"]) if "balanced" in presets else {key: 0.0}
     if data.output_tokens is not None:
         out_tokens = {m: float(np.median(data.output_tokens[:, j])) for j, m in enumerate(data.models)}
     else:
@@ -507,7 +582,6 @@ def train_router(
     info = {
         "trained_on": [{"name": d.name, "rows": len(d)} for d in kept],
         "dropped_groups": list(drop_groups),
-        "balanced": weights is not None,
         "dropped_rows": dropped,
         "encoders": list(encoders),
         "folds": folds,
@@ -515,7 +589,8 @@ def train_router(
         "selection": selection.table,
         "chosen": selection.chosen,
         "weights": selection.weights,
-        "selection_metric": "mean APGR over datasets" if kind == TWO_MODEL else "mean AIQ over datasets",
+        "routes": route_info,
+        "selection_metric": "mean APGR over datasets" if two else "mean AIQ over datasets",
         "mean_quality": {m: float(v) for m, v in zip(data.models, data.quality.mean(axis=0), strict=True)},
     }
     info.update(meta or {})
@@ -523,7 +598,7 @@ def train_router(
         kind=kind,
         models=data.models,
         encoders=enc,
-        predictor=selection.predictor,
+        predictor=predictor,
         prices=dict(data.prices),
         output_tokens=out_tokens,
         cost_ref=cost_ref,

@@ -120,7 +120,7 @@ class LearnedStrategy(Strategy):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._problems: list[str] = []
         self._artifact: RouterArtifact | None = None
-        self._knob = 0.0
+        self._knob: Any = None
         self._abstract: dict[str, str] = {}  # abstract name -> artifact model
         self._prices: dict[str, tuple[float, float]] = {}
         try:
@@ -167,7 +167,8 @@ class LearnedStrategy(Strategy):
         return self._artifact
 
     @property
-    def knob(self) -> float:
+    def knob(self) -> Any:
+        """The resolved knob (`pointsman.learning.calibration.Knob`), per route if any."""
         return self._knob
 
     def referenced(self) -> set[str]:
@@ -228,15 +229,17 @@ class LearnedStrategy(Strategy):
             for model in ranking:
                 for name in mapping.get(to_abstract[model], ()):
                     scores.setdefault(name, round(choice.predicted[model], 4))
+            via = f"route {choice.route}: " if choice.route else ""
             if art.kind == "two_model":
                 notes = [
-                    f"strong_gain {choice.scores['strong_gain']:+.3f} vs threshold {self._knob:+.3f}",
+                    f"{via}strong_gain {choice.scores['strong_gain']:+.3f} "
+                    f"vs threshold {choice.scores['threshold']:+.3f}",
                     "predicted quality: "
                     + ", ".join(f"{to_abstract[m]} {choice.predicted[m]:.3f}" for m in art.models),
                 ]
             else:
                 notes = [
-                    f"lambda {self._knob:.4g}; predicted quality: "
+                    f"{via}lambda {choice.scores['lambda']:.4g}; predicted quality: "
                     + ", ".join(f"{m} {choice.predicted[m]:.3f}" for m in ranking[:4])
                 ]
         order: list[str] = []

@@ -133,8 +133,9 @@ function renderKpis(s) {
   kpi("kpi-errors", fmt.pct(t.error_rate), `${fmt.int(t.errors)} of ${fmt.int(t.requests)} requests`);
   kpi("kpi-fallbacks", fmt.pct(t.fallback_rate), `${fmt.int(t.fallbacks)} answered after a failover`);
   const l = s.latency.total;
-  const short = (v) => (v == null ? "–" : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${fmt.ms(v)} ms`);
-  kpi("kpi-latency", `${short(l.p50)} / ${short(l.p99)}`, `router overhead p50 ${fmt.ms(s.latency.overhead.p50)} ms`);
+  const seconds = (l.p99 || 0) >= 1000;
+  const short = (v) => (v == null ? "–" : seconds ? (v / 1000).toFixed(2) : fmt.ms(v));
+  kpi("kpi-latency", `${short(l.p50)} / ${short(l.p99)} ${seconds ? "s" : "ms"}`, `router overhead p50 ${fmt.ms(s.latency.overhead.p50)} ms`);
 }
 
 function chart(id, config) {
