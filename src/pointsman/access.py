@@ -125,20 +125,19 @@ class AccessControl:
             )
         self.state.count_request(scope, tokens)
 
-    def signal_headers(self, grant: Grant, headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
-        """The request headers as policies see them: a key's region and tier override any
-        header the client sent (a key's residency cannot be talked out of)."""
+    def trusted_metadata(self, grant: Grant) -> dict[str, str] | None:
+        """What the key says about its caller (metadata, tier, region) for the signals; it
+        overrides any `x-pointsman-*` header the client sent, so a key's residency cannot be
+        talked out of."""
         key = grant.key
         if key is None or (key.region is None and key.tier is None and not key.metadata):
-            return headers
-        merged = dict(headers or {})
-        for name, value in key.metadata.items():
-            merged.setdefault(f"x-pointsman-{name.lower()}", value)
+            return None
+        trusted = {name.lower(): value for name, value in key.metadata.items()}
         if key.tier is not None:
-            merged["x-pointsman-tier"] = key.tier
+            trusted["tier"] = key.tier
         if key.region is not None:
-            merged["x-pointsman-region"] = key.region
-        return merged
+            trusted["region"] = key.region
+        return trusted
 
     # -- budgets -------------------------------------------------------------------------------
 

@@ -268,7 +268,27 @@ class PoliciesSettings(_Strict):
     assumed_output_tokens: int = Field(500, gt=0)
 
 
+class RoleMatch(_Strict):
+    """How to recognise an agent's role when no key or header names it: a regular expression
+    on the system prompt, or a prefix of the offered tools' names."""
+
+    system_pattern: str | None = None
+    tool_prefix: str | None = None
+
+    @field_validator("system_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
 class SignalsSettings(_Strict):
+    # Agent roles by system prompt or tool names (checked in order; a key's or header's role wins).
+    roles: dict[str, RoleMatch] = {}
     # Extra or replacement domain keyword lists (a request matches a domain by any keyword).
     domains: dict[str, tuple[str, ...]] = {}
     # The languages the detector chooses among (ISO 639-1); default: the 40 most common.

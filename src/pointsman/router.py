@@ -106,6 +106,7 @@ class Router:
             config.signals.domains,
             config.signals.languages or None,
             pii_engine=config.policies.pii.engine if config.policies.pii else "builtin",
+            roles={n: (r.system_pattern, r.tool_prefix) for n, r in config.signals.roles.items()},
         )
         self.strategies: dict[str, Strategy] = {
             name: build_strategy(vm, config) for name, vm in config.models.items()
@@ -162,15 +163,18 @@ class Router:
         request_id: str | None = None,
         *,
         key: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> tuple[Decision, Signals]:
         decision = Decision(request_id or new_request_id(), body["model"])
         model = self.resolve_alias(body["model"])
         if model != body["model"]:
             decision.reasons.append(f"alias: {body['model']} -> {model}")
-        signals = Signals(body, headers, settings=self.signal_settings, key=key)
+        signals = Signals(body, headers, metadata=metadata, settings=self.signal_settings, key=key)
         try:
             self._route(model, decision, signals)
         finally:
+            # An agent's role and loop stage are always on record (both cost next to nothing).
+            signals.role, signals.stage  # noqa: B018
             decision.signals = signals.computed()
         return decision, signals
 
@@ -275,14 +279,14 @@ class Router:
         try:
             validate_chat_body(body)
             grant = call.grant = self.access.admit(key, body, lambda: Signals(body).estimated_tokens)
-            headers = self.access.signal_headers(grant, headers)
-            decision, signals = self.route(body, headers, call.request_id, key=key)
+            trusted = self.access.trusted_metadata(grant)
+            decision, signals = self.route(body, headers, call.request_id, key=key, metadata=trusted)
             routed = self.resolve_alias(body["model"])
             downgrade = self.access.downgrade_target(grant, routed)
             if downgrade is not None:
                 routed = downgrade
                 decision, signals = self.route(
-                    {**body, "model": downgrade}, headers, call.request_id, key=key
+                    {**body, "model": downgrade}, headers, call.request_id, key=key, metadata=trusted
                 )
                 decision.requested_model = body["model"]
                 decision.reasons.append(f"budget: soft limit reached; routed as {downgrade!r}")

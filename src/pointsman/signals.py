@@ -8,6 +8,7 @@ sample or use precompiled tables, and none is computed unless something asks for
 
 from __future__ import annotations
 
+import re
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -194,7 +195,12 @@ class SignalSettings:
         languages: Iterable[str] | None = None,
         pii_kinds: Iterable[str] | None = None,
         pii_engine: str = "builtin",
+        roles: Mapping[str, tuple[str | None, str | None]] | None = None,
     ) -> None:
+        # role -> (compiled system-prompt pattern, tool-name prefix)
+        self.roles = [
+            (name, re.compile(pattern) if pattern else None, prefix) for name, (pattern, prefix) in (roles or {}).items()
+        ]
         merged = dict(vocab.DOMAINS)
         for name, words in (domains or {}).items():
             merged[name] = frozenset(w.lower().encode() for w in words)
@@ -523,8 +529,41 @@ class Signals:
 
     @cached_property
     def role(self) -> str | None:
+        """The agent role: from the key or an `x-pointsman-role` header, else the first
+        configured role whose system-prompt pattern or tool-name prefix matches."""
         value = self.metadata.get("role")
-        return value.lower() if value else None
+        if value:
+            return value.lower()
+        if not self.settings.roles:
+            return None
+        tools = [
+            (t.get("function") or {}).get("name") or t.get("name") or ""
+            for t in self.body.get("tools") or ()
+            if isinstance(t, dict)
+        ]
+        for name, pattern, prefix in self.settings.roles:
+            if pattern is not None and self.system_prompt and pattern.search(self.system_prompt):
+                return name
+            if prefix and any(tool.startswith(prefix) for tool in tools):
+                return name
+        return None
+
+    @cached_property
+    def stage(self) -> str:
+        """Where an agent is in its loop: "tool_result" when the last message returns a tool's
+        output (the model is being asked to continue after a tool call), "first_turn" for a
+        conversation's opening request, else "follow_up"."""
+        last = self.messages[-1] if self.messages else {}
+        if isinstance(last, dict):
+            if last.get("role") == "tool":
+                return "tool_result"
+            content = last.get("content")
+            if isinstance(content, list) and any(
+                isinstance(p, dict) and p.get("type") == "tool_result" for p in content
+            ):
+                return "tool_result"
+        users = sum(1 for m in self.messages if isinstance(m, dict) and m.get("role") == "user")
+        return "first_turn" if users <= 1 else "follow_up"
 
     @property
     def session(self) -> str | None:
@@ -568,6 +607,7 @@ class Signals:
         "region",
         "user_tier",
         "role",
+        "stage",
         "user",
         "key",
     )

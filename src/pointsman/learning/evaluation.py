@@ -108,7 +108,8 @@ def _numbers(curve: metrics.Curve, data: OutcomeData) -> dict[str, Any]:
     report = metrics.cost_quality_report(curve, data.models, c, q)
     out: dict[str, Any] = {}
     if data.two_model:
-        out["apgr"] = metrics.apgr(curve, q)
+        # A single point (one model for every prompt) has no curve to average over.
+        out["apgr"] = metrics.apgr(curve, q) if len(curve.cost) > 1 else None
         for target in (0.5, 0.8, 0.95):
             out[f"cpt{int(target * 100)}"] = metrics.cpt(curve, q, target)
     out["cost_to_95"] = report.cost_to_95

@@ -65,6 +65,7 @@ SIGNALS: dict[str, tuple[str, Callable[[Signals], Any]]] = {
     "region": ("string", lambda s: s.region),
     "user_tier": ("string", lambda s: s.user_tier),
     "role": ("string", lambda s: s.role),
+    "stage": ("string", lambda s: s.stage),
     "user": ("string", lambda s: s.user),
     "key": ("string", lambda s: s.key),
     "session": ("string", lambda s: s.session),

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Literal, TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -102,6 +102,10 @@ class TierSpec(BaseModel):
 class StickyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = False
+    # "short_followups": a follow-up whose last message is at most `max_followup_tokens` keeps
+    # its conversation's tier. "conversation": every later turn keeps it (agents' tool loops
+    # included) until the ttl runs out, unless its own score escalates to a higher tier.
+    keep: Literal["short_followups", "conversation"] = "short_followups"
     # A follow-up whose last message is at most this long keeps its conversation's tier.
     max_followup_tokens: int = Field(60, ge=1)
     ttl_s: float = Field(1800.0, gt=0)
@@ -303,7 +307,10 @@ class TiersStrategy(Strategy):
             from pointsman.signals import estimate_tokens
 
             remembered = self._conversations.get(key)
-            short = estimate_tokens(signals.last_user_text) <= self.options.sticky.max_followup_tokens
+            short = (
+                self.options.sticky.keep == "conversation"
+                or estimate_tokens(signals.last_user_text) <= self.options.sticky.max_followup_tokens
+            )
             if (
                 short
                 and remembered in self.names
