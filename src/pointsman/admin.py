@@ -12,7 +12,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pointsman.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, PointsmanError
-from pointsman.store import read_records
 
 if TYPE_CHECKING:
     from pointsman.router import Router
@@ -104,10 +103,8 @@ def admin_routes(router: Router) -> list[Route]:
                     f"query parameter {name!r} must be a number", code="invalid_query"
                 ) from None
 
-        router.store.flush()
         status = number("status")
-        rows = read_records(
-            router.store.path,
+        rows = router.store.query(
             limit=int(number("limit") or 100),
             model=q.get("model"),
             since=number("since"),

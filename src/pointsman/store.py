@@ -167,6 +167,18 @@ class RecordStore:
                 self._db.executemany(_INSERT, rows)
                 self._db.commit()
 
+    def query(self, limit: int = 20, **filters: Any) -> list[dict[str, Any]]:
+        """Audit query over this store's records: see `read_records` for the filters."""
+        self.flush()
+        return read_records(self.path, limit, **filters)
+
+    def window(self, since: float, until: float) -> list[dict[str, Any]]:
+        """The records with `since <= ts < until`, oldest first (for summaries)."""
+        self.flush()
+        from pointsman.dashboard.summary import read_window
+
+        return read_window(self.path, since, until)
+
     def close(self) -> None:
         if self._closed:
             return

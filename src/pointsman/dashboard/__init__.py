@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pointsman.admin import bearer
-from pointsman.dashboard.summary import budget_burn, key_names, parse_duration, read_window, summarise
+from pointsman.dashboard.summary import budget_burn, key_names, parse_duration, summarise
 from pointsman.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, PointsmanError
 from pointsman.keys import VirtualKey
 from pointsman.router import key_fingerprint
@@ -87,9 +87,8 @@ def dashboard_routes(router: Router) -> list[BaseRoute]:
             fingerprint = key_fingerprint(access.master_key)
 
             def compute() -> tuple[dict[str, Any], list[VirtualKey]]:
-                store.flush()
                 keys = router.keys.list() if router.keys is not None else []
-                records = read_window(store.path, since, until)
+                records = store.window(since, until)
                 names = key_names(keys, fingerprint)
                 return summarise(records, since=since, until=until, config=router.config, names=names), keys
 
