@@ -3,6 +3,7 @@ budgets per key, user, team and globally (downgrade past the soft limit, 429 pas
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import time
@@ -11,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pointsman.budgets import Budget, BudgetLedger
+from pointsman.budgets import Budget, BudgetLedger, period_bounds
 from pointsman.config import Config, Deployment
 from pointsman.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from pointsman.keys import KeyStore, VirtualKey
+from pointsman.state_redis import RedisUnavailable, SharedState
 
 if TYPE_CHECKING:
     from pointsman.decision import Decision
@@ -34,13 +36,22 @@ class Grant:
     reserved: bool = False
     parallel: str | None = None
     settled: bool = False
+    # Set when the limits or budgets were decided in Redis (shared state).
+    shared_parallel: str | None = None
+    shared_budgets: list[str] | None = None
 
 
 class AccessControl:
     def __init__(
-        self, config: Config, keys: KeyStore | None, state: MemoryState, ledger: BudgetLedger
+        self,
+        config: Config,
+        keys: KeyStore | None,
+        state: MemoryState,
+        ledger: BudgetLedger,
+        shared: SharedState | None = None,
     ) -> None:
         self.config = config
+        self.shared = shared
         self.keys = keys
         self.state = state
         self.ledger = ledger
@@ -55,7 +66,7 @@ class AccessControl:
 
     # -- admission ----------------------------------------------------------------------------
 
-    def admit(self, secret: str | None, body: Mapping[str, Any], tokens: Callable[[], int]) -> Grant:
+    async def admit(self, secret: str | None, body: Mapping[str, Any], tokens: Callable[[], int]) -> Grant:
         """Authenticate the key and enforce its allowances and limits; raises 401/403/429.
         `tokens` estimates the request's tokens, asked only for keys with a token limit."""
         user = body.get("user") if isinstance(body.get("user"), str) else None
@@ -64,11 +75,9 @@ class AccessControl:
             grant.key = self.authenticate(secret)
             grant.master = grant.key is None
             if grant.key is not None:
-                self._check_key(grant.key, str(body.get("model")), tokens)
+                self._check_allowances(grant.key, str(body.get("model")))
+                await self._check_limits(grant, grant.key, tokens)
         grant.budgets = self.budgets_for(grant)
-        if grant.key is not None and grant.key.max_parallel is not None:
-            grant.parallel = f"key-parallel:{grant.key.id}"
-            self.state.enter(grant.parallel)
         return grant
 
     def authenticate(self, secret: str | None) -> VirtualKey | None:
@@ -88,7 +97,7 @@ class AccessControl:
             raise AuthenticationFailed(f"API key {key.name!r} expired")
         return key
 
-    def _check_key(self, key: VirtualKey, model: str, estimate: Callable[[], int]) -> None:
+    def _check_allowances(self, key: VirtualKey, model: str) -> None:
         if not key.can("chat"):
             raise PermissionDenied(
                 f"API key {key.name!r} is read-only (scopes: {', '.join(key.scopes)}): "
@@ -100,30 +109,50 @@ class AccessControl:
                 f"API key {key.name!r} may not use model {model!r} (allowed: {', '.join(key.models)})",
                 code="model_not_allowed",
             )
+
+    async def _check_limits(self, grant: Grant, key: VirtualKey, estimate: Callable[[], int]) -> None:
+        """rpm, tpm and parallelism: in Redis when the state is shared (so they hold across
+        replicas), else (or while Redis is away) in this process."""
+        if key.rpm is None and key.tpm is None and key.max_parallel is None:
+            return
         scope = f"key:{key.id}"
-        requests, used = self.state.rates(scope)
         tokens = estimate() if key.tpm is not None else 0
+        if self.shared is not None and self.shared.healthy:
+            try:
+                allowed, wait, which = await self.shared.take_rate(scope, key.rpm, key.tpm, tokens, key.max_parallel)
+            except RedisUnavailable:
+                pass
+            else:
+                if not allowed:
+                    raise self._limited(key, which, wait)
+                if key.max_parallel is not None:
+                    grant.shared_parallel = scope
+                return
+        requests, used = self.state.rates(scope)
         if key.rpm is not None and requests >= key.rpm:
-            wait = self.state.window_reset_in(scope)
-            raise RateLimited(
-                f"API key {key.name!r} is limited to {key.rpm} requests per minute",
-                headers={"retry-after": str(max(1, round(wait)))},
-            )
+            raise self._limited(key, "rpm", self.state.window_reset_in(scope))
         if key.tpm is not None and used + tokens > key.tpm:
-            wait = self.state.window_reset_in(scope)
-            raise RateLimited(
-                f"API key {key.name!r} is limited to {key.tpm} tokens per minute",
-                headers={"retry-after": str(max(1, round(wait)))},
-            )
-        if (
-            key.max_parallel is not None
-            and self.state.in_flight(f"key-parallel:{key.id}") >= key.max_parallel
-        ):
-            raise RateLimited(
+            raise self._limited(key, "tpm", self.state.window_reset_in(scope))
+        parallel = f"key-parallel:{key.id}"
+        if key.max_parallel is not None and self.state.in_flight(parallel) >= key.max_parallel:
+            raise self._limited(key, "parallel", 0)
+        self.state.count_request(scope, tokens)
+        if key.max_parallel is not None:
+            grant.parallel = parallel
+            self.state.enter(parallel)
+
+    @staticmethod
+    def _limited(key: VirtualKey, which: str, wait: float) -> RateLimited:
+        if which == "parallel":
+            return RateLimited(
                 f"API key {key.name!r} allows {key.max_parallel} requests in parallel",
                 code="too_many_parallel_requests",
             )
-        self.state.count_request(scope, tokens)
+        limit = f"{key.rpm} requests" if which == "rpm" else f"{key.tpm} tokens"
+        return RateLimited(
+            f"API key {key.name!r} is limited to {limit} per minute",
+            headers={"retry-after": str(max(1, round(wait)))},
+        )
 
     def trusted_metadata(self, grant: Grant) -> dict[str, str] | None:
         """What the key says about its caller (metadata, tier, region) for the signals; it
@@ -170,7 +199,7 @@ class AccessControl:
             return None
         return self.config.budgets.downgrade.get(model)
 
-    def charge_plan(self, grant: Grant, decision: Decision, signals: Signals) -> None:
+    async def charge_plan(self, grant: Grant, decision: Decision, signals: Signals) -> None:
         """Check the plan's worst-case cost against the budgets and reserve it. Past the soft
         limit the cheapest deployments go first; past the hard limit only zero-priced ones may
         serve, and with none the request gets a 429 naming the budget and its reset."""
@@ -188,7 +217,7 @@ class AccessControl:
             decision.plan = [d.name for d in deployments]
             decision.reasons.append(f"budget: soft limit of {soft.label} reached; cheapest deployments first")
         estimate = worst(deployments)
-        exhausted = self.ledger.exhausted_by(grant.budgets, estimate) if estimate > 0 else None
+        exhausted = await self._reserve(grant, estimate)
         if exhausted is not None:
             free = [d for d in deployments if d.price.input == 0 and d.price.output == 0]
             if not free:
@@ -204,20 +233,57 @@ class AccessControl:
                 )
             decision.plan = [d.name for d in free]
             decision.reasons.append(f"budget: {exhausted.label} exhausted; only zero-priced deployments")
-            estimate = 0.0
-        grant.estimate = estimate
-        self.ledger.reserve(grant.budgets, estimate)
-        grant.reserved = True
+            await self._reserve(grant, 0.0)
+
+    async def _reserve(self, grant: Grant, estimate: float) -> Budget | None:
+        """Reserve `estimate` on all the grant's budgets, or return the one it would overrun
+        (reserving nothing). Atomic in Redis when the state is shared."""
+        if self.shared is not None and self.shared.healthy:
+            keys, seeds, expire_at = [], [], 0.0
+            for budget in grant.budgets:
+                start, resets = period_bounds(budget.period, time.time())
+                keys.append(self.shared.budget_key(budget, start))
+                seeds.append(self.ledger.spent(budget))
+                expire_at = max(expire_at, resets + 86400)
+            try:
+                index, states = await self.shared.reserve(grant.budgets, keys, seeds, estimate, expire_at)
+            except RedisUnavailable:
+                pass
+            else:
+                # The local view follows the shared one, for soft limits and for a fallback.
+                for budget, (spent, _reserved) in zip(grant.budgets, states, strict=True):
+                    self.ledger.observe_spent(budget, spent)
+                if index:
+                    return grant.budgets[index - 1]
+                grant.estimate, grant.reserved, grant.shared_budgets = estimate, True, keys
+                return None
+        exhausted = self.ledger.exhausted_by(grant.budgets, estimate) if estimate > 0 else None
+        if exhausted is None:
+            self.ledger.reserve(grant.budgets, estimate)
+            grant.estimate, grant.reserved = estimate, True
+        return exhausted
 
     def settle(self, grant: Grant, cost: float) -> None:
-        """The request ended: charge its real cost and free its parallel slot. Idempotent."""
+        """The request ended: charge its real cost and free its parallel slot. Idempotent.
+        Shared budgets and slots are settled in Redis in the background."""
         if grant.settled:
             return
         grant.settled = True
-        if grant.budgets:
+        if grant.shared_budgets is not None:
+            self.ledger.settle(grant.budgets, 0.0, cost)
+        elif grant.budgets:
             self.ledger.settle(grant.budgets, grant.estimate if grant.reserved else 0.0, cost)
         if grant.parallel is not None:
             self.state.leave(grant.parallel)
+        if self.shared is not None and (grant.shared_budgets is not None or grant.shared_parallel is not None):
+            asyncio.ensure_future(self._settle_shared(grant, cost))
+
+    async def _settle_shared(self, grant: Grant, cost: float) -> None:
+        assert self.shared is not None
+        if grant.shared_budgets is not None:
+            await self.shared.settle(grant.shared_budgets, grant.estimate, cost)
+        if grant.shared_parallel is not None:
+            await self.shared.release_parallel(grant.shared_parallel)
 
     def remaining(self) -> dict[str, float]:
         """Money left in each configured budget (global and team), and per key if asked to."""

@@ -126,6 +126,10 @@ def admin_routes(router: Router) -> list[Route]:
             return _error(PointsmanError("metrics are off", status=404, code="metrics_disabled"))
         for label, left in access.remaining().items():
             router.metrics.budget_remaining.labels(label).set(left)
+        if router.shared is not None:
+            router.metrics.backend_up.labels("redis").set(0 if "state" in router.degraded else 1)
+        if router.store is not None and hasattr(router.store, "healthy"):
+            router.metrics.backend_up.labels("store").set(0 if "store" in router.degraded else 1)
         return Response(router.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return [

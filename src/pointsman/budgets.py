@@ -87,6 +87,11 @@ class BudgetLedger:
                 return budget
         return None
 
+    def observe_spent(self, budget: Budget, spent: float) -> None:
+        """Adopt a spend seen elsewhere (the shared budget), if it is more than known here."""
+        account = self._account(budget)
+        account.spent = max(account.spent, spent)
+
     def reserve(self, budgets: list[Budget], estimate: float) -> None:
         for budget in budgets:
             self._account(budget).reserved += estimate

@@ -295,10 +295,31 @@ class SignalsSettings(_Strict):
     languages: tuple[str, ...] = ()
 
 
+class StateSettings(_Strict):
+    """Where routing state lives: in this process (no url), or shared by every replica in
+    Redis (`url: redis://host:port/db`)."""
+
+    url: str | None = None
+    # Keys are namespaced so several deployments of pointsman can share one Redis.
+    prefix: str = "pointsman"
+    # The most a request waits on Redis per round trip before falling back to local state.
+    timeout_s: float = Field(0.05, gt=0)
+    # How often health (open circuits, cooldowns) is exchanged with the other replicas.
+    sync_interval_s: float = Field(0.1, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected a redis:// URL, got {value!r}")
+        return value
+
+
 class Config(_Strict):
     server: ServerSettings = ServerSettings()
     router: RouterSettings = RouterSettings()
     store: StoreSettings = StoreSettings()
+    state: StateSettings = StateSettings()
     auth: AuthSettings = AuthSettings()
     budgets: BudgetSettings = BudgetSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -309,6 +330,12 @@ class Config(_Strict):
     aliases: dict[str, str] = {}
     policies: PoliciesSettings = PoliciesSettings()
     signals: SignalsSettings = SignalsSettings()
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _state_shorthand(cls, value: Any) -> Any:
+        # `state: redis://...` is short for `state: {url: redis://...}`.
+        return {"url": value} if isinstance(value, str) else value
 
     def deployment(self, name: str) -> Deployment:
         return self._by_name()[name]

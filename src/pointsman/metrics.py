@@ -74,6 +74,8 @@ class Metrics:
         self.budget_remaining = Gauge(
             "pointsman_budget_remaining_usd", "Money left in a budget this period", ["budget"], registry=r
         )
+        self.backend_up = Gauge("pointsman_backend_up", "Shared backends reachable (1) or degraded (0)",
+                                ["backend"], registry=r)
         self._circuits: Callable[[], dict[str, str]] = dict
         r.register(_CircuitCollector(self))
 

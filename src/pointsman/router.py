@@ -32,6 +32,7 @@ from pointsman.pii import Detector
 from pointsman.keys import KeyStore
 from pointsman.metrics import Metrics
 from pointsman.state import BreakerSettings, MemoryState
+from pointsman.state_redis import SharedState
 from pointsman.store import LanguageOf, RecordStore, default_db_path
 from pointsman.strategies import Strategy, build_strategy
 
@@ -129,7 +130,13 @@ class Router:
         }
         self.dispatcher = Dispatcher(config, self._provider, self.state)
         self.ledger = BudgetLedger(store.spent_since if store else (lambda scope, start: 0.0), time.time)
-        self.access = AccessControl(config, keys, self.state, self.ledger)
+        self.shared = (
+            SharedState(config.state, self.state, [d.name for d in config.deployments])
+            if config.state.url
+            else None
+        )
+        self._shared_started = False
+        self.access = AccessControl(config, keys, self.state, self.ledger, self.shared)
         self.metrics = (
             Metrics(config.models, (d.name for d in config.deployments)) if config.metrics.enabled else None
         )
@@ -278,7 +285,9 @@ class Router:
         grant: Grant | None = None
         try:
             validate_chat_body(body)
-            grant = call.grant = self.access.admit(key, body, lambda: Signals(body).estimated_tokens)
+            if self.shared is not None and not self._shared_started:
+                await self.start()
+            grant = call.grant = await self.access.admit(key, body, lambda: Signals(body).estimated_tokens)
             trusted = self.access.trusted_metadata(grant)
             decision, signals = self.route(body, headers, call.request_id, key=key, metadata=trusted)
             routed = self.resolve_alias(body["model"])
@@ -290,7 +299,7 @@ class Router:
                 )
                 decision.requested_model = body["model"]
                 decision.reasons.append(f"budget: soft limit reached; routed as {downgrade!r}")
-            self.access.charge_plan(grant, decision, signals)
+            await self.access.charge_plan(grant, decision, signals)
             # -- PII masking hook (policies.pii, action: mask): placeholders go upstream, the
             # originals are put back into the answer before the client sees it.
             masker = self.pii.masker(signals, decision.reasons) if self.pii is not None else None
@@ -499,6 +508,23 @@ class Router:
 
         return ask
 
+    async def start(self) -> None:
+        """Connect the shared state backend, if any (never fails: unreachable means degraded).
+        The server calls this at start-up; the library on the first request."""
+        if self.shared is not None and not self._shared_started:
+            self._shared_started = True
+            await self.shared.start()
+
+    @property
+    def degraded(self) -> list[str]:
+        """What this router is running without: e.g. ["state"] while Redis is unreachable."""
+        out = []
+        if self.shared is not None and not self.shared.healthy:
+            out.append("state")
+        if self.store is not None and not getattr(self.store, "healthy", True):
+            out.append("store")
+        return out
+
     async def probe_resting(self) -> dict[str, bool]:
         """Active health check: one tiny request to each deployment whose circuit is not
         closed; a success closes the circuit at once instead of after `open_s`."""
@@ -574,6 +600,9 @@ class Router:
         return self._sync_loop
 
     async def aclose(self) -> None:
+        if self.shared is not None and self._shared_started:
+            await self.shared.close()
+            self._shared_started = False
         connections = self._connections.pop(asyncio.get_running_loop(), None)
         if connections is not None:
             await connections.session.close()

@@ -178,13 +178,18 @@ def create_app(router: Router) -> ASGIApp:
             if (left := router.state.cooling_for(d.name)) > 0
         }
         available = len(router.config.deployments) - len(cooling)
+        degraded = router.degraded
+        # Degraded still serves (from local state, or buffering records): ready, but say so.
         status = 200 if available else 503
         return _json(
             {
-                "status": "ready" if available else "unavailable",
+                "status": ("degraded" if degraded else "ready") if available else "unavailable",
+                "degraded": degraded,
                 "deployments": len(router.config.deployments),
                 "cooling_down": cooling,
+                "circuits": router.state.circuits(),
                 "records": router.store is not None,
+                "state": "redis" if router.shared is not None else "memory",
             },
             status,
         )
@@ -207,6 +212,7 @@ def create_app(router: Router) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await router.start()
         probes = asyncio.ensure_future(router.run_probes())
         yield
         probes.cancel()

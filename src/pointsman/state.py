@@ -5,6 +5,7 @@ shared backend implements the same methods."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic
 
@@ -49,6 +50,9 @@ class MemoryState:
         self.breaker = breaker or BreakerSettings()
         self._health: dict[str, _Health] = {}
         self._load: dict[str, _Load] = {}
+        # Told of every health change ("cooldown" | "open" | "closed", deployment, seconds
+        # left), so a shared backend can pass it on to other replicas.
+        self.listener: Callable[[str, str, float], None] | None = None
 
     def _h(self, name: str) -> _Health:
         health = self._health.get(name)
@@ -68,6 +72,8 @@ class MemoryState:
         """Rest a deployment (a 429's Retry-After): every request skips it until then."""
         health = self._h(deployment)
         health.cooldown_until = max(health.cooldown_until, monotonic() + seconds)
+        if self.listener is not None:
+            self.listener("cooldown", deployment, health.cooldown_until - monotonic())
 
     def cooling_for(self, deployment: str) -> float:
         """Seconds left in the deployment's cooldown; 0 when it may be called."""
@@ -124,11 +130,28 @@ class MemoryState:
         failed = (not ok) if health_failure is None else health_failure
         if not failed:
             health.consecutive_failures = 0
-            health.state = CLOSED
+            if health.state != CLOSED:
+                health.state = CLOSED
+                if self.listener is not None:
+                    self.listener("closed", deployment, 0.0)
             return
         health.consecutive_failures += 1
         if health.state == HALF_OPEN or health.consecutive_failures >= self.breaker.failure_threshold:
             health.state, health.opened_at = OPEN, monotonic()
+            if self.listener is not None:
+                self.listener("open", deployment, self.breaker.open_s)
+
+    def apply_remote(self, deployment: str, cooldown_s: float, open_s: float) -> None:
+        """Adopt what another replica saw: a cooldown or an open circuit with this many
+        seconds left (0 for none). Never shortens what this replica knows itself."""
+        health = self._h(deployment)
+        now = monotonic()
+        if cooldown_s > 0:
+            health.cooldown_until = max(health.cooldown_until, now + cooldown_s)
+        if open_s > 0:
+            opened_at = now + open_s - self.breaker.open_s
+            if health.state != OPEN or opened_at > health.opened_at:
+                health.state, health.opened_at, health.probes_in_flight = OPEN, opened_at, 0
 
     def circuits(self) -> dict[str, str]:
         return {name: self.circuit(name) for name in self._health}

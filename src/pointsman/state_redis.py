@@ -1,0 +1,292 @@
+"""Routing state shared by replicas through Redis.
+
+Every replica keeps its own `MemoryState` as the fast local view that the request path reads
+without waiting. On top of it:
+
+- health (open circuits, cooldowns) is published when it changes here and pulled every
+  `sync_interval_s`, so a circuit one replica opened is open for all of them;
+- per-key rate limits and parallelism, and budgets, are decided atomically in Redis by Lua
+  scripts, one bounded round trip each (`timeout_s`), so limits hold across replicas.
+
+When Redis cannot be reached (at start or during a run) the router serves with its local state,
+reports itself degraded, and reconciles once Redis answers again: the health it saw is
+republished and the spend it charged meanwhile is added to the shared budgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pointsman.budgets import Budget
+    from pointsman.config import StateSettings
+    from pointsman.state import MemoryState
+
+WINDOW_MS = 60_000
+
+# Sliding one-minute window of requests and tokens for one key; also its parallel slots.
+# KEYS: requests zset, tokens zset, parallel counter
+# ARGV: now_ms, rpm (-1: none), tpm (-1: none), tokens, member, max_parallel (-1: none)
+RATE_SCRIPT = """
+local now = tonumber(ARGV[1])
+local rpm, tpm, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local member, parallel = ARGV[5], tonumber(ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
+local count = redis.call('ZCARD', KEYS[1])
+if rpm >= 0 and count >= rpm then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tonumber(oldest[2]) + 60000 - now, 'rpm'}
+end
+if tpm >= 0 then
+  local used = 0
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    used = used + tonumber(string.match(m, ':(%d+)$'))
+  end
+  if used + tokens > tpm then
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    local wait = 1000
+    if oldest[2] then wait = tonumber(oldest[2]) + 60000 - now end
+    return {0, wait, 'tpm'}
+  end
+end
+if parallel >= 0 then
+  local running = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if running >= parallel then return {0, 0, 'parallel'} end
+  redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], 600000)
+end
+redis.call('ZADD', KEYS[1], now, member)
+redis.call('ZADD', KEYS[2], now, member .. ':' .. tokens)
+redis.call('PEXPIRE', KEYS[1], 60000)
+redis.call('PEXPIRE', KEYS[2], 60000)
+return {1, 0, ''}
+"""
+
+# Reserve `estimate` on every budget, or on none if one would be overrun.
+# KEYS: one hash per budget and period; ARGV: estimate, expire_at_ms, then per budget its
+# amount and the spend recorded before this process started (used only to seed a new hash).
+# Returns {index of the exhausted budget (0: none), spent_1, reserved_1, spent_2, ...}.
+RESERVE_SCRIPT = """
+local estimate = tonumber(ARGV[1])
+local out = {0}
+for i, key in ipairs(KEYS) do
+  local amount, seed = tonumber(ARGV[1 + 2 * i]), ARGV[2 + 2 * i]
+  redis.call('HSETNX', key, 'spent', seed)
+  redis.call('HSETNX', key, 'reserved', '0')
+  redis.call('PEXPIREAT', key, tonumber(ARGV[2]))
+  local spent = tonumber(redis.call('HGET', key, 'spent'))
+  local reserved = tonumber(redis.call('HGET', key, 'reserved'))
+  table.insert(out, tostring(spent))
+  table.insert(out, tostring(reserved))
+  if out[1] == 0 and estimate > 0 and estimate > amount - spent - reserved + 1e-12 then
+    out[1] = i
+  end
+end
+if out[1] == 0 and estimate > 0 then
+  for _, key in ipairs(KEYS) do redis.call('HINCRBYFLOAT', key, 'reserved', estimate) end
+end
+return out
+"""
+
+# Replace a reservation with the real cost. KEYS: budget hashes; ARGV: estimate, actual.
+SETTLE_SCRIPT = """
+for _, key in ipairs(KEYS) do
+  if tonumber(ARGV[1]) > 0 then redis.call('HINCRBYFLOAT', key, 'reserved', -tonumber(ARGV[1])) end
+  if tonumber(ARGV[2]) > 0 then redis.call('HINCRBYFLOAT', key, 'spent', ARGV[2]) end
+end
+return 1
+"""
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer in time; the caller falls back to local state."""
+
+
+class SharedState:
+    """The Redis side of a router's state; see the module docstring."""
+
+    def __init__(self, settings: StateSettings, local: MemoryState, deployments: Sequence[str]) -> None:
+        self.settings = settings
+        self.local = local
+        self.deployments = list(deployments)
+        self.prefix = settings.prefix
+        self.healthy = False
+        self.round_trips = 0
+        self._client: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: dict[str, tuple[str, float]] = {}
+        # While Redis was away: budget hash key -> [dollars spent, dollars of reservations to
+        # release], added to the shared budgets once it is back.
+        self._unsynced: dict[str, list[float]] = {}
+        self._scripts: dict[str, Any] = {}
+        local.listener = self._changed
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (without failing: an unreachable Redis means degraded) and start syncing."""
+        if self._task is not None:
+            return
+        import redis.asyncio as aioredis
+
+        self._loop = asyncio.get_running_loop()
+        self._client = aioredis.from_url(
+            self.settings.url, socket_connect_timeout=max(0.5, self.settings.timeout_s),
+            socket_timeout=max(0.5, self.settings.timeout_s * 10), health_check_interval=0,
+        )
+        for name, source in (("rate", RATE_SCRIPT), ("reserve", RESERVE_SCRIPT), ("settle", SETTLE_SCRIPT)):
+            self._scripts[name] = self._client.register_script(source)
+        await self._check()
+        self._task = asyncio.ensure_future(self._sync_forever())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _check(self) -> None:
+        try:
+            async with asyncio.timeout(max(0.5, self.settings.timeout_s * 10)):
+                await self._client.ping()
+        except Exception:
+            self.healthy = False
+            return
+        if not self.healthy:
+            self.healthy = True
+            await self._reconcile()
+
+    async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """One script round trip, bounded by `timeout_s`; raises RedisUnavailable."""
+        if not self.healthy or self._client is None:
+            raise RedisUnavailable()
+        self.round_trips += 1
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                return await self._scripts[script](keys=keys, args=args)
+        except Exception as exc:
+            self.healthy = False
+            raise RedisUnavailable() from exc
+
+    # -- health --------------------------------------------------------------------------------
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def _changed(self, kind: str, deployment: str, seconds: float) -> None:
+        self._outbox[deployment + "\x00" + ("cooldown" if kind == "cooldown" else "circuit")] = (kind, seconds)
+
+    async def _sync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sync_interval_s)
+            if not self.healthy:
+                await self._check()
+                continue
+            try:
+                async with asyncio.timeout(max(0.5, self.settings.timeout_s * 10)):
+                    await self.sync_health()
+            except Exception:
+                self.healthy = False
+
+    async def sync_health(self) -> None:
+        """Publish this replica's health changes, then adopt everyone's (one pipeline)."""
+        outbox, self._outbox = self._outbox, {}
+        pipe = self._client.pipeline(transaction=False)
+        for key, (kind, seconds) in outbox.items():
+            deployment = key.split("\x00")[0]
+            if kind == "closed":
+                pipe.delete(self._key("open", deployment))
+            else:
+                name = "cooldown" if kind == "cooldown" else "open"
+                pipe.set(self._key(name, deployment), "1", px=max(1, int(seconds * 1000)))
+        for deployment in self.deployments:
+            pipe.pttl(self._key("cooldown", deployment))
+            pipe.pttl(self._key("open", deployment))
+        results = await pipe.execute()
+        ttls = results[len(outbox):]
+        self.round_trips += 1
+        for i, deployment in enumerate(self.deployments):
+            cooldown_ms, open_ms = ttls[2 * i], ttls[2 * i + 1]
+            self.local.apply_remote(deployment, max(0, cooldown_ms) / 1000, max(0, open_ms) / 1000)
+
+    async def _reconcile(self) -> None:
+        """Redis is back: republish what this replica knows and add the spend it charged."""
+        for deployment in self.deployments:
+            cooling = self.local.cooling_for(deployment)
+            if cooling > 0:
+                self._changed("cooldown", deployment, cooling)
+            if self.local.circuit(deployment) == "open":
+                self._changed("open", deployment, self.local.unavailable_for(deployment))
+        unsynced, self._unsynced = self._unsynced, {}
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key, (spent, release) in unsynced.items():
+                pipe.hincrbyfloat(key, "spent", spent)
+                pipe.hincrbyfloat(key, "reserved", -release)
+            await pipe.execute()
+        except Exception:
+            for key, (spent, release) in unsynced.items():
+                self._owe(key, spent, release)
+            self.healthy = False
+
+    def _owe(self, key: str, spent: float, release: float) -> None:
+        owed = self._unsynced.setdefault(key, [0.0, 0.0])
+        owed[0] += spent
+        owed[1] += release
+
+    # -- limits --------------------------------------------------------------------------------
+
+    async def take_rate(
+        self, scope: str, rpm: int | None, tpm: int | None, tokens: int, max_parallel: int | None
+    ) -> tuple[bool, float, str]:
+        """Count one request against a key's shared limits: (allowed, seconds to wait, which)."""
+        result = await self._call(
+            "rate",
+            [self._key("rpm", scope), self._key("tpm", scope), self._key("parallel", scope)],
+            [int(time.time() * 1000), -1 if rpm is None else rpm, -1 if tpm is None else tpm, tokens,
+             uuid.uuid4().hex, -1 if max_parallel is None else max_parallel],
+        )
+        allowed, wait_ms, which = int(result[0]), float(result[1]), result[2]
+        return bool(allowed), max(0.0, wait_ms / 1000), which.decode() if isinstance(which, bytes) else which
+
+    async def release_parallel(self, scope: str) -> None:
+        if not self.healthy or self._client is None:
+            return
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                await self._client.decr(self._key("parallel", scope))
+        except Exception:
+            self.healthy = False
+
+    # -- budgets -------------------------------------------------------------------------------
+
+    def budget_key(self, budget: Budget, period_start: float) -> str:
+        return self._key("budget", budget.scope, str(int(period_start)))
+
+    async def reserve(
+        self, budgets: list[Budget], keys: list[str], seeds: list[float], estimate: float, expire_at: float
+    ) -> tuple[int, list[tuple[float, float]]]:
+        """Atomically reserve on all budgets or none: (1-based index of the budget that would be
+        overrun or 0, [(spent, reserved) per budget before this reservation])."""
+        args: list[Any] = [repr(estimate), int(expire_at * 1000)]
+        for budget, seed in zip(budgets, seeds, strict=True):
+            args += [repr(budget.amount), repr(seed)]
+        result = await self._call("reserve", keys, args)
+        values = [float(v) for v in result[1:]]
+        return int(result[0]), [(values[2 * i], values[2 * i + 1]) for i in range(len(budgets))]
+
+    async def settle(self, keys: list[str], estimate: float, actual: float) -> None:
+        try:
+            await self._call("settle", keys, [repr(estimate), repr(actual)])
+        except RedisUnavailable:
+            for key in keys:
+                self._owe(key, actual, estimate)
