@@ -163,13 +163,20 @@ class KeyStore:
         self._cache: dict[str, tuple[float, VirtualKey | None]] = {}
 
     def create(
-        self, name: str, spec: dict[str, Any] | None = None, expires_at: float | None = None
+        self,
+        name: str,
+        spec: dict[str, Any] | None = None,
+        expires_at: float | None = None,
+        secret: str | None = None,
     ) -> tuple[str, VirtualKey]:
-        """A new key: returns the secret (shown once, never stored) and its record."""
+        """A new key: returns the secret (shown once, never stored) and its record. `secret`
+        imports a key issued elsewhere instead of generating one."""
         if not name or not isinstance(name, str):
             raise InvalidRequest("'name' is required", code="invalid_key_spec")
         settings = parse_spec(spec or {})
-        secret = "pm-" + secrets.token_urlsafe(32)
+        if secret is not None and len(secret) < 20:
+            raise InvalidRequest("an imported key must be at least 20 characters", code="invalid_key_spec")
+        secret = secret or "pm-" + secrets.token_urlsafe(32)
         key = VirtualKey(
             id="key_" + secrets.token_hex(6),
             name=name,
