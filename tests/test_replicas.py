@@ -229,3 +229,67 @@ def test_redis_going_away_degrades_without_failing_requests_and_recovers(upstrea
         assert upstream.calls("primary") == calls
     finally:
         proxy.stop()
+
+
+def test_reload_across_replicas_without_dropping_requests_in_flight(upstream, replicas):
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = replica_config(upstream)
+    group = replicas(config)
+    key = group.new_key()
+    upstream.set("primary", Behaviour(latency_s=1.0))
+    config["models"]["fresh"] = {"deployments": ["backup"]}
+    with ThreadPoolExecutor(6) as pool:
+        in_flight = [pool.submit(outcome, group.client(i, key)) for i in range(6)]
+        time.sleep(0.3)
+        group.path.write_text(yaml.safe_dump(config))
+        request = urllib.request.Request(f"{group.url(0)}/admin/reload", method="POST",
+                                         headers={"authorization": f"Bearer {MASTER}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert json.loads(response.read())["announced_to_replicas"] is True
+        assert [f.result() for f in in_flight] == ["ok"] * 6
+    time.sleep(0.5)
+    for i in range(3):
+        raw = group.client(i, key).chat.completions.with_raw_response.create(model="fresh", messages=HELLO)
+        assert raw.headers["x-pointsman-model"] == "backup"
+
+
+def test_invalid_config_is_refused_by_reload_and_the_old_one_keeps_serving(upstream, replicas):
+    config = replica_config(upstream)
+    group = replicas(config, count=1)
+    key = group.new_key()
+    group.path.write_text(yaml.safe_dump({**config, "models": {"auto": {"deployments": ["nope"]}}}))
+    request = urllib.request.Request(f"{group.url(0)}/admin/reload", method="POST",
+                                     headers={"authorization": f"Bearer {MASTER}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 400
+    assert "unknown deployment 'nope'" in json.loads(refused.value.read())["error"]["message"]
+    assert outcome(group.client(0, key)) == "ok"
+
+
+def test_config_file_watch_reloads_a_running_server(upstream, tmp_path):
+    from pointsman.router import Router
+    from pointsman.server import ServerThread
+
+    config = replica_config(upstream)
+    config.pop("state")
+    config["auth"] = {"enabled": False}
+    config["server"] = {"watch_config": True}
+    path = tmp_path / "watched.yaml"
+    path.write_text(yaml.safe_dump(config))
+    router = Router.from_config(path, db=tmp_path / "w.db")
+    with ServerThread(router) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="fresh", messages=HELLO)
+        config["models"]["fresh"] = {"deployments": ["backup"]}
+        time.sleep(0.01)
+        path.write_text(yaml.safe_dump(config))
+        deadline = time.monotonic() + 5
+        while "fresh" not in router.config.models:
+            assert time.monotonic() < deadline, "the config change was not picked up"
+            time.sleep(0.1)
+        raw = client.chat.completions.with_raw_response.create(model="fresh", messages=HELLO)
+        assert raw.headers["x-pointsman-model"] == "backup"
+    router.close()

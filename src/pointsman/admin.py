@@ -118,6 +118,22 @@ def admin_routes(router: Router) -> list[Route]:
         )
         return _json({"object": "list", "data": rows})
 
+    async def reload(request: Request) -> Response:
+        from pointsman.config import ConfigError
+
+        try:
+            config = router.reload()
+        except ConfigError as exc:
+            raise InvalidRequest("config not reloaded: " + "; ".join(exc.problems), code="invalid_config") from None
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), code="no_config_file") from None
+        announced = False
+        if router.shared is not None and router.shared.healthy:
+            await router.shared.announce_reload()
+            announced = True
+        return _json({"reloaded": True, "version": router.config_version, "deployments": len(config.deployments),
+                      "models": list(config.models), "announced_to_replicas": announced})
+
     async def spend(request: Request) -> Response:
         return _json({"budgets_remaining": access.remaining()})
 
@@ -138,5 +154,6 @@ def admin_routes(router: Router) -> list[Route]:
         Route("/admin/keys/{key_id}", guarded(revoke_key), methods=["DELETE"]),
         Route("/admin/records", guarded(records), methods=["GET"]),
         Route("/admin/spend", guarded(spend), methods=["GET"]),
+        Route("/admin/reload", guarded(reload), methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]

@@ -133,6 +133,8 @@ class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(4000, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    # Reload the config when its file changes (requests in flight finish on the old one).
+    watch_config: bool = False
     # Static client keys; when set, every /v1 request needs `Authorization: Bearer <one of them>`.
     api_keys: tuple[str, ...] = ()
 
@@ -163,6 +165,10 @@ class RouterSettings(_Strict):
 
 
 class StoreSettings(_Strict):
+    """Records in SQLite at `path` (default), or in PostgreSQL when `url` is set
+    (`postgresql://user:password@host:port/db`, shared by every replica)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     path: str | None = None
     enabled: bool = True
     flush_interval_s: float = Field(0.2, gt=0)
@@ -170,6 +176,21 @@ class StoreSettings(_Strict):
     retention_days: float | None = Field(None, gt=0)
     # Keep prompts and answers in the records (PII-masked). Off by default.
     store_content: bool = False
+    url: str | None = None
+    # The PostgreSQL schema holding the tables (created, and migrated, at start).
+    db_schema: str = Field("public", alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    # While PostgreSQL is unreachable: records kept in memory, past which they spill to a JSONL
+    # file in `spill_dir` (default: `spill` beside the SQLite path) until it returns.
+    buffer_records: int = Field(10_000, ge=0)
+    spill_dir: str | None = None
+    connect_timeout_s: float = Field(2.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"expected a postgresql:// URL, got {value!r}")
+        return value
 
 
 class AuthSettings(_Strict):
@@ -330,6 +351,12 @@ class Config(_Strict):
     aliases: dict[str, str] = {}
     policies: PoliciesSettings = PoliciesSettings()
     signals: SignalsSettings = SignalsSettings()
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_shorthand(cls, value: Any) -> Any:
+        # `store: postgresql://...` is short for `store: {url: postgresql://...}`.
+        return {"url": value} if isinstance(value, str) else value
 
     @field_validator("state", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ import asyncio
 import fnmatch
 import hashlib
 import os
+import sys
 import threading
 import time
 import uuid
@@ -94,41 +95,11 @@ class Router:
     def __init__(
         self, config: Config, *, store: RecordStore | None = None, keys: KeyStore | None = None
     ) -> None:
-        self.config = config
         self.store = store
         self.keys = keys
         breaker = config.router.circuit_breaker
         self.state = MemoryState(BreakerSettings(breaker.failure_threshold, breaker.open_s, breaker.half_open_probes))
-        # -- policies: applied before any strategy (pointsman.policies) --
-        self.policies = build_policies(config)
-        self.governance = tuple(p for p in self.policies if p.governance)
-        self.pii = PIIGuard(config.policies.pii.rules) if config.policies.pii else None
-        self.signal_settings = SignalSettings(
-            config.signals.domains,
-            config.signals.languages or None,
-            pii_engine=config.policies.pii.engine if config.policies.pii else "builtin",
-            roles={n: (r.system_pattern, r.tool_prefix) for n, r in config.signals.roles.items()},
-        )
-        self.strategies: dict[str, Strategy] = {
-            name: build_strategy(vm, config) for name, vm in config.models.items()
-        }
-        self._pools: dict[str, list[Deployment]] = {}
-        for name, vm in config.models.items():
-            names = [
-                *vm.deployments,
-                *sorted(self.strategies[name].referenced() - set(vm.deployments)),
-            ]
-            names += [n for n in vm.fallbacks if n not in names]
-            self._pools[name] = [config.deployment(n) for n in names]
         self._connections: dict[asyncio.AbstractEventLoop, _Connections] = {}
-        for strategy in self.strategies.values():
-            strategy.state = self.state
-        self.cascades: dict[str, Cascade] = {
-            name: Cascade(vm.cascade, self._judge_caller(vm.cascade.judge_deployment))
-            for name, vm in config.models.items()
-            if vm.cascade is not None
-        }
-        self.dispatcher = Dispatcher(config, self._provider, self.state)
         self.ledger = BudgetLedger(store.spent_since if store else (lambda scope, start: 0.0), time.time)
         self.shared = (
             SharedState(config.state, self.state, [d.name for d in config.deployments])
@@ -136,6 +107,8 @@ class Router:
             else None
         )
         self._shared_started = False
+        if self.shared is not None:
+            self.shared.on_reload = self._reload_announced
         self.access = AccessControl(config, keys, self.state, self.ledger, self.shared)
         self.metrics = (
             Metrics(config.models, (d.name for d in config.deployments)) if config.metrics.enabled else None
@@ -143,23 +116,117 @@ class Router:
         if self.metrics is not None:
             self.metrics.watch_circuits(self.state.circuits)
         self._sync_loop: asyncio.AbstractEventLoop | None = None
+        self.config_path: Path | None = None
+        self.config_version = 0
+        self._apply(config)
+
+    def _apply(self, config: Config) -> None:
+        """Build everything that follows from the config. A request in flight keeps the
+        dispatcher (and so the deployments) it started with."""
+        # -- policies: applied before any strategy (pointsman.policies) --
+        policies = build_policies(config)
+        signal_settings = SignalSettings(
+            config.signals.domains,
+            config.signals.languages or None,
+            pii_engine=config.policies.pii.engine if config.policies.pii else "builtin",
+            roles={n: (r.system_pattern, r.tool_prefix) for n, r in config.signals.roles.items()},
+        )
+        strategies: dict[str, Strategy] = {name: build_strategy(vm, config) for name, vm in config.models.items()}
+        pools: dict[str, list[Deployment]] = {}
+        for name, vm in config.models.items():
+            names = [*vm.deployments, *sorted(strategies[name].referenced() - set(vm.deployments))]
+            names += [n for n in vm.fallbacks if n not in names]
+            pools[name] = [config.deployment(n) for n in names]
+        for strategy in strategies.values():
+            strategy.state = self.state
+        self.config = config
+        self.policies = policies
+        self.governance = tuple(p for p in policies if p.governance)
+        self.pii = PIIGuard(config.policies.pii.rules) if config.policies.pii else None
+        self.signal_settings = signal_settings
+        self.strategies = strategies
+        self._pools = pools
+        self.cascades: dict[str, Cascade] = {
+            name: Cascade(vm.cascade, self._judge_caller(vm.cascade.judge_deployment))
+            for name, vm in config.models.items()
+            if vm.cascade is not None
+        }
+        self.dispatcher = Dispatcher(config, self._provider, self.state)
+        self.access.config = config
+        if self.metrics is not None:
+            self.metrics.known_models = set(config.models) | {d.name for d in config.deployments}
+        if self.shared is not None:
+            self.shared.deployments = [d.name for d in config.deployments]
+
+    def _reload_announced(self) -> None:
+        try:
+            self.reload()
+        except Exception as exc:  # keep serving the config that works; say why
+            print(f"pointsman: config reload announced by another replica failed: {exc}", file=sys.stderr)
+
+    async def watch_config(self, interval_s: float = 1.0) -> None:
+        """Reload whenever the config file changes on disk, until cancelled."""
+        if self.config_path is None:
+            return
+        seen = self.config_path.stat().st_mtime_ns
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                mtime = self.config_path.stat().st_mtime_ns
+            except OSError:
+                continue
+            if mtime != seen:
+                seen = mtime
+                try:
+                    self.reload()
+                except Exception as exc:
+                    print(f"pointsman: {self.config_path} changed but was not loaded: {exc}", file=sys.stderr)
+
+    def reload(self, source: str | Path | dict[str, Any] | None = None) -> Config:
+        """Re-read the config (default: the file it came from) and switch to it; requests in
+        flight finish with the config they started with. Raises ConfigError, leaving the
+        running config untouched, when the new one is invalid. The record store, keys and
+        state backend stay as they are."""
+        source = source if source is not None else self.config_path
+        if source is None:
+            raise ValueError("this router was built from a dict: pass the new config to reload()")
+        config = load_config(source)
+        self._apply(config)
+        self.config_version += 1
+        return config
 
     @classmethod
     def from_config(
         cls, source: str | Path | dict[str, Any], *, db: str | Path | None = None, records: bool = True
     ) -> Router:
-        """A router from a YAML path or a config dict. Records go to `db`, else the config's
-        `store.path`, else the default under the user's data directory (unless disabled in the
-        config or by `records=False`)."""
+        """A router from a YAML path or a config dict. Records go to PostgreSQL when the config
+        has a `store.url`, else to `db`, else the config's `store.path`, else the default under
+        the user's data directory (unless disabled in the config or by `records=False`)."""
         config = load_config(source)
         path = db or config.store.path or default_db_path()
-        store = None
-        if config.store.enabled and records:
+        store: Any = None
+        if config.store.enabled and records and config.store.url:
+            from pointsman.store_postgres import PostgresRecordStore
+
+            settings = config.store
+            store = PostgresRecordStore(
+                settings.url,
+                schema=settings.db_schema,
+                flush_interval_s=settings.flush_interval_s,
+                retention_days=settings.retention_days,
+                spill_dir=settings.spill_dir or Path(path).parent / "spill",
+                buffer_records=settings.buffer_records,
+                connect_timeout_s=settings.connect_timeout_s,
+            )
+        elif config.store.enabled and records:
             store = RecordStore(path, config.store.flush_interval_s, config.store.retention_days)
         keys = None
         if config.auth.enabled or (config.auth.enabled is None and os.environ.get(config.auth.master_key_env)):
             keys = KeyStore(path)
-        return cls(config, store=store, keys=keys)
+        router = cls(config, store=store, keys=keys)
+        if not isinstance(source, dict):
+            router.config_path = Path(source)
+        return router
 
     # -- analyse, constrain, select ---------------------------------------------------------
 
@@ -257,7 +324,11 @@ class Router:
         connections = self._connections.get(loop)
         if connections is None:
             connections = self._connections[loop] = _Connections(self.config)
-        return connections.providers[deployment.name]
+        provider = connections.providers.get(deployment.name)
+        if provider is None or provider.deployment is not deployment:
+            # A deployment added or changed by a reload: same pooled session, new settings.
+            provider = connections.providers[deployment.name] = make_provider(deployment, connections.session)
+        return provider
 
     async def handle(
         self,
@@ -280,6 +351,7 @@ class Router:
             bool(body.get("stream")) if isinstance(body, dict) else False,
         )
         call.body = body
+        dispatcher = self.dispatcher  # the config this request started with, whatever reloads
         decision: Decision | None = None
         outcome = Outcome()
         grant: Grant | None = None
@@ -305,7 +377,7 @@ class Router:
             masker = self.pii.masker(signals, decision.reasons) if self.pii is not None else None
             upstream_body = masker.mask_body(body, signals.text_segments[1]) if masker else body
             if call.stream:
-                first, rest = await self.dispatcher.open_stream(
+                first, rest = await dispatcher.open_stream(
                     decision, upstream_body, outcome, signals
                 )
                 if masker:
@@ -313,10 +385,10 @@ class Router:
                 return Reply(
                     decision,
                     self._headers(decision, call, outcome),
-                    stream=self._relay(first, rest, decision, call, outcome),
+                    stream=self._relay(first, rest, decision, call, outcome, dispatcher),
                 )
             route = self.config.models.get(routed)
-            completion = await self.dispatcher.complete(
+            completion = await dispatcher.complete(
                 decision,
                 upstream_body,
                 outcome,
@@ -359,6 +431,7 @@ class Router:
         decision: Decision,
         call: _Call,
         outcome: Outcome,
+        dispatcher: Dispatcher,
     ) -> AsyncIterator[bytes]:
         status, error, health_failure = 200, None, False
         # Content is collected only when the config keeps it.
@@ -396,7 +469,7 @@ class Router:
             raise
         finally:
             await rest.aclose()
-            self.dispatcher.finish_stream(decision, outcome, status == 200, health_failure)
+            dispatcher.finish_stream(decision, outcome, status == 200, health_failure)
             self._record(call, decision, outcome, status, error, "".join(pieces) if pieces else None)
 
     def _record(

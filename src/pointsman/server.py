@@ -213,10 +213,13 @@ def create_app(router: Router) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await router.start()
-        probes = asyncio.ensure_future(router.run_probes())
+        tasks = [asyncio.ensure_future(router.run_probes())]
+        if router.config.server.watch_config:
+            tasks.append(asyncio.ensure_future(router.watch_config()))
         yield
-        probes.cancel()
-        await asyncio.gather(probes, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await router.aclose()
         if router.store is not None:
             router.store.close()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -126,6 +126,9 @@ class SharedState:
         self._unsynced: dict[str, list[float]] = {}
         self._scripts: dict[str, Any] = {}
         local.listener = self._changed
+        # Called when another replica announces a config reload.
+        self.on_reload: Callable[[], None] | None = None
+        self._config_version: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -211,9 +214,17 @@ class SharedState:
         for deployment in self.deployments:
             pipe.pttl(self._key("cooldown", deployment))
             pipe.pttl(self._key("open", deployment))
+        pipe.get(self._key("config_version"))
         results = await pipe.execute()
-        ttls = results[len(outbox):]
+        ttls = results[len(outbox):-1]
         self.round_trips += 1
+        version = int(results[-1] or 0)
+        if self._config_version is None:
+            self._config_version = version
+        elif version != self._config_version:
+            self._config_version = version
+            if self.on_reload is not None:
+                self.on_reload()
         for i, deployment in enumerate(self.deployments):
             cooldown_ms, open_ms = ttls[2 * i], ttls[2 * i + 1]
             self.local.apply_remote(deployment, max(0, cooldown_ms) / 1000, max(0, open_ms) / 1000)
@@ -242,6 +253,11 @@ class SharedState:
         owed = self._unsynced.setdefault(key, [0.0, 0.0])
         owed[0] += spent
         owed[1] += release
+
+    async def announce_reload(self) -> None:
+        """Tell the other replicas to reload their config (they do within a sync interval)."""
+        version = await self._client.incr(self._key("config_version"))
+        self._config_version = int(version)
 
     # -- limits --------------------------------------------------------------------------------
 
