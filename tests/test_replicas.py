@@ -55,13 +55,14 @@ class Replicas:
         self.db = tmp / "shared.db"
         self.ports = [free_port() for _ in range(count)]
         env = {**os.environ, "POINTSMAN_MASTER_KEY": MASTER}
+        self.logs = [(tmp / f"replica-{i}.log").open("wb") for i in range(count)]
         self.processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "pointsman", "serve", "--config", str(self.path), "--port", str(port),
                  "--db", str(self.db)],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                env=env, stdout=log, stderr=subprocess.STDOUT,
             )
-            for port in self.ports
+            for port, log in zip(self.ports, self.logs, strict=True)
         ]
         deadline = time.monotonic() + 30
         for port in self.ports:
@@ -98,9 +99,12 @@ class Replicas:
             process.terminate()
         for process in self.processes:
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+        for log in self.logs:
+            log.close()
 
 
 def replica_config(upstream: Any, redis_port: int = REDIS[1], **router: Any) -> dict[str, Any]:
