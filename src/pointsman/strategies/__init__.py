@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from pointsman.strategies.balance import BalanceStrategy
+from pointsman.strategies.bandit import BanditStrategy
 from pointsman.strategies.base import Ranking, Strategy
 from pointsman.strategies.conditions import ConditionsStrategy
+from pointsman.strategies.learned import LearnedStrategy
 from pointsman.strategies.rules import RulesStrategy
 from pointsman.strategies.static import OrderedStrategy, WeightedStrategy
 from pointsman.strategies.tiers import TiersStrategy
@@ -25,6 +27,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
         BalanceStrategy,
         RulesStrategy,
         TiersStrategy,
+        LearnedStrategy,
+        BanditStrategy,
     )
 }
 
