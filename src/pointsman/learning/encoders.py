@@ -150,7 +150,7 @@ class WordLlamaEncoder:
         self._tokenizer = model.tokenizer
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        self._pieces: OrderedDict[str, list[int]] = OrderedDict()
+        self._pieces: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._piece_cache = piece_cache
 
     def token_ids(self, text: str) -> list[int]:
@@ -163,7 +163,8 @@ class WordLlamaEncoder:
                 continue
             found = cache.get(piece)
             if found is None:
-                found = cache[piece] = tokenizer.encode(piece, add_special_tokens=False).ids
+                # Tuples of ints drop out of the garbage collector's tracking; lists would not.
+                found = cache[piece] = tuple(tokenizer.encode(piece, add_special_tokens=False).ids)
                 if len(cache) > self._piece_cache:
                     cache.popitem(last=False)
             ids.extend(found)

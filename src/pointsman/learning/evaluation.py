@@ -202,18 +202,42 @@ def evaluate(
     name: str = "router",
     advance: Callable[[int], None] | None = None,
     exclude_groups: Sequence[str] = (),
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> list[DatasetReport]:
-    """The report on `test`, and a second one without `exclude_groups` when given."""
+    """The report on `test`, and a second one without `exclude_groups` when given. With
+    `bootstrap`, the router's numbers also get 90% intervals from that many resamples."""
     data = align(test, artifact)
     predicted, routes = predict_all(artifact, data.prompts, advance)
     reports = [_report(artifact, data, predicted, routes, name, list(test.notes))]
+    parts = [(data, predicted)]
     if exclude_groups and data.groups is not None:
         keep = np.array([g not in exclude_groups for g in data.groups])
         sub = data.subset(np.flatnonzero(keep))
         sub.name = f"{data.name} without {', '.join(exclude_groups)}"
         kept_routes = [r for r, k in zip(routes, keep, strict=True) if k]
         reports.append(_report(artifact, sub, predicted[keep], kept_routes, name, []))
+        parts.append((sub, predicted[keep]))
+    if bootstrap:
+        for report, (rows, pred) in zip(reports, parts, strict=True):
+            report.routers[0].numbers["interval_90"] = _intervals(rows, pred, bootstrap, seed)
     return reports
+
+
+def _intervals(data: OutcomeData, predicted: np.ndarray, resamples: int, seed: int) -> dict[str, list[float]]:
+    """5th and 95th percentiles of the router's numbers over prompt resamples (a number that
+    is never reached in a resample counts as infinite)."""
+    rng = np.random.default_rng(seed)
+    keys = (["apgr"] if data.two_model else []) + ["cost_to_95", "cost_to_100", "aiq"]
+    seen: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(resamples):
+        idx = rng.integers(0, len(data), len(data))
+        rows = data.subset(idx)
+        numbers = _numbers(router_curve(predicted[idx], rows), rows)
+        for k in keys:
+            v = numbers.get(k)
+            seen[k].append(float("inf") if v is None else float(v))
+    return {k: [float(np.percentile(v, 5)), float(np.percentile(v, 95))] for k, v in seen.items()}
 
 
 def _report(
@@ -271,9 +295,14 @@ def render(reports: Sequence[DatasetReport], console: Any, groups: bool = False)
         for r in rep.routers + rep.references:
             label = "best single" if r.name.startswith("best single") else r.name
             cells = [label] + [fmt(r.numbers.get(key)) for _, key, fmt in columns]
-            if label == "best single" and rep.two_model:
-                cells[1] = "-"
             table.add_row(*cells, style="bold" if r in rep.routers else None)
+            interval = r.numbers.get("interval_90")
+            if interval:
+                cells = ["  90% interval"] + [
+                    f"{fmt(interval[key][0])}-{fmt(interval[key][1])}" if key in interval else ""
+                    for _, key, fmt in columns
+                ]
+                table.add_row(*cells, style="dim")
         console.print(table)
         best = max(rep.singles, key=lambda m: rep.singles[m]["quality"])
         console.print(f"  best single: {best} (quality {rep.singles[best]['quality']:.3f})")
@@ -319,7 +348,7 @@ def _pct(v: Any) -> str:
 
 
 def _x(v: Any) -> str:
-    return "never" if v is None else f"{v:.2f}x"
+    return "never" if v is None or v == float("inf") else f"{v:.2f}x"
 
 
 def plot(reports: Sequence[DatasetReport], path: str) -> None:

@@ -173,28 +173,39 @@ class LinearPredictor(Predictor):
 
 
 class KnnPredictor(Predictor):
-    """Mean outcome of the k most similar training prompts (cosine on a dense block whose
-    rows are unit length), weighted by similarity. Keys are kept as int8 with one scale (a
-    quarter of float32's size, rankings unchanged in practice)."""
+    """Mean outcome of the k most similar training prompts by cosine similarity on the first
+    `dims` columns of a dense block (WordLlama is trained so that its leading dimensions are an
+    embedding of their own), weighted by similarity.
+
+    Keys are kept as int8 with one scale: a quarter of float32's size, and a query reads a
+    quarter of the memory, which is what a kNN lookup costs on a busy machine.
+    """
 
     kind = "knn"
 
     def __init__(
-        self, block: str, keys: np.ndarray, values: np.ndarray, k: int, scale: float | None = None
+        self,
+        block: str,
+        keys: np.ndarray,
+        values: np.ndarray,
+        k: int,
+        dims: int | None = None,
+        scale: float | None = None,
     ) -> None:
         self.block = block
+        self.dims = int(dims or keys.shape[1])
         if scale is None:
-            top = float(np.abs(keys).max()) or 1.0
-            scale = 127.0 / top
-            keys = np.round(np.asarray(keys, dtype=np.float64) * scale).astype(np.int8)
+            unit = _unit_rows(np.asarray(keys, dtype=np.float64)[:, : self.dims])
+            scale = 127.0 / (float(np.abs(unit).max()) or 1.0)
+            keys = np.round(unit * scale).astype(np.int8)
         self.scale = float(scale)
-        self.quantized = np.asarray(keys, dtype=np.int8)
-        self.keys = np.ascontiguousarray(self.quantized, dtype=np.float32) / np.float32(self.scale)
+        self.quantized = np.ascontiguousarray(keys, dtype=np.int8)
+        self.keys = self.quantized.astype(np.float32) / np.float32(self.scale)
         self.values = np.asarray(values, dtype=np.float16).astype(np.float32)
         self.k = min(k, len(self.keys))
 
     def predict(self, features: Features) -> np.ndarray:
-        x = features.dense[self.block].astype(np.float32)
+        x = _unit_rows(features.dense[self.block][:, : self.dims].astype(np.float32))
         sims = x @ self.keys.T
         k = self.k
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -204,16 +215,33 @@ class KnnPredictor(Predictor):
         return out.astype(np.float64)
 
     def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        spec = {"kind": self.kind, "prefix": prefix, "block": self.block, "k": self.k, "scale": self.scale}
+        spec = {
+            "kind": self.kind,
+            "prefix": prefix,
+            "block": self.block,
+            "k": self.k,
+            "dims": self.dims,
+            "scale": self.scale,
+        }
         arrays = {f"{prefix}keys": self.quantized, f"{prefix}values": self.values.astype(np.float16)}
         return spec, arrays
 
     @classmethod
     def load(cls, spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> KnnPredictor:
         p = spec["prefix"]
-        keys = arrays[f"{p}keys"]
-        scale = float(spec["scale"]) if keys.dtype == np.int8 else None
-        return cls(spec["block"], keys, arrays[f"{p}values"], int(spec["k"]), scale)
+        return cls(
+            spec["block"],
+            arrays[f"{p}keys"],
+            arrays[f"{p}values"],
+            int(spec["k"]),
+            int(spec["dims"]),
+            float(spec["scale"]),
+        )
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
 
 
 class TreesPredictor(Predictor):

@@ -149,9 +149,9 @@ def linear_candidate(
     return Candidate(name, needs, fit)
 
 
-def knn_candidate(name: str, block: str, k: int) -> Candidate:
+def knn_candidate(name: str, block: str, k: int, dims: int | None = 64) -> Candidate:
     def fit(feats: Features, y: np.ndarray, idx: np.ndarray, w: np.ndarray | None) -> Predictor:
-        return KnnPredictor(block, feats.dense[block][idx], y[idx], k)
+        return KnnPredictor(block, feats.dense[block][idx], y[idx], k, dims)
 
     return Candidate(name, (block,), fit)
 
