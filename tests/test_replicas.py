@@ -58,9 +58,21 @@ class Replicas:
         self.logs = [(tmp / f"replica-{i}.log").open("wb") for i in range(count)]
         self.processes = [
             subprocess.Popen(
-                [sys.executable, "-m", "pointsman", "serve", "--config", str(self.path), "--port", str(port),
-                 "--db", str(self.db)],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "pointsman",
+                    "serve",
+                    "--config",
+                    str(self.path),
+                    "--port",
+                    str(port),
+                    "--db",
+                    str(self.db),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             for port, log in zip(self.ports, self.logs, strict=True)
         ]
@@ -88,7 +100,9 @@ class Replicas:
 
     def new_key(self, **spec: Any) -> str:
         request = urllib.request.Request(
-            f"{self.url(0)}/admin/keys", method="POST", data=json.dumps({"name": "shared", **spec}).encode(),
+            f"{self.url(0)}/admin/keys",
+            method="POST",
+            data=json.dumps({"name": "shared", **spec}).encode(),
             headers={"authorization": f"Bearer {MASTER}", "content-type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -110,14 +124,24 @@ class Replicas:
 def replica_config(upstream: Any, redis_port: int = REDIS[1], **router: Any) -> dict[str, Any]:
     deployments = []
     for name, price in (("primary", 1.0), ("backup", 1.0)):
-        deployments.append({
-            "name": name, "provider": "openai", "model": name, "api_base": f"{upstream.url}/{name}/v1",
-            "price": {"input": price, "output": price}, "timeouts": {"total": 5},
-        })
+        deployments.append(
+            {
+                "name": name,
+                "provider": "openai",
+                "model": name,
+                "api_base": f"{upstream.url}/{name}/v1",
+                "price": {"input": price, "output": price},
+                "timeouts": {"total": 5},
+            }
+        )
     return {
         "router": {"backoff_base_s": 0.0, **router},
-        "state": {"url": f"redis://127.0.0.1:{redis_port}/0", "prefix": f"pm-test-{uuid.uuid4().hex[:8]}",
-                  "sync_interval_s": 0.05, "timeout_s": 0.2},
+        "state": {
+            "url": f"redis://127.0.0.1:{redis_port}/0",
+            "prefix": f"pm-test-{uuid.uuid4().hex[:8]}",
+            "sync_interval_s": 0.05,
+            "timeout_s": 0.2,
+        },
         "auth": {"enabled": True},
         "deployments": deployments,
         "models": {"auto": {"deployments": ["primary", "backup"]}},
@@ -204,8 +228,9 @@ def test_redis_going_away_degrades_without_failing_requests_and_recovers(upstrea
 
     proxy = TcpProxy(*REDIS).start()
     try:
-        config = replica_config(upstream, redis_port=proxy.port,
-                                circuit_breaker={"failure_threshold": 2, "open_s": 30})
+        config = replica_config(
+            upstream, redis_port=proxy.port, circuit_breaker={"failure_threshold": 2, "open_s": 30}
+        )
         group = replicas(config)
         key = group.new_key(rpm=1000)
         assert all(group.get(i, "/readyz")["status"] == "ready" for i in range(3))
@@ -247,8 +272,9 @@ def test_reload_across_replicas_without_dropping_requests_in_flight(upstream, re
         in_flight = [pool.submit(outcome, group.client(i, key)) for i in range(6)]
         time.sleep(0.3)
         group.path.write_text(yaml.safe_dump(config))
-        request = urllib.request.Request(f"{group.url(0)}/admin/reload", method="POST",
-                                         headers={"authorization": f"Bearer {MASTER}"})
+        request = urllib.request.Request(
+            f"{group.url(0)}/admin/reload", method="POST", headers={"authorization": f"Bearer {MASTER}"}
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert json.loads(response.read())["announced_to_replicas"] is True
         assert [f.result() for f in in_flight] == ["ok"] * 6
@@ -263,8 +289,9 @@ def test_invalid_config_is_refused_by_reload_and_the_old_one_keeps_serving(upstr
     group = replicas(config, count=1)
     key = group.new_key()
     group.path.write_text(yaml.safe_dump({**config, "models": {"auto": {"deployments": ["nope"]}}}))
-    request = urllib.request.Request(f"{group.url(0)}/admin/reload", method="POST",
-                                     headers={"authorization": f"Bearer {MASTER}"})
+    request = urllib.request.Request(
+        f"{group.url(0)}/admin/reload", method="POST", headers={"authorization": f"Bearer {MASTER}"}
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 400
@@ -297,3 +324,39 @@ def test_config_file_watch_reloads_a_running_server(upstream, tmp_path):
         raw = client.chat.completions.with_raw_response.create(model="fresh", messages=HELLO)
         assert raw.headers["x-pointsman-model"] == "backup"
     router.close()
+
+
+def test_every_request_is_recorded_in_postgresql_exactly_once_across_replicas(upstream, replicas):
+    import psycopg
+    from psycopg import sql
+
+    url = os.environ.get("POINTSMAN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    schema = f"pm_replicas_{uuid.uuid4().hex[:10]}"
+    config = replica_config(upstream)
+    config["store"] = {"url": url, "schema": schema, "flush_interval_s": 0.1}
+    try:
+        group = replicas(config)
+        # A key made through one replica is known to all of them: keys live in PostgreSQL too.
+        key = group.new_key(budget=100.0)
+        upstream.set("primary", Behaviour(failure_rate=0.3))
+        ids = []
+        for i in range(45):
+            raw = group.client(i, key).chat.completions.with_raw_response.create(model="auto", messages=HELLO)
+            ids.append(raw.headers["x-pointsman-request-id"])
+        with pytest.raises(openai.NotFoundError):
+            group.client(1, key).chat.completions.create(model="nope", messages=HELLO)
+        deadline = time.monotonic() + 10
+        with psycopg.connect(url, autocommit=True) as conn:
+            table = sql.Identifier(schema, "requests")
+            while True:
+                rows = conn.execute(sql.SQL("SELECT request_id, status FROM {}").format(table)).fetchall()
+                if len(rows) >= 46 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        recorded = [r[0] for r in rows]
+        assert len(recorded) == len(set(recorded)) == 46
+        assert set(ids) <= set(recorded)
+        assert sorted(r[1] for r in rows).count(404) == 1
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

@@ -148,12 +148,15 @@ def _logs(args: argparse.Namespace) -> int:
 
 def _key_store(args: argparse.Namespace) -> Any:
     from pointsman.config import load_config
-    from pointsman.keys import KeyStore
+    from pointsman.keys import KeyStore, PostgresKeyStore
     from pointsman.store import default_db_path
 
     path = args.db
     if path is None and args.config:
-        path = load_config(args.config).store.path
+        store = load_config(args.config).store
+        if store.url:
+            return PostgresKeyStore(store.url, store.db_schema)
+        path = store.path
     return KeyStore(path or default_db_path())
 
 

@@ -149,7 +149,8 @@ def parse_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 class KeyStore:
     """Keys in SQLite (beside the request records), looked up by hash through a small cache so
-    the request path does no disk I/O for known keys."""
+    the request path does no disk I/O for known keys. `PostgresKeyStore` shares them between
+    replicas; both implement `_write` and `_read` over the same table."""
 
     CACHE_S = 2.0
 
@@ -161,6 +162,17 @@ class KeyStore:
         self._db.commit()
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, VirtualKey | None]] = {}
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        """Run one statement that changes rows; returns how many it changed."""
+        with self._lock:
+            cursor = self._db.execute(sql, args)
+            self._db.commit()
+            return cursor.rowcount
+
+    def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     def create(
         self,
@@ -185,51 +197,49 @@ class KeyStore:
             expires_at=expires_at,
             **settings,
         )
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO keys (id, name, hash, prefix, created_at, expires_at, spec) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key.id,
-                    name,
-                    hash_key(secret),
-                    key.prefix,
-                    key.created_at,
-                    expires_at,
-                    orjson.dumps({f: getattr(key, f) for f in _SPEC_FIELDS}).decode(),
-                ),
-            )
-            self._db.commit()
+        self._write(
+            "INSERT INTO keys (id, name, hash, prefix, created_at, expires_at, spec) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                key.id,
+                name,
+                hash_key(secret),
+                key.prefix,
+                key.created_at,
+                expires_at,
+                orjson.dumps({f: getattr(key, f) for f in _SPEC_FIELDS}).decode(),
+            ),
+        )
         return secret, key
 
     def revoke(self, key_id: str) -> VirtualKey | None:
-        with self._lock:
-            cursor = self._db.execute(
-                "UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id)
-            )
-            self._db.commit()
-            self._cache.clear()
-        return self.get(key_id) if cursor.rowcount or self.get(key_id) else None
+        self._write(
+            "UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id)
+        )
+        self._cache.clear()
+        return self.get(key_id)
 
     def get(self, key_id: str) -> VirtualKey | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchone()
-        return _row_to_key(row) if row else None
+        rows = self._read("SELECT * FROM keys WHERE id = ?", (key_id,))
+        return _row_to_key(rows[0]) if rows else None
 
     def list(self) -> list[VirtualKey]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM keys ORDER BY created_at").fetchall()
-        return [_row_to_key(r) for r in rows]
+        return [_row_to_key(r) for r in self._read("SELECT * FROM keys ORDER BY created_at", ())]
 
     def lookup(self, secret: str) -> VirtualKey | None:
-        """The key for a secret, active or not; None if unknown."""
+        """The key for a secret, active or not; None if unknown. Cached for `CACHE_S`; while
+        the database cannot be read, a key seen before keeps its last known state."""
         digest = hash_key(secret)
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and now - cached[0] < self.CACHE_S:
             return cached[1]
-        with self._lock:
-            row = self._db.execute("SELECT * FROM keys WHERE hash = ?", (digest,)).fetchone()
-        key = _row_to_key(row) if row else None
+        try:
+            rows = self._read("SELECT * FROM keys WHERE hash = ?", (digest,))
+        except Exception:
+            if cached is not None:
+                return cached[1]
+            raise
+        key = _row_to_key(rows[0]) if rows else None
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now, key)
@@ -237,6 +247,55 @@ class KeyStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+class PostgresKeyStore(KeyStore):
+    """Keys in PostgreSQL (the `keys` table the record store's migrations create), so every
+    replica, on any host, knows every key. One connection, reopened when it breaks."""
+
+    def __init__(self, url: str, schema: str = "public", connect_timeout_s: float = 1.0) -> None:
+        self.url = url
+        self.schema = schema
+        self.connect_timeout_s = connect_timeout_s
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._cache = {}
+
+    def _connection(self) -> Any:
+        import psycopg
+        from psycopg import sql
+
+        if self._conn is None or self._conn.closed:
+            from pointsman.store_postgres import migrate
+
+            conn = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s))
+            )
+            migrate(conn, self.schema)  # the keys table may not exist yet (e.g. `pointsman keys` first)
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            self._conn = conn
+        return self._conn
+
+    def _run(self, sql: str, args: tuple[Any, ...], fetch: bool) -> Any:
+        with self._lock:
+            try:
+                cursor = self._connection().execute(sql.replace("?", "%s"), args)
+                return cursor.fetchall() if fetch else cursor.rowcount
+            except Exception:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                raise
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        return int(self._run(sql, args, fetch=False))
+
+    def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return list(self._run(sql, args, fetch=True))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
 
 def _row_to_key(row: tuple[Any, ...]) -> VirtualKey:

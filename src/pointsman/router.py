@@ -30,7 +30,7 @@ from pointsman.access import AccessControl, Grant
 from pointsman.budgets import BudgetLedger
 from pointsman.cascade import Cascade, JudgeReply, answer_text
 from pointsman.pii import Detector
-from pointsman.keys import KeyStore
+from pointsman.keys import KeyStore, PostgresKeyStore
 from pointsman.metrics import Metrics
 from pointsman.state import BreakerSettings, MemoryState
 from pointsman.state_redis import SharedState
@@ -222,7 +222,8 @@ class Router:
             store = RecordStore(path, config.store.flush_interval_s, config.store.retention_days)
         keys = None
         if config.auth.enabled or (config.auth.enabled is None and os.environ.get(config.auth.master_key_env)):
-            keys = KeyStore(path)
+            # Keys live with the records: shared by replicas when those are in PostgreSQL.
+            keys = PostgresKeyStore(config.store.url, config.store.db_schema) if config.store.url else KeyStore(path)
         router = cls(config, store=store, keys=keys)
         if not isinstance(source, dict):
             router.config_path = Path(source)
