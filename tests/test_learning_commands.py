@@ -126,3 +126,31 @@ def test_missing_data_is_an_error_not_a_traceback(capsys: pytest.CaptureFixture[
     code, result = run(["eval", "no-such-set", "--json"], capsys)
     assert code == 1
     assert "not a bundled set" in result["error"]
+
+
+def test_shipped_routers_hold_their_documented_held_out_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = run(["eval", "--json"], capsys)
+    assert code == 0
+    by_name = {d["dataset"]: d for d in report["datasets"]}
+    assert by_name["mmlu"]["routers"][0]["apgr"] == pytest.approx(0.697, abs=0.002)
+    assert by_name["gsm8k"]["routers"][0]["apgr"] == pytest.approx(0.631, abs=0.002)
+    nine = by_name["llmrouter"]["routers"][0]
+    assert nine["cost_to_95"] == pytest.approx(0.22, abs=0.01)
+    assert nine["cost_to_100"] == pytest.approx(0.46, abs=0.01)
+    assert nine["quality_at_best_cost"] > by_name["llmrouter"]["references"][1]["quality_at_best_cost"]
+
+
+@pytest.mark.slow
+def test_the_documented_training_command_rebuilds_the_shipped_router(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pointsman.learning.artifact import RouterArtifact
+
+    out = tmp_path / "default"
+    argv = ["train", "mmlu", "gsm8k", "--routes", "--drop-group", "high_school_mathematics"]
+    code, _ = run([*argv, "--out", str(out), "--json"], capsys)
+    assert code == 0
+    shipped, rebuilt = RouterArtifact.load("default"), RouterArtifact.load(out)
+    prompts = load_bundled("gsm8k").prompts[:100] + load_bundled("mmlu").prompts[:100]
+    assert np.allclose(shipped.predict(prompts), rebuilt.predict(prompts), atol=1e-6)
+    assert shipped.knob["routes"].keys() == rebuilt.knob["routes"].keys()

@@ -406,6 +406,10 @@ def _demo_router() -> Any:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.learned:
+        from pointsman.learning.replay import run_learned_demo
+
+        return run_learned_demo(json_output=args.json, requests=args.requests, seed=args.seed)
     from pointsman.demo import run_demo
 
     return run_demo(json_output=args.json)
@@ -513,6 +517,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a mixed workload through simulated deployments")
     demo.add_argument("--json", action="store_true")
+    demo.add_argument(
+        "--learned",
+        action="store_true",
+        help="replay held-out MMLU and GSM8K prompts through the learned router; "
+        "print cost saved and quality kept from the recorded outcomes",
+    )
+    demo.add_argument("--requests", type=int, default=200, help="--learned: prompts to replay (default 200)")
+    demo.add_argument("--seed", type=int, default=0, help="--learned: seed of the prompt sample")
     demo.set_defaults(func=_demo)
 
     try:

@@ -207,6 +207,7 @@ def run_demo(json_output: bool = False) -> int:
         f"Total cost ${summary['cost']:.6f} against ${summary['premium_cost']:.6f} if every request "
         f"had gone to {PREMIUM}: [bold green]{summary['saving']:.0%} saved[/]."
     )
+    console.print("Learned routing on real prompts, scored with recorded outcomes: pointsman demo --learned")
     return 0 if failures == 0 else 1
 
 

@@ -20,6 +20,7 @@ from pointsman.admin import admin_routes
 from pointsman.anthropic_api import anthropic_routes
 from pointsman.dashboard import dashboard_routes
 from pointsman.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, PointsmanError
+from pointsman.feedback import feedback_routes
 from pointsman.router import Router, new_request_id
 
 JSON = "application/json"
@@ -234,6 +235,7 @@ def create_app(router: Router) -> ASGIApp:
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *feedback_routes(router),
             *admin_routes(router),
             *anthropic_routes(router),
             *dashboard_routes(router),

@@ -1,6 +1,6 @@
 """Per-process routing state behind one small interface: health (circuit breakers, cooldowns),
-load (in-flight counts, request and token rates) and latency statistics. In memory here; a
-shared backend implements the same methods."""
+load (in-flight counts, request and token rates), latency statistics and the statistics of
+online bandits. In memory here; a shared backend implements the same methods."""
 
 from __future__ import annotations
 
@@ -50,6 +50,8 @@ class MemoryState:
         self.breaker = breaker or BreakerSettings()
         self._health: dict[str, _Health] = {}
         self._load: dict[str, _Load] = {}
+        # (route, bucket) -> arm -> [observations, reward sum]
+        self._bandits: dict[tuple[str, str], dict[str, list[float]]] = {}
         # Told of every health change ("cooldown" | "open" | "closed", deployment, seconds
         # left), so a shared backend can pass it on to other replicas.
         self.listener: Callable[[str, str, float], None] | None = None
@@ -233,3 +235,22 @@ class MemoryState:
     def idle_for(self, deployment: str) -> float:
         load = self._load.get(deployment)
         return monotonic() - load.last_used if load and load.last_used else float("inf")
+
+    # -- bandits ----------------------------------------------------------------------------
+
+    def bandit_update(self, route: str, bucket: str, arm: str, reward: float, count: float = 1.0) -> None:
+        """Add `count` observations with total `reward` (each in 0..1) to an arm of a route's
+        bandit in one bucket; a revised rating passes its change with `count=0`."""
+        arms = self._bandits.setdefault((route, bucket), {})
+        stats = arms.setdefault(arm, [0.0, 0.0])
+        stats[0] = max(0.0, stats[0] + count)
+        stats[1] = min(stats[0], max(0.0, stats[1] + reward))
+
+    def bandit_stats(self, route: str, bucket: str) -> dict[str, tuple[float, float]]:
+        """(observations, reward sum) of each arm seen in a route's bucket."""
+        arms = self._bandits.get((route, bucket))
+        return {arm: (s[0], s[1]) for arm, s in arms.items()} if arms else {}
+
+    def bandit_buckets(self, route: str) -> list[str]:
+        """The buckets of a route's bandit that have statistics."""
+        return [bucket for (r, bucket) in self._bandits if r == route]

@@ -67,6 +67,21 @@ class LanguageOf:
 _INSERT = (
     f"INSERT OR REPLACE INTO requests ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))})"
 )
+# One rating per request (a later one replaces it), joined to the record by request id.
+FEEDBACK_TABLE = (
+    "CREATE TABLE IF NOT EXISTS feedback (request_id TEXT PRIMARY KEY, ts REAL NOT NULL,"
+    " score REAL NOT NULL, comment TEXT)"
+)
+_FEEDBACK_UPSERT = (
+    "INSERT INTO feedback (request_id, ts, score, comment) SELECT ?, ?, ?, ?"
+    " WHERE EXISTS (SELECT 1 FROM requests WHERE request_id = ?)"
+    " ON CONFLICT (request_id) DO UPDATE SET ts = excluded.ts, score = excluded.score,"
+    " comment = excluded.comment"
+)
+_WITH_FEEDBACK = (
+    "SELECT r.*, f.score AS feedback_score, f.comment AS feedback_comment, f.ts AS feedback_ts"
+    " FROM requests r {join} feedback f ON f.request_id = r.request_id"
+)
 
 
 def default_db_path() -> Path:
@@ -90,6 +105,7 @@ def connect(path: str | Path) -> sqlite3.Connection:
             db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind.replace(' PRIMARY KEY', '')}")
     for column in INDEXES:
         db.execute(f"CREATE INDEX IF NOT EXISTS requests_{column} ON requests ({column})")
+    db.execute(FEEDBACK_TABLE)
     db.commit()
     return db
 
@@ -138,6 +154,8 @@ class RecordStore:
             cursor = self._db.execute(
                 "DELETE FROM requests WHERE ts < ?", (time.time() - self.retention_days * 86400,)
             )
+            # Feedback goes with its record.
+            self._db.execute("DELETE FROM feedback WHERE request_id NOT IN (SELECT request_id FROM requests)")
             self._db.commit()
         return cursor.rowcount
 
@@ -172,6 +190,42 @@ class RecordStore:
         self.flush()
         return read_records(self.path, limit, **filters)
 
+    def add_feedback(self, request_id: str, score: float, comment: str | None, ts: float) -> bool:
+        """Store a rating (0..1) of a recorded request, replacing an earlier one; False when
+        no record has that id."""
+        self.flush()
+        with self._lock:
+            cursor = self._db.execute(_FEEDBACK_UPSERT, (request_id, ts, score, comment, request_id))
+            self._db.commit()
+        return cursor.rowcount > 0
+
+    def record(self, request_id: str) -> dict[str, Any] | None:
+        """One record by id, JSON columns decoded, with its `feedback` (score, comment, ts)
+        or None; None when there is no such record."""
+        self.flush()
+        rows = self._read_joined(
+            _WITH_FEEDBACK.format(join="LEFT JOIN") + " WHERE r.request_id = ?", (request_id,)
+        )
+        return rows[0] if rows else None
+
+    def feedback_records(self, since: float | None = None) -> list[dict[str, Any]]:
+        """The records that have feedback, oldest first, each with its `feedback` (for
+        retraining from logs)."""
+        self.flush()
+        sql = _WITH_FEEDBACK.format(join="JOIN")
+        args: tuple[Any, ...] = ()
+        if since is not None:
+            sql += " WHERE r.ts >= ?"
+            args = (since,)
+        return self._read_joined(sql + " ORDER BY r.ts", args)
+
+    def _read_joined(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        with self._lock:
+            cursor = self._db.execute(sql, args)
+            names = [c[0] for c in cursor.description]
+            rows = cursor.fetchall()
+        return [with_feedback(dict(zip(names, row, strict=True))) for row in rows]
+
     def window(self, since: float, until: float) -> list[dict[str, Any]]:
         """The records with `since <= ts < until`, oldest first (for summaries)."""
         self.flush()
@@ -187,6 +241,17 @@ class RecordStore:
         self._thread.join(timeout=5)
         self.flush()
         self._db.close()
+
+
+def with_feedback(row: dict[str, Any]) -> dict[str, Any]:
+    """A record row read with the feedback columns: JSON decoded, the feedback folded into
+    one `feedback` entry (None when the request has none)."""
+    score, comment, ts = row.pop("feedback_score"), row.pop("feedback_comment"), row.pop("feedback_ts")
+    for name in JSON_COLUMNS:
+        if isinstance(row.get(name), (str, bytes)):
+            row[name] = orjson.loads(row[name])
+    row["feedback"] = None if score is None else {"score": score, "comment": comment, "ts": ts}
+    return row
 
 
 def read_records(

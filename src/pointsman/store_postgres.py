@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from pointsman.errors import PointsmanError
-from pointsman.store import JSON_COLUMNS, NAMES, LanguageOf, default_db_path
+from pointsman.store import JSON_COLUMNS, NAMES, LanguageOf, default_db_path, with_feedback
 
 try:
     import fcntl
@@ -54,6 +54,17 @@ _COPY = sql.SQL("COPY pointsman_batch ({}) FROM STDIN").format(_COLUMNS)
 _INSERT = sql.SQL(
     "INSERT INTO requests ({0}) SELECT {0} FROM pointsman_batch ON CONFLICT (request_id) DO NOTHING"
 ).format(_COLUMNS)
+_FEEDBACK_UPSERT = (
+    "INSERT INTO feedback (request_id, ts, score, comment) SELECT %s, %s, %s, %s"
+    " WHERE EXISTS (SELECT 1 FROM requests WHERE request_id = %s)"
+    " ON CONFLICT (request_id) DO UPDATE SET ts = EXCLUDED.ts, score = EXCLUDED.score,"
+    " comment = EXCLUDED.comment"
+)
+_WITH_FEEDBACK = sql.SQL(
+    "SELECT {}, f.score AS feedback_score, f.comment AS feedback_comment, f.ts AS feedback_ts"
+    " FROM requests r {} feedback f ON f.request_id = r.request_id"
+)
+_R_COLUMNS = sql.SQL(", ").join(sql.Identifier("r", n) for n in NAMES)
 _RETENTION_CHUNK = 10_000
 _ORPHAN_SCAN_S = 60.0
 
@@ -499,6 +510,41 @@ class PostgresRecordStore:
             sql.SQL(", ").join(map(sql.Identifier, FIELDS))
         )
         return self._read(query, [since, until])
+
+    def add_feedback(self, request_id: str, score: float, comment: str | None, ts: float) -> bool:
+        """Store a rating (0..1) of a recorded request, replacing an earlier one; False when
+        no record has that id. Raises `RecordsUnavailable` while PostgreSQL is unreachable."""
+        with self._lock:
+            # The record may still be queued: write it first, so its feedback finds it.
+            self._flush_locked()
+            if not self._connected():
+                raise RecordsUnavailable("the record database is unreachable; try the feedback again later")
+            conn = self._writer
+            assert conn is not None
+            try:
+                count = conn.execute(_FEEDBACK_UPSERT, (request_id, ts, score, comment, request_id)).rowcount
+            except psycopg.Error as exc:
+                self._lost(exc)
+                raise RecordsUnavailable(f"the record database did not answer: {exc}") from None
+        return count > 0
+
+    def record(self, request_id: str) -> dict[str, Any] | None:
+        """One record by id with its `feedback` (score, comment, ts) or None; None when there
+        is no such record."""
+        self.flush()
+        query = _WITH_FEEDBACK.format(_R_COLUMNS, sql.SQL("LEFT JOIN")) + sql.SQL(" WHERE r.request_id = %s")
+        rows = self._read(query, [request_id])
+        return with_feedback(rows[0]) if rows else None
+
+    def feedback_records(self, since: float | None = None) -> list[dict[str, Any]]:
+        """The records that have feedback, oldest first, each with its `feedback`."""
+        self.flush()
+        query = _WITH_FEEDBACK.format(_R_COLUMNS, sql.SQL("JOIN"))
+        args: list[Any] = []
+        if since is not None:
+            query += sql.SQL(" WHERE r.ts >= %s")
+            args.append(since)
+        return [with_feedback(row) for row in self._read(query + sql.SQL(" ORDER BY r.ts"), args)]
 
     def _read(self, query: sql.Composed, args: list[Any]) -> list[dict[str, Any]]:
         if not self._healthy:

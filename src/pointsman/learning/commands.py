@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
         "By default the seeded test split of each dataset is held out, so `pointsman eval` "
         "on the same data stays honest; --all-data trains on every row.",
     )
-    t.add_argument("data", nargs="+", help="bundled set (mmlu, gsm8k, llmrouter) or file/folder")
+    t.add_argument("data", nargs="*", help="bundled set (mmlu, gsm8k, llmrouter) or file/folder")
     t.add_argument("--out", required=True, help="folder to write router.json and arrays.npz into")
     t.add_argument("--encoders", default="wordllama,signals,tfidf", help="comma-separated encoder blocks")
     t.add_argument("--candidates", default="", help="comma-separated learners to compare (default: all)")
@@ -40,6 +40,18 @@ def register(subparsers: Any) -> None:
         help="one route per dataset: its own expert and knob, and a gate that picks the route",
     )
     t.add_argument("--prices", help="JSON {model: {input_price, output_price}} in $ per million tokens")
+    logs = t.add_argument_group(
+        "from logs",
+        "--from-logs trains on the router's own records joined to their feedback (POST /v1/feedback): "
+        "the rating each answer got, for its prompt and the deployment that answered. Records keep "
+        "prompts only with store.store_content on.",
+    )
+    logs.add_argument("--from-logs", action="store_true", help="train on rated records instead of DATA")
+    logs.add_argument("--config", help="the server's config: its record store and deployment prices")
+    logs.add_argument("--db", help="the SQLite record file (default: the config's, else the default path)")
+    logs.add_argument("--since", help="only records this recent, e.g. 12h, 30d")
+    logs.add_argument("--deployments", default="", help="comma-separated deployments to choose between")
+    logs.add_argument("--min-ratings", type=int, default=10, help="least ratings a deployment needs")
     t.add_argument("--json", action="store_true", help="print the training report as JSON")
     t.set_defaults(func=cmd_train)
 
@@ -67,6 +79,9 @@ def register(subparsers: Any) -> None:
     e.add_argument("--plot", help="write a PNG of the curves here (needs matplotlib)")
     e.add_argument("--prices", help="JSON prices for datasets without costs")
     e.add_argument("--curves", action="store_true", help="include the curves in --json output")
+    e.add_argument(
+        "--bootstrap", type=int, default=0, metavar="N", help="90%% intervals from N resamples of the prompts"
+    )
     e.add_argument("--json", action="store_true", help="print the report as JSON")
     e.set_defaults(func=cmd_eval)
 
@@ -145,6 +160,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pointsman.learning.datasets import DatasetError
     from pointsman.learning.training import train_router
 
+    if args.from_logs:
+        return cmd_train_from_logs(args)
+    if not args.data:
+        return _fail(
+            "give the outcome data to train on (e.g. mmlu gsm8k, or a file), or --from-logs", args.json
+        )
     console = _err_console()
     try:
         datasets = [
@@ -227,6 +248,97 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_from_logs(args: argparse.Namespace) -> int:
+    """`pointsman train --from-logs`: rated records -> the same artifact as `train`."""
+    from pointsman.learning.datasets import read_prices
+    from pointsman.learning.logs import (
+        LogsError,
+        config_prices,
+        open_records,
+        outcomes_from_records,
+        train_from_logs,
+    )
+
+    if args.data:
+        return _fail("--from-logs reads the records; give no DATA", args.json)
+    console = _err_console()
+    since = None
+    if args.since:
+        import time
+
+        from pointsman.cli import _duration
+
+        since = time.time() - _duration(args.since)
+    try:
+        store = open_records(args.config, args.db)
+        try:
+            records = store.feedback_records(since)
+        finally:
+            store.close()
+        outcomes = outcomes_from_records(
+            records, [d for d in args.deployments.split(",") if d] or None, args.min_ratings
+        )
+        prices = config_prices(args.config)
+        if args.prices:
+            prices.update(read_prices(Path(args.prices)))
+        meta = {
+            "command": "pointsman train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+            if len(sys.argv) > 2
+            else "",
+            "split": "all rated records" + (f" since {args.since} ago" if args.since else ""),
+        }
+        with console.status("training on rated records") as status:
+
+            def say(message: str) -> None:
+                status.update(f"training: {message}")
+                console.log(message)
+
+            artifact, report = train_from_logs(
+                outcomes,
+                encoders=[e for e in args.encoders.split(",") if e],
+                folds=args.folds,
+                seed=args.seed,
+                prices=prices,
+                progress=say,
+                meta=meta,
+            )
+    except LogsError as exc:
+        return _fail(str(exc), args.json)
+    folder = artifact.save(args.out)
+    result = {
+        "artifact": str(folder),
+        "kind": artifact.kind,
+        "models": artifact.models,
+        "tiers": artifact.tiers,
+        "logs": outcomes.summary(),
+        **report,
+        "knob": artifact.knob,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    summary = outcomes.summary()
+    print(
+        f"{summary['used_requests']} rated requests on {summary['prompts']} prompts "
+        f"({', '.join(f'{m}: {n}' for m, n in summary['ratings_per_deployment'].items())}); "
+        f"{summary['observed_cells']:.0%} of (prompt, deployment) pairs rated"
+    )
+    for why, n in summary["skipped"].items():
+        print(f"  skipped {n}: {why}")
+    metric = "out-of-fold Brier, lower is better" if report["method"] == "partial" else "selection score"
+    print(f"learners ({metric}):")
+    for row in report["selection"]:
+        value = row.get("brier", row.get("score"))
+        print(f"  {row['candidate']}: {value}{'  <- chosen' if row['candidate'] in report['chosen'] else ''}")
+    if report.get("warning"):
+        print(f"warning: {report['warning']}")
+    key = "threshold" if artifact.kind == "two_model" else "lambda"
+    mapping = ", ".join(f"{t}: [{m}]" for t, m in artifact.tiers.items())
+    print(f"wrote {folder} ({artifact.kind}; {key} {artifact.knob.get(key)})")
+    print(f"config: strategy: learned, options: {{artifact: {folder}, mapping: {{{mapping}}}}}")
+    return 0
+
+
 # --------------------------------------------------------------------------- eval
 
 
@@ -296,6 +408,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     name=Path(name).name,
                     advance=lambda k, t=task: progress.advance(t, k),
                     exclude_groups=args.exclude_group,
+                    bootstrap=args.bootstrap,
+                    seed=args.seed,
                 )
             except (ArtifactError, DatasetError, LookupError) as exc:
                 return _fail(str(exc), args.json)
