@@ -344,6 +344,8 @@ class Dispatcher:
             if not 0 < soonest <= self.settings.wait_for_recovery_s:
                 return
             waited = True
+            # A hair past the recovery: the event loop's clock may wake a little early.
+            soonest += 0.01
             decision.reasons.append(f"dispatch: every deployment resting; waited {soonest:.2f}s")
             outcome.waited_s += soonest
             await asyncio.sleep(soonest)
