@@ -11,7 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pointsman.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, PointsmanError
+from pointsman.errors import (
+    AuthenticationFailed,
+    BodyTooLarge,
+    InvalidRequest,
+    PermissionDenied,
+    PointsmanError,
+)
 
 if TYPE_CHECKING:
     from pointsman.router import Router
@@ -30,6 +36,20 @@ def _error(exc: PointsmanError) -> Response:
 def bearer(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     return auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body; 413 past `limit` bytes, 400 when it is not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
 
 
 def admin_routes(router: Router) -> list[Route]:
@@ -63,10 +83,7 @@ def admin_routes(router: Router) -> list[Route]:
         return router.keys
 
     async def create_key(request: Request) -> Response:
-        try:
-            spec = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        spec = await read_json(request, router.config.server.max_body_bytes)
         if not isinstance(spec, dict):
             raise InvalidRequest("request body must be a JSON object")
         name = spec.pop("name", None)
@@ -124,15 +141,24 @@ def admin_routes(router: Router) -> list[Route]:
         try:
             config = router.reload()
         except ConfigError as exc:
-            raise InvalidRequest("config not reloaded: " + "; ".join(exc.problems), code="invalid_config") from None
+            raise InvalidRequest(
+                "config not reloaded: " + "; ".join(exc.problems), code="invalid_config"
+            ) from None
         except ValueError as exc:
             raise InvalidRequest(str(exc), code="no_config_file") from None
         announced = False
         if router.shared is not None and router.shared.healthy:
             await router.shared.announce_reload()
             announced = True
-        return _json({"reloaded": True, "version": router.config_version, "deployments": len(config.deployments),
-                      "models": list(config.models), "announced_to_replicas": announced})
+        return _json(
+            {
+                "reloaded": True,
+                "version": router.config_version,
+                "deployments": len(config.deployments),
+                "models": list(config.models),
+                "announced_to_replicas": announced,
+            }
+        )
 
     async def spend(request: Request) -> Response:
         return _json({"budgets_remaining": access.remaining()})

@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from pointsman.errors import BodyTooLarge, InvalidRequest, PermissionDenied, PointsmanError
+from pointsman.admin import read_json
+from pointsman.errors import InvalidRequest, PermissionDenied, PointsmanError
 from pointsman.providers.anthropic_format import (
     OpenAIToAnthropicStream,
     TranslationError,
@@ -61,16 +62,7 @@ def anthropic_routes(router: Router) -> list[Route]:
 
     async def read(request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
         """The Anthropic body and its OpenAI translation; raises 400/413."""
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-        raw = await request.body()
-        if len(raw) > limit:
-            raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        body = await read_json(request, limit)
         if not isinstance(body, dict):
             raise InvalidRequest("request body must be a JSON object")
         for field in ("model", "messages"):

@@ -26,6 +26,16 @@ class ConfigError(Exception):
         super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(problems))
 
 
+def check_regex(value: str | None) -> str | None:
+    """For validators: `value` unchanged if it compiles as a regular expression."""
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -299,12 +309,7 @@ class RoleMatch(_Strict):
     @field_validator("system_pattern")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
+        return check_regex(value)
 
 
 class SignalsSettings(_Strict):

@@ -25,9 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pointsman.admin import read_json
 from pointsman.errors import (
     AuthenticationFailed,
-    BodyTooLarge,
     InvalidRequest,
     PermissionDenied,
     PointsmanError,
@@ -133,16 +133,7 @@ def feedback_routes(router: Router) -> list[Route]:
     async def feedback(request: Request) -> Response:
         try:
             key = authenticate(request)
-            declared = request.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-            raw = await request.body()
-            if len(raw) > limit:
-                raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+            body = await read_json(request, limit)
             request_id, score, comment = parse_feedback(body)
             store = router.store
             if store is None:

@@ -32,12 +32,9 @@ class When(BaseModel):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
+        from pointsman.config import check_regex
+
+        return check_regex(value)
 
 
 class Condition(BaseModel):
