@@ -52,7 +52,9 @@ def check(path: Path) -> subprocess.CompletedProcess[str]:
     """`pointsman config check PATH`, run as a user would, with the test's environment."""
     return subprocess.run(
         [*POINTSMAN, "config", "check", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -74,7 +76,9 @@ def assert_rejected(path: Path, expected: list[str]) -> None:
 
 
 def test_good_config_round_trips_every_deployment_setting(tmp_path: Path) -> None:
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
         deployments:
           - name: gpt
             provider: openai
@@ -100,7 +104,8 @@ def test_good_config_round_trips_every_deployment_setting(tmp_path: Path) -> Non
             strategy: ordered
             deployments: [claude]
             fallbacks: [gpt]
-        """)
+        """,
+    )
 
     config = load_config(path)
 
@@ -110,12 +115,18 @@ def test_good_config_round_trips_every_deployment_setting(tmp_path: Path) -> Non
     assert (gpt.price.input, gpt.price.output) == (2.5, 10.0)
     assert (gpt.context_window, gpt.max_output_tokens) == (128000, 4096)
     assert (gpt.capabilities.vision, gpt.capabilities.tools, gpt.capabilities.json_output) == (
-        True, False, False,
+        True,
+        False,
+        False,
     )
     assert gpt.region == "eu"
     assert gpt.tags == ("premium", "reasoning")
-    assert (gpt.timeouts.connect, gpt.timeouts.first_byte, gpt.timeouts.inter_chunk,
-            gpt.timeouts.total) == (1.5, 8.0, 4.0, 90.0)
+    assert (gpt.timeouts.connect, gpt.timeouts.first_byte, gpt.timeouts.inter_chunk, gpt.timeouts.total) == (
+        1.5,
+        8.0,
+        4.0,
+        90.0,
+    )
     assert gpt.max_retries == 2
     assert (gpt.rpm, gpt.tpm) == (500, 150000)
     assert config.models["smart"].deployments == ("claude",)
@@ -134,11 +145,17 @@ def test_defaults_fill_everything_a_minimal_config_leaves_out(tmp_path: Path) ->
     assert a.context_window == 128_000
     assert a.max_output_tokens is None
     assert (a.capabilities.vision, a.capabilities.tools, a.capabilities.json_output) == (
-        False, True, True,
+        False,
+        True,
+        True,
     )
     assert (a.region, a.tags) == (None, ())
-    assert (a.timeouts.connect, a.timeouts.first_byte, a.timeouts.inter_chunk,
-            a.timeouts.total) == (5.0, 30.0, 30.0, 600.0)
+    assert (a.timeouts.connect, a.timeouts.first_byte, a.timeouts.inter_chunk, a.timeouts.total) == (
+        5.0,
+        30.0,
+        30.0,
+        600.0,
+    )
     assert (a.max_retries, a.rpm, a.tpm) == (0, None, None)
     assert config.models["auto"].strategy == "ordered"
     assert config.models["auto"].fallbacks == ()
@@ -149,7 +166,9 @@ def test_defaults_fill_everything_a_minimal_config_leaves_out(tmp_path: Path) ->
 
 
 def test_env_var_default_is_used_when_the_var_is_unset(tmp_path: Path) -> None:
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
         deployments:
           - name: a
             provider: openai
@@ -157,7 +176,8 @@ def test_env_var_default_is_used_when_the_var_is_unset(tmp_path: Path) -> None:
             api_base: ${{{UNSET}:-http://127.0.0.1:8000}}/v1
             api_key: ${{{UNSET}:-sk-fallback}}
             rpm: ${{{UNSET}:-60}}
-        """)
+        """,
+    )
 
     a = load_config(path).deployment("a")
 
@@ -167,10 +187,14 @@ def test_env_var_default_is_used_when_the_var_is_unset(tmp_path: Path) -> None:
 
 def test_a_dict_config_is_validated_like_a_file() -> None:
     with pytest.raises(ConfigError) as caught:
-        load_config({"deployments": [
-            {"name": "a", "provider": "openai", "model": "m", "api_base": "http://x"},
-            {"name": "b", "provider": "openai", "api_base": "http://x"},
-        ]})
+        load_config(
+            {
+                "deployments": [
+                    {"name": "a", "provider": "openai", "model": "m", "api_base": "http://x"},
+                    {"name": "b", "provider": "openai", "api_base": "http://x"},
+                ]
+            }
+        )
 
     assert caught.value.problems == ["deployments[1].model: missing required key"]
 
@@ -185,44 +209,56 @@ def test_missing_key_names_its_path(tmp_path: Path) -> None:
 
 
 def test_a_lone_broken_deployment_gives_only_its_own_problem(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         deployments:
           - name: a
             provider: openai
             api_base: http://127.0.0.1:9/v1
-        """)
+        """,
+    )
 
     assert_rejected(path, ["deployments[0].model: missing required key"])
 
 
 def test_wrong_type_names_the_expected_type_and_the_value(tmp_path: Path) -> None:
-    path = write(tmp_path, TWO_DEPLOYMENTS.replace(
-        "m-b,", "m-b, price: {input: cheap, output: 1}, tags: premium,"
-    ))
+    path = write(
+        tmp_path, TWO_DEPLOYMENTS.replace("m-b,", "m-b, price: {input: cheap, output: 1}, tags: premium,")
+    )
 
-    assert_rejected(path, [
-        "deployments[1].price.input: wrong type: expected a number, got 'cheap'",
-        "deployments[1].tags: wrong type: expected a list, got 'premium'",
-    ])
+    assert_rejected(
+        path,
+        [
+            "deployments[1].price.input: wrong type: expected a number, got 'cheap'",
+            "deployments[1].tags: wrong type: expected a list, got 'premium'",
+        ],
+    )
 
 
 def test_unknown_provider_lists_the_known_ones(tmp_path: Path) -> None:
     path = write(tmp_path, TWO_DEPLOYMENTS.replace("openai, model: m-b", "bedrock, model: m-b"))
 
-    assert_rejected(path, [
-        "deployments[1].provider: unknown provider 'bedrock' (expected one of: openai, anthropic)",
-    ])
+    assert_rejected(
+        path,
+        [
+            "deployments[1].provider: unknown provider 'bedrock' (expected one of: openai, anthropic)",
+        ],
+    )
 
 
 def test_unset_env_var_names_the_var_and_where_it_is_used(tmp_path: Path) -> None:
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
         deployments:
           - name: a
             provider: openai
             model: m
             api_base: http://127.0.0.1:9/v1
             api_key: ${{{UNSET}}}
-        """)
+        """,
+    )
 
     assert_rejected(path, [f"deployments[0].api_key: environment variable {UNSET} is not set"])
 
@@ -240,21 +276,31 @@ def test_duplicate_deployment_names_point_at_the_second(tmp_path: Path) -> None:
 
 
 def test_virtual_model_naming_unknown_deployments_and_fallbacks(tmp_path: Path) -> None:
-    path = write(tmp_path, TWO_DEPLOYMENTS, """\
+    path = write(
+        tmp_path,
+        TWO_DEPLOYMENTS,
+        """\
         models:
           auto:
             deployments: [a, ghost]
             fallbacks: [phantom]
-        """)
+        """,
+    )
 
-    assert_rejected(path, [
-        "models.auto.deployments[1]: unknown deployment 'ghost' (known: a, b)",
-        "models.auto.fallbacks[0]: unknown deployment 'phantom' (known: a, b)",
-    ])
+    assert_rejected(
+        path,
+        [
+            "models.auto.deployments[1]: unknown deployment 'ghost' (known: a, b)",
+            "models.auto.fallbacks[0]: unknown deployment 'phantom' (known: a, b)",
+        ],
+    )
 
 
 def test_condition_using_an_unknown_deployment(tmp_path: Path) -> None:
-    path = write(tmp_path, TWO_DEPLOYMENTS, """\
+    path = write(
+        tmp_path,
+        TWO_DEPLOYMENTS,
+        """\
         models:
           auto:
             strategy: conditions
@@ -262,38 +308,50 @@ def test_condition_using_an_unknown_deployment(tmp_path: Path) -> None:
             options:
               conditions:
                 - {name: code, when: {keywords: [def]}, use: [b, coder]}
-        """)
+        """,
+    )
 
-    assert_rejected(path, ["models.auto.options.conditions[0].use[1]: unknown deployment 'coder' (known: a, b)"])
+    assert_rejected(
+        path, ["models.auto.options.conditions[0].use[1]: unknown deployment 'coder' (known: a, b)"]
+    )
 
 
 def test_weight_for_an_unknown_deployment(tmp_path: Path) -> None:
-    path = write(tmp_path, TWO_DEPLOYMENTS, """\
+    path = write(
+        tmp_path,
+        TWO_DEPLOYMENTS,
+        """\
         models:
           fast:
             strategy: weighted
             deployments: [a, b]
             options: {weights: {a: 3, mini: 1}}
-        """)
+        """,
+    )
 
     assert_rejected(path, ["models.fast.options.weights.mini: unknown deployment 'mini' (known: a, b)"])
 
 
 def test_non_positive_weight(tmp_path: Path) -> None:
-    path = write(tmp_path, TWO_DEPLOYMENTS, """\
+    path = write(
+        tmp_path,
+        TWO_DEPLOYMENTS,
+        """\
         models:
           fast:
             strategy: weighted
             deployments: [a, b]
             options: {weights: {a: 3, b: 0}}
-        """)
+        """,
+    )
 
     assert_rejected(path, ["models.fast.options.weights.b: weight must be positive, got 0.0"])
 
 
 def test_unknown_strategy_lists_the_known_ones(tmp_path: Path) -> None:
-    path = write(tmp_path, TWO_DEPLOYMENTS, "models:\n  smart:\n    strategy: smartest\n"
-                 "    deployments: [a]\n")
+    path = write(
+        tmp_path, TWO_DEPLOYMENTS, "models:\n  smart:\n    strategy: smartest\n    deployments: [a]\n"
+    )
     prefix = "models.smart.strategy: unknown strategy 'smartest' (expected one of: "
     result = check(path)
 
@@ -302,11 +360,14 @@ def test_unknown_strategy_lists_the_known_ones(tmp_path: Path) -> None:
     for lines in (problems(path), [line.removeprefix(f"{path}: ") for line in result.stdout.splitlines()]):
         (line,) = lines
         assert line.startswith(prefix) and line.endswith(")")
-        assert {"ordered", "weighted", "conditions"} <= set(line[len(prefix):-1].split(", "))
+        assert {"ordered", "weighted", "conditions"} <= set(line[len(prefix) : -1].split(", "))
 
 
 def test_invalid_regex_in_a_condition_quotes_the_regex_error(tmp_path: Path) -> None:
-    path = write(tmp_path, TWO_DEPLOYMENTS, """\
+    path = write(
+        tmp_path,
+        TWO_DEPLOYMENTS,
+        """\
         models:
           auto:
             strategy: conditions
@@ -314,12 +375,16 @@ def test_invalid_regex_in_a_condition_quotes_the_regex_error(tmp_path: Path) -> 
             options:
               conditions:
                 - {name: code, when: {regex: "(def|class"}, use: [b]}
-        """)
+        """,
+    )
 
-    assert_rejected(path, [
-        "models.auto.options.conditions[0].when.regex: invalid regular expression: "
-        "missing ), unterminated subpattern at position 0",
-    ])
+    assert_rejected(
+        path,
+        [
+            "models.auto.options.conditions[0].when.regex: invalid regular expression: "
+            "missing ), unterminated subpattern at position 0",
+        ],
+    )
 
 
 def test_virtual_model_without_deployments(tmp_path: Path) -> None:
@@ -329,12 +394,15 @@ def test_virtual_model_without_deployments(tmp_path: Path) -> None:
 
 
 def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         deployments:
           - name: a
             provider: openai
             model: gpt-4o: mini
-        """)
+        """,
+    )
 
     assert_rejected(path, ["(yaml): line 4, column 18: mapping values are not allowed here"])
 
@@ -357,7 +425,9 @@ def test_missing_file_says_it_cannot_be_read(tmp_path: Path) -> None:
 
 
 def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
         deployments:
           - name: a
             provider: openai
@@ -370,7 +440,8 @@ def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
             api_base: http://127.0.0.1:9/v1
             api_key: ${{{UNSET}}}
           - {{name: c, provider: openai, model: m, api_base: "http://127.0.0.1:9/v1"}}
-        """)
+        """,
+    )
     expected = [
         "deployments[0].model: missing required key",
         "deployments[0].price.input: wrong type: expected a number, got 'cheap'",
@@ -392,7 +463,9 @@ def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
     "strategy options when a name is unknown, so later problems appear only after a fix",
 )
 def test_reference_and_option_problems_are_reported_with_schema_problems(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         deployments:
           - {name: a, provider: openai, model: m, api_base: "http://127.0.0.1:9/v1", contxt_window: 1}
           - {name: b, provider: openai, model: m, api_base: "http://127.0.0.1:9/v1"}
@@ -404,10 +477,13 @@ def test_reference_and_option_problems_are_reported_with_schema_problems(tmp_pat
             options:
               conditions:
                 - {name: code, when: {keywords: [def]}, use: [coder]}
-        """)
+        """,
+    )
 
-    assert sorted(problems(path)) == sorted([
-        "deployments[0].contxt_window: unknown key",
-        "models.auto.fallbacks[0]: unknown deployment 'phantom' (known: a, b)",
-        "models.auto.options.conditions[0].use[0]: unknown deployment 'coder' (known: a, b)",
-    ])
+    assert sorted(problems(path)) == sorted(
+        [
+            "deployments[0].contxt_window: unknown key",
+            "models.auto.fallbacks[0]: unknown deployment 'phantom' (known: a, b)",
+            "models.auto.options.conditions[0].use[0]: unknown deployment 'coder' (known: a, b)",
+        ]
+    )

@@ -282,7 +282,9 @@ def test_budget_spend_survives_a_restart(upstream, serve, tmp_path):
     again = RunningServer(Router.from_config(config, db=server.db), server.db)
     try:
         with pytest.raises(openai.RateLimitError, match="budget exhausted"):
-            again.client(api_key=created["key"]).chat.completions.create(model="budget-friendly", messages=HELLO)
+            again.client(api_key=created["key"]).chat.completions.create(
+                model="budget-friendly", messages=HELLO
+            )
     finally:
         again.stop()
 

@@ -119,7 +119,9 @@ class AccessControl:
         tokens = estimate() if key.tpm is not None else 0
         if self.shared is not None and self.shared.healthy:
             try:
-                allowed, wait, which = await self.shared.take_rate(scope, key.rpm, key.tpm, tokens, key.max_parallel)
+                allowed, wait, which = await self.shared.take_rate(
+                    scope, key.rpm, key.tpm, tokens, key.max_parallel
+                )
             except RedisUnavailable:
                 pass
             else:
@@ -275,7 +277,9 @@ class AccessControl:
             self.ledger.settle(grant.budgets, grant.estimate if grant.reserved else 0.0, cost)
         if grant.parallel is not None:
             self.state.leave(grant.parallel)
-        if self.shared is not None and (grant.shared_budgets is not None or grant.shared_parallel is not None):
+        if self.shared is not None and (
+            grant.shared_budgets is not None or grant.shared_parallel is not None
+        ):
             asyncio.ensure_future(self._settle_shared(grant, cost))
 
     async def _settle_shared(self, grant: Grant, cost: float) -> None:

@@ -90,9 +90,7 @@ class Deployment(_Strict):
     @classmethod
     def _known_provider(cls, value: str) -> str:
         if value not in PROVIDERS:
-            raise ValueError(
-                f"unknown provider {value!r} (expected one of: {', '.join(PROVIDERS)})"
-            )
+            raise ValueError(f"unknown provider {value!r} (expected one of: {', '.join(PROVIDERS)})")
         return value
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
@@ -251,9 +249,7 @@ class PIIRule(_Strict):
     listed deployments, names or `tag:<tag>`), `mask` (placeholders upstream, originals put
     back in the answer), or `refuse` (400)."""
 
-    kinds: tuple[Literal["email", "phone", "card", "iban", "national_id"], ...] = Field(
-        min_length=1
-    )
+    kinds: tuple[Literal["email", "phone", "card", "iban", "national_id"], ...] = Field(min_length=1)
     action: Literal["route", "mask", "refuse"]
     deployments: tuple[str, ...] = ()
 
@@ -461,8 +457,7 @@ def _check_references(config: Config) -> list[str]:
             for i, ref in enumerate(getattr(vm, field)):
                 if ref not in seen:
                     problems.append(
-                        f"models.{vname}.{field}[{i}]: unknown deployment {ref!r} "
-                        f"(known: {', '.join(names)})"
+                        f"models.{vname}.{field}[{i}]: unknown deployment {ref!r} (known: {', '.join(names)})"
                     )
     for alias, target in config.aliases.items():
         if target not in config.models and target not in seen:
@@ -472,7 +467,9 @@ def _check_references(config: Config) -> list[str]:
     for source, target in config.budgets.downgrade.items():
         for where, name in ((f"budgets.downgrade.{source}", source), (f"budgets.downgrade.{source}", target)):
             if name not in config.models:
-                problems.append(f"{where}: unknown virtual model {name!r} (known: {', '.join(config.models)})")
+                problems.append(
+                    f"{where}: unknown virtual model {name!r} (known: {', '.join(config.models)})"
+                )
     from pointsman.policies import check_policies
 
     problems.extend(check_policies(config))

@@ -108,7 +108,8 @@ class Dispatcher:
                         outcome.extra_cost += held[1].cost(held[0].prompt_tokens, held[0].completion_tokens)
                     held = (completion, deployment)
                     decision.reasons.append(
-                        f"cascade: escalated from {deployment.name}: {verdict.judge} judge said {verdict.reason}"
+                        f"cascade: escalated from {deployment.name}: "
+                        f"{verdict.judge} judge said {verdict.reason}"
                     )
                     continue
             if held is not None:

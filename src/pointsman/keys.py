@@ -198,7 +198,8 @@ class KeyStore:
             **settings,
         )
         self._write(
-            "INSERT INTO keys (id, name, hash, prefix, created_at, expires_at, spec) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO keys (id, name, hash, prefix, created_at, expires_at, spec)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 key.id,
                 name,

@@ -19,19 +19,19 @@ from typing import Any
 import aiohttp
 import orjson
 
+from pointsman.access import AccessControl, Grant
+from pointsman.budgets import BudgetLedger
+from pointsman.cascade import Cascade, JudgeReply, answer_text
 from pointsman.config import Config, Deployment, load_config
 from pointsman.decision import Decision
 from pointsman.dispatch import Dispatcher, Outcome, validate_chat_body
 from pointsman.errors import ModelNotFound, NoDeployment, PointsmanError, PolicyRefused
+from pointsman.keys import KeyStore, PostgresKeyStore
+from pointsman.metrics import Metrics
+from pointsman.pii import Detector
 from pointsman.policies import PIIGuard, apply_policies, build_policies
 from pointsman.providers import Provider, UpstreamError, make_provider
 from pointsman.signals import Signals, SignalSettings, message_text
-from pointsman.access import AccessControl, Grant
-from pointsman.budgets import BudgetLedger
-from pointsman.cascade import Cascade, JudgeReply, answer_text
-from pointsman.pii import Detector
-from pointsman.keys import KeyStore, PostgresKeyStore
-from pointsman.metrics import Metrics
 from pointsman.state import BreakerSettings, MemoryState
 from pointsman.state_redis import SharedState
 from pointsman.store import LanguageOf, RecordStore, default_db_path
@@ -98,7 +98,9 @@ class Router:
         self.store = store
         self.keys = keys
         breaker = config.router.circuit_breaker
-        self.state = MemoryState(BreakerSettings(breaker.failure_threshold, breaker.open_s, breaker.half_open_probes))
+        self.state = MemoryState(
+            BreakerSettings(breaker.failure_threshold, breaker.open_s, breaker.half_open_probes)
+        )
         self._connections: dict[asyncio.AbstractEventLoop, _Connections] = {}
         self.ledger = BudgetLedger(store.spent_since if store else (lambda scope, start: 0.0), time.time)
         self.shared = (
@@ -131,7 +133,9 @@ class Router:
             pii_engine=config.policies.pii.engine if config.policies.pii else "builtin",
             roles={n: (r.system_pattern, r.tool_prefix) for n, r in config.signals.roles.items()},
         )
-        strategies: dict[str, Strategy] = {name: build_strategy(vm, config) for name, vm in config.models.items()}
+        strategies: dict[str, Strategy] = {
+            name: build_strategy(vm, config) for name, vm in config.models.items()
+        }
         pools: dict[str, list[Deployment]] = {}
         for name, vm in config.models.items():
             names = [*vm.deployments, *sorted(strategies[name].referenced() - set(vm.deployments))]
@@ -221,9 +225,15 @@ class Router:
         elif config.store.enabled and records:
             store = RecordStore(path, config.store.flush_interval_s, config.store.retention_days)
         keys = None
-        if config.auth.enabled or (config.auth.enabled is None and os.environ.get(config.auth.master_key_env)):
+        if config.auth.enabled or (
+            config.auth.enabled is None and os.environ.get(config.auth.master_key_env)
+        ):
             # Keys live with the records: shared by replicas when those are in PostgreSQL.
-            keys = PostgresKeyStore(config.store.url, config.store.db_schema) if config.store.url else KeyStore(path)
+            keys = (
+                PostgresKeyStore(config.store.url, config.store.db_schema)
+                if config.store.url
+                else KeyStore(path)
+            )
         router = cls(config, store=store, keys=keys)
         if not isinstance(source, dict):
             router.config_path = Path(source)
@@ -271,13 +281,9 @@ class Router:
             self.pii.screen(signals)
         if model in self.strategies:
             strategy = self.strategies[model]
-            candidates = apply_policies(
-                self._pools[model], signals, self.policies, decision.reasons
-            )
+            candidates = apply_policies(self._pools[model], signals, self.policies, decision.reasons)
             if not candidates:
-                raise self._refusal(
-                    f"no deployment of model {model!r} can serve this request", decision
-                )
+                raise self._refusal(f"no deployment of model {model!r} can serve this request", decision)
             ranking = strategy.rank(candidates, signals)
             alive = {d.name for d in candidates}
             plan = list(dict.fromkeys(ranking.order))
@@ -289,9 +295,7 @@ class Router:
             decision.scores, decision.plan = ranking.scores, plan
             decision.reasons.extend(ranking.notes)
             if not plan:
-                raise NoDeployment(
-                    f"strategy {strategy.name!r} chose no deployment for model {model!r}"
-                )
+                raise NoDeployment(f"strategy {strategy.name!r} chose no deployment for model {model!r}")
         elif model in self.config._by_name():
             # The caller chose the deployment, so capability checks stay off; governance holds.
             target = self.config.deployment(model)
@@ -311,9 +315,7 @@ class Router:
             return PolicyRefused(f"{message}: {detail}")
         return NoDeployment(f"{message}: {detail}")
 
-    def decide(
-        self, request: Mapping[str, Any], headers: Mapping[str, str] | None = None
-    ) -> Decision:
+    def decide(self, request: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Decision:
         """The decision for a chat request (an OpenAI-shaped dict), without calling any model."""
         validate_chat_body(request)
         return self.route(request, headers)[0]
@@ -346,9 +348,7 @@ class Router:
             started if started is not None else perf_counter(),
             body.get("model") if isinstance(body, dict) else None,
             key,
-            body.get("user")
-            if isinstance(body, dict) and isinstance(body.get("user"), str)
-            else None,
+            body.get("user") if isinstance(body, dict) and isinstance(body.get("user"), str) else None,
             bool(body.get("stream")) if isinstance(body, dict) else False,
         )
         call.body = body
@@ -378,9 +378,7 @@ class Router:
             masker = self.pii.masker(signals, decision.reasons) if self.pii is not None else None
             upstream_body = masker.mask_body(body, signals.text_segments[1]) if masker else body
             if call.stream:
-                first, rest = await dispatcher.open_stream(
-                    decision, upstream_body, outcome, signals
-                )
+                first, rest = await dispatcher.open_stream(decision, upstream_body, outcome, signals)
                 if masker:
                     first, rest = masker.restore_stream(first, rest)
                 return Reply(
@@ -399,9 +397,7 @@ class Router:
             )
             headers_out = self._headers(decision, call, outcome)
             answer_body = masker.restore_completion(completion.body) if masker else completion.body
-            answer = (
-                answer_text(orjson.loads(answer_body)) if self.config.store.store_content else None
-            )
+            answer = answer_text(orjson.loads(answer_body)) if self.config.store.store_content else None
             self._record(call, decision, outcome, 200, None, answer)
             return Reply(decision, headers_out, body=answer_body)
         except PointsmanError as exc:
@@ -501,16 +497,12 @@ class Router:
                 "key_id": key.id if key is not None else None,
                 "team": key.team if key is not None else None,
                 "user": call.user,
-                "requested_model": call.requested_model
-                if isinstance(call.requested_model, str)
-                else None,
+                "requested_model": call.requested_model if isinstance(call.requested_model, str) else None,
                 "route": decision.route if decision else None,
                 "reason": decision.reason if decision else None,
                 "region": deployment.region if deployment is not None else None,
                 "decision": (
-                    {k: v for k, v in decision.as_dict().items() if k != "attempts"}
-                    if decision
-                    else None
+                    {k: v for k, v in decision.as_dict().items() if k != "attempts"} if decision else None
                 ),
                 "attempts": [a.as_record() for a in decision.attempts] if decision else [],
                 "deployment": decision.answered_by if decision else None,
@@ -522,13 +514,13 @@ class Router:
                 "cost": cost,
                 "latency_ms": total * 1000,
                 "upstream_ms": outcome.upstream_s * 1000,
-                "first_token_ms": outcome.first_byte_s * 1000
-                if outcome.first_byte_s is not None
-                else None,
+                "first_token_ms": outcome.first_byte_s * 1000 if outcome.first_byte_s is not None else None,
                 "overhead_ms": (total - outcome.upstream_s - outcome.waited_s) * 1000,
                 "prompt": redact(prompt_text(call.body)) if self.config.store.store_content else None,
                 "answer": redact(answer) if answer and self.config.store.store_content else None,
-                "language": LanguageOf(Signals(call.body).last_user_text if isinstance(call.body, dict) else ""),
+                "language": LanguageOf(
+                    Signals(call.body).last_user_text if isinstance(call.body, dict) else ""
+                ),
             }
         )
 
@@ -606,7 +598,11 @@ class Router:
         for deployment in self.config.deployments:
             if self.state.circuit(deployment.name) == "closed":
                 continue
-            body = {"model": deployment.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+            body = {
+                "model": deployment.model,
+                "messages": [{"role": "user", "content": "ping"}],
+                "max_tokens": 1,
+            }
             try:
                 await self._provider(deployment).complete(body)
             except UpstreamError:
@@ -659,9 +655,7 @@ class Router:
     def completion(self, model: str, messages: list[dict[str, Any]], **params: Any) -> Any:
         """Blocking `acompletion`; with `stream=True` returns a plain iterator of chunks."""
         loop = self._loop()
-        result = asyncio.run_coroutine_threadsafe(
-            self.acompletion(model, messages, **params), loop
-        ).result()
+        result = asyncio.run_coroutine_threadsafe(self.acompletion(model, messages, **params), loop).result()
         if not params.get("stream"):
             return result
         return _blocking_iter(result, loop)

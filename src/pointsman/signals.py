@@ -8,8 +8,8 @@ sample or use precompiled tables, and none is computed unless something asks for
 
 from __future__ import annotations
 
-import re
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -199,7 +199,8 @@ class SignalSettings:
     ) -> None:
         # role -> (compiled system-prompt pattern, tool-name prefix)
         self.roles = [
-            (name, re.compile(pattern) if pattern else None, prefix) for name, (pattern, prefix) in (roles or {}).items()
+            (name, re.compile(pattern) if pattern else None, prefix)
+            for name, (pattern, prefix) in (roles or {}).items()
         ]
         merged = dict(vocab.DOMAINS)
         for name, words in (domains or {}).items():

@@ -140,8 +140,10 @@ class SharedState:
 
         self._loop = asyncio.get_running_loop()
         self._client = aioredis.from_url(
-            self.settings.url, socket_connect_timeout=max(0.5, self.settings.timeout_s),
-            socket_timeout=max(0.5, self.settings.timeout_s * 10), health_check_interval=0,
+            self.settings.url,
+            socket_connect_timeout=max(0.5, self.settings.timeout_s),
+            socket_timeout=max(0.5, self.settings.timeout_s * 10),
+            health_check_interval=0,
         )
         for name, source in (("rate", RATE_SCRIPT), ("reserve", RESERVE_SCRIPT), ("settle", SETTLE_SCRIPT)):
             self._scripts[name] = self._client.register_script(source)
@@ -186,7 +188,10 @@ class SharedState:
         return ":".join((self.prefix, *parts))
 
     def _changed(self, kind: str, deployment: str, seconds: float) -> None:
-        self._outbox[deployment + "\x00" + ("cooldown" if kind == "cooldown" else "circuit")] = (kind, seconds)
+        self._outbox[deployment + "\x00" + ("cooldown" if kind == "cooldown" else "circuit")] = (
+            kind,
+            seconds,
+        )
 
     async def _sync_forever(self) -> None:
         while True:
@@ -216,7 +221,7 @@ class SharedState:
             pipe.pttl(self._key("open", deployment))
         pipe.get(self._key("config_version"))
         results = await pipe.execute()
-        ttls = results[len(outbox):-1]
+        ttls = results[len(outbox) : -1]
         self.round_trips += 1
         version = int(results[-1] or 0)
         if self._config_version is None:
@@ -268,8 +273,14 @@ class SharedState:
         result = await self._call(
             "rate",
             [self._key("rpm", scope), self._key("tpm", scope), self._key("parallel", scope)],
-            [int(time.time() * 1000), -1 if rpm is None else rpm, -1 if tpm is None else tpm, tokens,
-             uuid.uuid4().hex, -1 if max_parallel is None else max_parallel],
+            [
+                int(time.time() * 1000),
+                -1 if rpm is None else rpm,
+                -1 if tpm is None else tpm,
+                tokens,
+                uuid.uuid4().hex,
+                -1 if max_parallel is None else max_parallel,
+            ],
         )
         allowed, wait_ms, which = int(result[0]), float(result[1]), result[2]
         return bool(allowed), max(0.0, wait_ms / 1000), which.decode() if isinstance(which, bytes) else which
