@@ -7,8 +7,8 @@ import os
 from typing import Any
 
 import pytest
-
 from bench.agent_run import PLANNER, run
+
 from pointsman.testing import Behaviour
 from tests.conftest import deployment
 
