@@ -352,6 +352,19 @@ class _Tally:
         self.ok = 0
         self.started = 0.0  # when the measured phase's first request was due
         self.last_done = 0.0
+        self.span = 0.0  # seconds the measured phase took, first due send to last answer
+        self.warmup_sent = 0
+
+    def merge(self, other: _Tally) -> None:
+        """Add another slice's samples (an interleaved run is several slices per target)."""
+        self.latency += other.latency
+        self.ttfb += other.ttfb
+        self.lag += other.lag
+        self.errors.update(other.errors)
+        self.sent += other.sent
+        self.ok += other.ok
+        self.span += other.span
+        self.warmup_sent += other.warmup_sent
 
 
 async def _request(
@@ -443,10 +456,14 @@ async def open_loop(
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 offset += rng.expovariate(rate) if arrivals == "poisson" else 1.0 / rate
-            if phase == "warmup" and tasks:
-                await asyncio.gather(*tasks)
+            if phase == "warmup":
+                tally.warmup_sent = count
+                if tasks:
+                    await asyncio.gather(*tasks)
         if tasks:
             await asyncio.gather(*tasks)
+    # A proxy that cannot keep up stretches the span, so completions per second fall below the rate.
+    tally.span = max(duration, tally.last_done - tally.started)
     return tally
 
 
@@ -488,35 +505,80 @@ def run_open(
     warmup: float = 1.0,
 ) -> LoadResult:
     """An open-loop run at `rate` req/s, with the server's CPU per request when given one."""
-    cpu0 = server.cpu_seconds() if server else 0.0
-    own0 = time.process_time()
-    wall0 = perf_counter()
-    tally = run_async(open_loop(url, body, rate, duration, stream=stream, arrivals=arrivals, warmup=warmup))
-    wall = perf_counter() - wall0
-    return _result(
-        target,
-        "python-open-loop",
-        "open",
+    return run_open_interleaved(
+        {target: (url, body, server)},
         rate,
-        None,
         duration,
-        tally,
-        wall,
-        server,
-        cpu0,
-        own0,
-        measured_share=duration / max(wall, 1e-9),
-    )
+        slices=1,
+        stream=stream,
+        arrivals=arrivals,
+        warmup=warmup,
+    )[target]
+
+
+def run_open_interleaved(
+    targets: dict[str, tuple[str, bytes, Server | None]],
+    rate: float,
+    duration: float,
+    *,
+    slices: int = 5,
+    stream: bool = False,
+    arrivals: str = "uniform",
+    warmup: float = 1.0,
+) -> dict[str, LoadResult]:
+    """Open-loop runs of every target at `rate`, taking turns in `slices` slices each, so that
+    other work on a shared machine falls on all targets alike; percentiles pool every slice."""
+    tallies = {name: _Tally() for name in targets}
+    cpu = dict.fromkeys(targets, 0.0)
+    own = dict.fromkeys(targets, 0.0)
+    wall = dict.fromkeys(targets, 0.0)
+    for i in range(slices):
+        for name, (url, body, server) in targets.items():
+            cpu0 = server.cpu_seconds() if server else 0.0
+            own0, wall0 = time.process_time(), perf_counter()
+            tally = run_async(
+                open_loop(
+                    url,
+                    body,
+                    rate,
+                    duration / slices,
+                    stream=stream,
+                    arrivals=arrivals,
+                    # Each slice opens new connections: a short warm-up, the first one in full.
+                    warmup=warmup if i == 0 else min(warmup, 0.3),
+                    seed=i,
+                )
+            )
+            wall[name] += perf_counter() - wall0
+            own[name] += time.process_time() - own0
+            if server is not None:
+                cpu[name] += server.cpu_seconds() - cpu0
+            tallies[name].merge(tally)
+    return {
+        name: _result(
+            name,
+            "python-open-loop",
+            "open",
+            rate,
+            None,
+            duration,
+            tallies[name],
+            wall[name],
+            own[name],
+            cpu[name] if server is not None else None,
+        )
+        for name, (_, _, server) in targets.items()
+    }
 
 
 def run_closed_python(
     target: str, url: str, body: bytes, concurrency: int, duration: float, server: Server | None
 ) -> LoadResult:
     cpu0 = server.cpu_seconds() if server else 0.0
-    own0 = time.process_time()
-    wall0 = perf_counter()
+    own0, wall0 = time.process_time(), perf_counter()
     tally = run_async(closed_loop(url, body, concurrency, duration))
     wall = perf_counter() - wall0
+    cpu = server.cpu_seconds() - cpu0 if server else None
     return _result(
         target,
         "python-closed-loop",
@@ -526,10 +588,8 @@ def run_closed_python(
         duration,
         tally,
         wall,
-        server,
-        cpu0,
-        own0,
-        measured_share=1.0,
+        time.process_time() - own0,
+        cpu,
     )
 
 
@@ -542,32 +602,23 @@ def _result(
     duration: float,
     tally: _Tally,
     wall: float,
-    server: Server | None,
-    cpu0: float,
-    own0: float,
-    *,
-    measured_share: float,
+    own_cpu: float,
+    server_cpu: float | None,
 ) -> LoadResult:
     result = LoadResult(target, tool, mode, rate, concurrency, duration)
     result.sent, result.ok, result.errors = tally.sent, tally.ok, dict(tally.errors)
     result.latency_ms = percentiles(tally.latency)
     result.ttfb_ms = percentiles(tally.ttfb)
     result.send_lag_ms = percentiles(tally.lag)
-    if mode == "open" and tally.ok:
-        # Completions over the time from the first scheduled send to the last answer: a proxy
-        # that cannot keep up stretches the span and the rate falls below the offered one.
-        span = max(duration, tally.last_done - tally.started)
-        result.achieved_rate = round(tally.ok / span, 1)
-    else:
-        result.achieved_rate = round(tally.ok / max(duration, 1e-9), 1)
-    result.driver_cpu_share = round((time.process_time() - own0) / max(wall, 1e-9), 3)
-    if server is not None:
-        cpu = server.cpu_seconds() - cpu0
-        # CPU per request (warmup included in both numerator and denominator for open runs).
-        handled = tally.sent / measured_share if mode == "open" else tally.sent
+    span = tally.span if mode == "open" and tally.span else duration
+    result.achieved_rate = round(tally.ok / max(span, 1e-9), 1)
+    result.driver_cpu_share = round(own_cpu / max(wall, 1e-9), 3)
+    if server_cpu is not None:
+        # The server also served the warm-up requests during the time measured.
+        handled = tally.sent + tally.warmup_sent
         if handled:
-            result.server_cpu_us_per_request = round(cpu / handled * 1e6, 1)
-        result.server_cpu_share = round(cpu / max(wall, 1e-9), 3)
+            result.server_cpu_us_per_request = round(server_cpu / handled * 1e6, 1)
+        result.server_cpu_share = round(server_cpu / max(wall, 1e-9), 3)
     return result
 
 

@@ -128,42 +128,65 @@ def start_litellm(workdir: Path, upstream: Server, venv: Path) -> Server:
 
 
 def measure(
-    name: str,
-    server: Server,
-    url: str,
-    bodies: tuple[bytes, bytes],
+    proxies: dict[str, Server],
+    upstream: Server,
     args: argparse.Namespace,
     workdir: Path,
     rates: list[float],
 ) -> dict[str, Any]:
-    body, stream_body = bodies
-    out: dict[str, Any] = {"saturation": None, "open_loop": {}, "streaming": None}
-    sat = harness.saturate(
-        name, url, body, args.concurrency, args.saturation_s, workdir, server=server, use_wrk=not args.no_wrk
-    )
-    out["saturation"] = sat.as_dict()
-    print(f"  {name:<10} saturation {sat.achieved_rate:,.1f} req/s ({sat.tool})", file=sys.stderr)
-    for rate in rates:
-        run = harness.run_open(name, url, body, rate, args.duration, server=server, warmup=args.warmup)
-        out["open_loop"][str(rate)] = run.as_dict()
-        print(f"  {name:<10} {rate:>5g} req/s {_brief(run)}", file=sys.stderr)
-    if args.stream_rate > 0:
-        run = harness.run_open(
+    """Saturation of each proxy in turn, then open-loop points with direct and every proxy
+    taking turns (interleaved slices), then streaming time to first byte the same way."""
+    out: dict[str, Any] = {name: {"open_loop": {}, "streaming": None} for name in ["direct", *proxies]}
+    body, stream_body = chat_body("auto"), chat_body("auto", stream=True)
+    urls = {name: server.url + PROXY_PATH for name, server in proxies.items()}
+    for name, server in proxies.items():
+        sat = harness.saturate(
             name,
-            url,
-            stream_body,
+            urls[name],
+            body,
+            args.concurrency,
+            args.saturation_s,
+            workdir,
+            server=server,
+            use_wrk=not args.no_wrk,
+        )
+        out[name]["saturation"] = sat.as_dict()
+        print(f"  {name:<10} saturation {sat.achieved_rate:,.1f} req/s ({sat.tool})", file=sys.stderr)
+
+    def targets(stream: bool) -> dict[str, tuple[str, bytes, Server | None]]:
+        direct = chat_body("bench-small", stream=stream)
+        chosen: dict[str, tuple[str, bytes, Server | None]] = {
+            "direct": (upstream.url + DIRECT_PATH, direct, None)
+        }
+        for name, server in proxies.items():
+            chosen[name] = (urls[name], stream_body if stream else body, server)
+        return chosen
+
+    for rate in rates:
+        runs = harness.run_open_interleaved(
+            targets(False), rate, args.duration, slices=args.slices, warmup=args.warmup
+        )
+        for name, run in runs.items():
+            out[name]["open_loop"][str(rate)] = run.as_dict()
+            print(f"  {name:<10} {rate:>5g} req/s {_brief(run)}", file=sys.stderr)
+    if args.stream_rate > 0:
+        runs = harness.run_open_interleaved(
+            targets(True),
             args.stream_rate,
             args.duration,
-            server=server,
+            slices=args.slices,
             stream=True,
             warmup=args.warmup,
         )
-        out["streaming"] = run.as_dict()
-        print(
-            f"  {name:<10} streaming {args.stream_rate:g} req/s ttfb p50 {fmt(run.ttfb_ms.get('p50'))} ms",
-            file=sys.stderr,
-        )
-    out["rss_mb"] = round(server.rss_bytes() / 2**20, 1)
+        for name, run in runs.items():
+            out[name]["streaming"] = run.as_dict()
+            print(
+                f"  {name:<10} streaming {args.stream_rate:g} req/s "
+                f"ttfb p50 {fmt(run.ttfb_ms.get('p50'))} ms",
+                file=sys.stderr,
+            )
+    for name, server in proxies.items():
+        out[name]["rss_mb"] = round(server.rss_bytes() / 2**20, 1)
     return out
 
 
@@ -173,26 +196,6 @@ def _brief(run: LoadResult) -> str:
         f"p99 {fmt(run.latency_ms.get('p99'))} ms errors {run.error_count}"
         + (" (not sustained)" if not run.sustained() else "")
     )
-
-
-def direct_runs(upstream: Server, args: argparse.Namespace, rates: list[float]) -> dict[str, Any]:
-    url = upstream.url + DIRECT_PATH
-    out: dict[str, Any] = {"open_loop": {}, "streaming": None}
-    for rate in rates:
-        out["open_loop"][str(rate)] = harness.run_open(
-            "direct", url, chat_body("bench-small"), rate, args.duration, warmup=args.warmup
-        ).as_dict()
-    if args.stream_rate > 0:
-        out["streaming"] = harness.run_open(
-            "direct",
-            url,
-            chat_body("bench-small", stream=True),
-            args.stream_rate,
-            args.duration,
-            stream=True,
-            warmup=args.warmup,
-        ).as_dict()
-    return out
 
 
 def summarise(report: dict[str, Any], rates: list[float]) -> dict[str, Any]:
@@ -249,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-rate", type=float, default=10.0, help="streaming TTFB rate; 0 skips")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each point")
     parser.add_argument("--no-wrk", action="store_true", help="saturate with the Python driver")
+    parser.add_argument("--slices", type=int, default=4, help="turns each target takes per open-loop point")
     parser.add_argument(
         "--strategy",
         choices=("rules", "conditions"),
@@ -284,31 +288,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     with harness.workspace(args.keep) as workdir:
         upstream = harness.start_upstream(workdir)
+        proxies: dict[str, Server] = {}
         try:
             report["upstream_check"] = check_upstream(
                 upstream, workdir, min(5.0, args.saturation_s), max(rates), use_wrk=not args.no_wrk
             )
-            print("direct:", file=sys.stderr)
-            report["direct"] = direct_runs(upstream, args, rates)
-            proxy = harness.start_pointsman(workdir, upstream, strategy=args.strategy)
-            try:
-                print("pointsman:", file=sys.stderr)
-                bodies = (chat_body("auto"), chat_body("auto", stream=True))
-                report["pointsman"] = measure(
-                    "pointsman", proxy, proxy.url + PROXY_PATH, bodies, args, workdir, rates
-                )
-            finally:
-                proxy.stop()
+            # Both proxies stay up (on the same core) so that their open-loop slices interleave;
+            # only the one under load is busy.
+            proxies["pointsman"] = harness.start_pointsman(workdir, upstream, strategy=args.strategy)
             if use_litellm:
-                litellm = start_litellm(workdir, upstream, args.venv)
-                try:
-                    print("litellm:", file=sys.stderr)
-                    report["litellm"] = measure(
-                        "litellm", litellm, litellm.url + "/v1/chat/completions", bodies, args, workdir, rates
-                    )
-                finally:
-                    litellm.stop()
+                proxies["litellm"] = start_litellm(workdir, upstream, args.venv)
+            report.update(measure(proxies, upstream, args, workdir, rates))
         finally:
+            for server in proxies.values():
+                server.stop()
             upstream.stop()
     report["conditions"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     report["summary"] = summarise(report, rates)

@@ -71,24 +71,22 @@ def open_loop_rates(
     stream: bool = False,
     body_for: dict[str, bytes],
     warmup: float = 1.0,
+    slices: int = 5,
 ) -> list[dict[str, Any]]:
-    """For each rate, one open-loop run per target (direct first), and the added latency."""
+    """For each rate, the targets in turn (interleaved slices), and the added latency."""
     rows = []
     for rate in rates:
-        runs: dict[str, LoadResult] = {}
-        for name, (url, server) in targets.items():
-            runs[name] = harness.run_open(
-                name,
-                url,
-                body_for[name],
-                rate,
-                duration,
-                server=server,
-                stream=stream,
-                arrivals=arrivals,
-                warmup=warmup,
-            )
-            print(f"  {rate:>6g} req/s {name:<10} {_brief(runs[name], stream)}", file=sys.stderr)
+        runs = harness.run_open_interleaved(
+            {name: (url, body_for[name], server) for name, (url, server) in targets.items()},
+            rate,
+            duration,
+            slices=slices,
+            stream=stream,
+            arrivals=arrivals,
+            warmup=warmup,
+        )
+        for name, run in runs.items():
+            print(f"  {rate:>6g} req/s {name:<10} {_brief(run, stream)}", file=sys.stderr)
         row: dict[str, Any] = {"rate": rate, "runs": {n: r.as_dict() for n, r in runs.items()}}
         key = "ttfb_ms" if stream else "latency_ms"
         direct = getattr(runs["direct"], key)
@@ -213,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="pointsman worker processes")
     parser.add_argument("--proxy-cpus", default=harness.PROXY_CPUS, help="taskset list for pointsman")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each point")
+    parser.add_argument(
+        "--slices", type=int, default=5, help="direct and pointsman take turns in this many slices per point"
+    )
     parser.add_argument("--no-wrk", action="store_true", help="saturate with the Python driver")
     parser.add_argument("--profile", action="store_true", help="py-spy profile at saturation")
     parser.add_argument("--max-load", type=float, default=0.5, help="warn above this load average")
@@ -244,7 +245,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("open loop:", file=sys.stderr)
             report["open_loop"] = open_loop_rates(
-                targets, rates, args.duration, args.arrivals, body_for=bodies, warmup=args.warmup
+                targets,
+                rates,
+                args.duration,
+                args.arrivals,
+                body_for=bodies,
+                warmup=args.warmup,
+                slices=args.slices,
             )
             print("closed loop:", file=sys.stderr)
             report["saturation"] = saturation(
@@ -264,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                     stream=True,
                     body_for=stream_bodies,
                     warmup=args.warmup,
+                    slices=args.slices,
                 )[0]
             if args.profile:
                 report["profile"] = profile_saturation(

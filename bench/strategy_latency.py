@@ -119,7 +119,7 @@ def time_decisions(router: Any, body: dict[str, Any], model: str, iterations: in
     """Microseconds per `router.decide`, each call on a fresh copy of the body (as a request is)."""
     body = {**body, "model": model}
     bodies = [copy.deepcopy(body) for _ in range(min(iterations, 1000))]
-    for b in bodies[:50]:
+    for b in bodies[:200]:  # warm: lazily loaded detectors, caches
         router.decide(b)
     samples = []
     gc_was = gc.isenabled()

@@ -70,7 +70,7 @@ def test_proxy_overhead_reports_added_latency_saturation_and_ttfb(tmp_path, driv
     if driver == "wrk" and shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (apt-get install -y wrk); the Python driver is covered")
     args = ["--rates", "40", "--duration", "1", "--warmup", "0.2", "--saturation-s", "1"]
-    args += ["--concurrency", "4", "--stream-rate", "20"]
+    args += ["--concurrency", "4", "--stream-rate", "20", "--slices", "2"]
     if driver == "python":
         args.append("--no-wrk")
     report, stdout = run_bench("proxy_overhead", tmp_path / "p.json", *args)
@@ -112,9 +112,19 @@ def test_litellm_compare_without_litellm_measures_pointsman_and_says_how_to_set_
     assert "--setup" in stdout
 
     args = ["--skip-litellm", "--rates", "5", "--duration", "1", "--warmup", "0.2"]
-    args += ["--saturation-s", "1", "--concurrency", "4", "--stream-rate", "5", "--no-wrk"]
+    args += ["--saturation-s", "1", "--concurrency", "4", "--stream-rate", "5", "--no-wrk", "--slices", "1"]
     report, _ = run_bench("litellm_compare", tmp_path / "l.json", *args)
     summary = report["summary"]
     assert summary["pointsman"]["saturation_rps"] > 0
     assert "p50" in summary["pointsman"]["added_ms"]["5.0"]
     assert "litellm" not in summary
+
+
+def test_proxy_overhead_measures_a_multi_worker_server(tmp_path):
+    args = ["--rates", "20", "--duration", "1", "--warmup", "0.2", "--saturation-s", "1", "--slices", "1"]
+    args += ["--concurrency", "4", "--stream-rate", "0", "--no-wrk", "--workers", "2"]
+    report, _ = run_bench("proxy_overhead", tmp_path / "w.json", *args)
+    assert report["settings"]["workers"] == 2
+    assert report["open_loop"][0]["runs"]["pointsman"]["errors"] == {}
+    assert report["saturation"]["pointsman"]["ok"] > 0
+    assert "streaming" not in report

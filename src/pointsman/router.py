@@ -489,6 +489,7 @@ class Router:
         deployment = outcome.deployment
         usage = outcome.usage
         key = call.grant.key if call.grant is not None else None
+        routed_language = (decision.signals or {}).get("language") if decision is not None else None
         self.store.add(
             {
                 "request_id": call.request_id,
@@ -518,9 +519,10 @@ class Router:
                 "overhead_ms": (total - outcome.upstream_s - outcome.waited_s) * 1000,
                 "prompt": redact(prompt_text(call.body)) if self.config.store.store_content else None,
                 "answer": redact(answer) if answer and self.config.store.store_content else None,
-                "language": LanguageOf(
-                    Signals(call.body).last_user_text if isinstance(call.body, dict) else ""
-                ),
+                # Routing's own detection when it ran, else a short sample detected by the
+                # writer thread: a full detection per record would cost more than the routing.
+                "language": routed_language
+                or LanguageOf(Signals(call.body).last_user_text if isinstance(call.body, dict) else ""),
             }
         )
 

@@ -76,7 +76,7 @@ def create_app(router: Router) -> ASGIApp:
                 f"request body of {declared} bytes exceeds the limit of {limit} bytes"
             )
         message = await receive()
-        body = message.get("body", b"")
+        body: bytes = message.get("body", b"")
         if not message.get("more_body"):
             if len(body) > limit:
                 raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")

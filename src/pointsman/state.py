@@ -185,17 +185,23 @@ class MemoryState:
         load.requests.append(now)
         load.tokens.append((now, tokens))
         load.token_sum += tokens
+        # Trimmed here as well as in `rates`: windows of deployments without limits are never
+        # read, and must not grow with every request.
+        self._trim(load, now - WINDOW_S)
+
+    @staticmethod
+    def _trim(load: _Load, horizon: float) -> None:
+        while load.requests and load.requests[0] < horizon:
+            load.requests.popleft()
+        while load.tokens and load.tokens[0][0] < horizon:
+            load.token_sum -= load.tokens.popleft()[1]
 
     def rates(self, deployment: str) -> tuple[int, int]:
         """Requests and tokens sent to the deployment in the last minute."""
         load = self._load.get(deployment)
         if load is None:
             return 0, 0
-        horizon = monotonic() - WINDOW_S
-        while load.requests and load.requests[0] < horizon:
-            load.requests.popleft()
-        while load.tokens and load.tokens[0][0] < horizon:
-            load.token_sum -= load.tokens.popleft()[1]
+        self._trim(load, monotonic() - WINDOW_S)
         return len(load.requests), load.token_sum
 
     # -- latency ----------------------------------------------------------------------------
