@@ -61,7 +61,7 @@ class LanguageOf:
             return None
         from pointsman.language import detect_language
 
-        return detect_language(self.text[:300])[0]
+        return detect_language(self.text[:120])[0]
 
 
 _INSERT = (
