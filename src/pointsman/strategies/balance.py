@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pointsman.strategies.base import Ranking, Strategy
-from pointsman.strategies.static import weighted_shuffle
+from pointsman.strategies.base import Ranking
+from pointsman.strategies.static import WeightedStrategy, weighted_shuffle
 
 if TYPE_CHECKING:
     from pointsman.config import Deployment
@@ -34,7 +33,7 @@ def _score(key: str, name: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{key}\x00{name}".encode(), digest_size=8).digest(), "big")
 
 
-class BalanceStrategy(Strategy):
+class BalanceStrategy(WeightedStrategy):
     """Spreads traffic over the route's deployments: weighted, least in flight, lowest moving
     latency (with bounded exploration), cheapest, or consistent hashing of a session key
     (rendezvous hashing: only the keys of a deployment that leaves or joins move). Deployments
@@ -44,15 +43,8 @@ class BalanceStrategy(Strategy):
     Options = BalanceOptions
     options: BalanceOptions
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._random = random.Random(self.options.seed)
-
-    def referenced(self) -> set[str]:
-        return set(self.options.weights)
-
     def check(self, path: str) -> list[str]:
-        problems = self.check_names(f"{path}.weights", list(self.options.weights), keyed=True)
+        problems = super().check(path)
         key = self.options.hash_key
         if key != "user" and not (key.startswith("header:") and len(key) > 7):
             problems.append(f"{path}.hash_key: expected 'user' or 'header:<name>', got {key!r}")
