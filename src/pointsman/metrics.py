@@ -78,6 +78,16 @@ class Metrics:
                                 ["backend"], registry=r)
         self._circuits: Callable[[], dict[str, str]] = dict
         r.register(_CircuitCollector(self))
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, kept: prometheus_client's lookup costs more than a dict's
+        on every request, and label values are bounded (config names, status codes)."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def model_label(self, model: Any) -> str:
         return model if isinstance(model, str) and model in self.known_models else "other"
