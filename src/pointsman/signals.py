@@ -12,10 +12,33 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pointsman import signals_vocab as vocab
+
+_T = TypeVar("_T")
+
+if TYPE_CHECKING:
+    from functools import cached_property as lazy
+else:
+
+    class lazy(Generic[_T]):
+        """`functools.cached_property` without its lock (which Python 3.12 dropped too):
+        computed on first access and stored in the instance, so a second access is a plain
+        attribute lookup. Two threads racing compute the same pure value twice."""
+
+        def __init__(self, func):
+            self.func = func
+            self.__doc__ = func.__doc__
+
+        def __set_name__(self, owner, name):
+            self.name = name
+
+        def __get__(self, instance, owner=None):
+            if instance is None:
+                return self
+            value = instance.__dict__[self.name] = self.func(instance)
+            return value
 
 # Tokens an image part costs at low detail; a floor that keeps window checks honest.
 IMAGE_TOKENS = 85
@@ -41,11 +64,108 @@ CHARS_PER_TOKEN = 4
 SCAN_HEAD_CHARS = 6000
 SCAN_TAIL_CHARS = 2000
 # Punctuation that separates words (kept: - ' + # ; so "trade-off", "c++", "tl;dr" survive).
+# Vertical tab and form feed become spaces too, so a space is the only whitespace left.
 _WORD_BREAKS = bytes.maketrans(
-    b'!"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r', b" " * len(b'!"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r')
+    b'!"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r\x0b\x0c', b" " * len(b'!"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r\x0b\x0c')
 )
-_WORD_BREAKS_AND_HYPHENS = bytes.maketrans(
-    b'!"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r-', b" " * len(b'!"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r-')
+# Past this many hyphens, one more split is cheaper than taking hyphenated words apart one by one.
+_MAX_HYPHENS = 64
+# Every word any cue list or built-in domain names: a prompt's words are looked up once in it.
+VOCABULARY = frozenset().union(
+    vocab.CODE, vocab.MATH, vocab.REASONING, vocab.ANALYSIS, vocab.TASK, vocab.STEPS,
+    vocab.CONSTRAINTS, vocab.LONG_OUTPUT, vocab.SHORT_OUTPUT, vocab.CHAT, *vocab.DOMAINS.values(),
+)  # fmt: skip
+# Characters from most to least common in prompts; a cue is gated on its rarest character.
+_COMMON_CHARS = " etaoinsrhldcumfpgwybvk\n.,TSAIECx-'qj)(zMNP\"BDRHOWLFG:0123456789"
+
+
+class _Cues:
+    """Which of a fixed list of substrings a text contains. Cues are grouped by their rarest
+    character, and a group is skipped when the text lacks it (a single-character search is a
+    memchr, a longer one a full scan)."""
+
+    __slots__ = ("groups",)
+
+    def __init__(self, cues: Iterable[str]) -> None:
+        groups: dict[str, list[str]] = {}
+        for cue in cues:
+            gate = max(cue, key=lambda ch: _COMMON_CHARS.find(ch) % (len(_COMMON_CHARS) + 1))
+            groups.setdefault(gate, []).append(cue)
+        self.groups = tuple((gate, tuple(group)) for gate, group in groups.items())
+
+    def count(self, text: str) -> int:
+        """How many of the cues occur in `text` (a cue listed twice counts twice)."""
+        n = 0
+        for gate, group in self.groups:
+            if gate in text:
+                for cue in group:
+                    if cue in text:
+                        n += 1
+        return n
+
+
+class _Phrases:
+    """Which of several cue-phrase lists' phrases a text contains, in one regex pass.
+
+    The regex is anchored on each phrase's first space (a literal, which the engine finds
+    without trying every position) and checks the words before it by lookbehind. Where it
+    matches, every phrase whose first space sits there is confirmed by a plain comparison, so
+    the counts are those of one substring search per phrase. Phrases without a space are
+    searched for as `_Cues`."""
+
+    def __init__(self, lists: Mapping[str, Iterable[str]]) -> None:
+        self.lists = {name: tuple(phrases) for name, phrases in lists.items()}
+        spaced = sorted({p for ps in self.lists.values() for p in ps if " " in p})
+        self.unspaced = {name: _Cues(p for p in ps if " " not in p) for name, ps in self.lists.items()}
+        # remainder after the first space -> the phrases that end with it
+        by_rest: dict[str, list[str]] = {}
+        for phrase in spaced:
+            by_rest.setdefault(phrase[phrase.index(" ") :], []).append(phrase)
+        branches = [
+            re.escape(rest[1:]) + "(?:" + "|".join(f"(?<={re.escape(p)})" for p in phrases) + ")"
+            for rest, phrases in sorted(by_rest.items(), key=lambda kv: -len(kv[0]))
+        ]
+        self.pattern = re.compile(" (?:" + "|".join(branches) + ")") if branches else None
+        # A match with remainder r: every phrase that could also match at that space, as
+        # (phrase, offset of its first space).
+        self.candidates = {
+            rest: tuple(
+                (p, p.index(" "))
+                for other, phrases in by_rest.items()
+                if other.startswith(rest) or rest.startswith(other)
+                for p in phrases
+            )
+            for rest in by_rest
+        }
+
+    def count(self, text: str) -> dict[str, int]:
+        """Per list, how many of its phrases occur in `text`."""
+        found: set[str] = set()
+        if self.pattern is not None:
+            search, pos = self.pattern.search, 0
+            while (m := search(text, pos)) is not None:
+                at = m.start()
+                for phrase, offset in self.candidates[m.group()]:
+                    if offset <= at and text.startswith(phrase, at - offset):
+                        found.add(phrase)
+                pos = at + 1
+        return {
+            name: sum(1 for p in phrases if p in found) + self.unspaced[name].count(text)
+            for name, phrases in self.lists.items()
+        }
+
+
+_CODE_MARKS = _Cues(vocab.CODE_MARKS)
+_MATH_MARKS = _Cues(vocab.MATH_MARKS)
+_PHRASES = _Phrases(
+    {
+        "reasoning": vocab.REASONING_PHRASES,
+        "task": vocab.TASK_PHRASES,
+        "step": vocab.STEP_PHRASES,
+        "constraint": vocab.CONSTRAINT_PHRASES,
+        "short": vocab.SHORT_PHRASES,
+        "chat": vocab.CHAT_PHRASES,
+    }
 )
 
 
@@ -118,22 +238,39 @@ class TextFeatures:
     nested_items: int = 0
     questions: int = 0
     lines: int = 0
+    # The prompt's words (and parts of its hyphenated words) that are in the vocabulary.
     wordset: frozenset[bytes] = field(default_factory=frozenset, repr=False)
 
 
-def text_features(text: str) -> TextFeatures:
-    """Counts of cue words, notation and structure in `text` (one pass of C-level string
-    operations plus a set of its words; ~30 µs for 1k tokens)."""
+def _hyphen_parts(spaced: bytes) -> list[bytes]:
+    """The parts of the hyphenated words in `spaced` (words separated by single-byte spaces):
+    "step-by-step" gives step, by, step."""
+    if spaced.count(b"-") > _MAX_HYPHENS:
+        return spaced.replace(b"-", b" ").split()
+    parts: list[bytes] = []
+    at = spaced.find(b"-")
+    while at >= 0:
+        end = spaced.find(b" ", at)
+        if end < 0:
+            end = len(spaced)
+        parts += spaced[spaced.rfind(b" ", 0, at) + 1 : end].split(b"-")
+        at = spaced.find(b"-", end)
+    return parts
+
+
+def text_features(text: str, vocabulary: frozenset[bytes] = VOCABULARY) -> TextFeatures:
+    """Counts of cue words, notation and structure in `text`: C-level string operations, one
+    lookup of its words in `vocabulary` (which must hold every cue word) and one regex pass for
+    the cue phrases."""
     if len(text) > SCAN_HEAD_CHARS + SCAN_TAIL_CHARS:
         text = text[:SCAN_HEAD_CHARS] + "\n" + text[-SCAN_TAIL_CHARS:]
     lower = text.lower()
-    data = lower.encode("utf-8", "surrogatepass")
-    words = data.translate(_WORD_BREAKS).split()
-    wordset = frozenset(words)
-    if "-" in lower:
+    spaced = lower.encode("utf-8", "surrogatepass").translate(_WORD_BREAKS)
+    words = spaced.split()
+    known = vocabulary.intersection(words)
+    if b"-" in spaced:
         # "Python-Funktion" and "step-by-step" also count as their parts.
-        wordset = wordset.union(data.translate(_WORD_BREAKS_AND_HYPHENS).split())
-    head = lower[:1500]
+        known = known.union(vocabulary.intersection(_hyphen_parts(spaced)))
     # Notation is looked for near the instructions, not all through a pasted document.
     marks = text if len(text) <= 2000 else text[:1500] + text[-500:]
     list_items = nested = 0
@@ -155,33 +292,31 @@ def text_features(text: str) -> TextFeatures:
     cjk: dict[str, int] = {}
     if not text.isascii() and any("\u3040" <= ch <= "\u9fff" for ch in text[:200]):
         cjk = {k: sum(1 for c in cues if c in text) for k, cues in vocab.CJK_CUES.items()}
+    phrases = _PHRASES.count(lower[:1500])
     return TextFeatures(
         words=len(words) + len(text) // 3 * bool(cjk),
-        code_words=len(wordset & vocab.CODE) + cjk.get("code", 0),
-        code_marks=sum(1 for m in vocab.CODE_MARKS if m in marks) + text.count("```") // 2,
-        math_words=len(wordset & vocab.MATH) + cjk.get("math", 0),
-        math_marks=sum(1 for m in vocab.MATH_MARKS if m in marks),
-        reasoning_words=len(wordset & vocab.REASONING) + cjk.get("reasoning", 0),
-        reasoning_phrases=sum(1 for p in vocab.REASONING_PHRASES if p in head),
-        analysis_words=len(wordset & vocab.ANALYSIS) + cjk.get("analysis", 0),
-        task_words=len(wordset & vocab.TASK)
-        + cjk.get("task", 0)
-        + sum(1 for p in vocab.TASK_PHRASES if p in head),
-        step_words=len(wordset & vocab.STEPS),
-        step_phrases=sum(1 for p in vocab.STEP_PHRASES if p in head),
-        constraint_words=len(wordset & vocab.CONSTRAINTS),
-        constraint_phrases=sum(1 for p in vocab.CONSTRAINT_PHRASES if p in head),
-        long_output_words=len(wordset & vocab.LONG_OUTPUT),
-        short_output_words=len(wordset & vocab.SHORT_OUTPUT)
-        + sum(1 for p in vocab.SHORT_PHRASES if p in head),
-        chat_words=len(wordset & vocab.CHAT) + cjk.get("chat", 0),
-        chat_phrases=sum(1 for p in vocab.CHAT_PHRASES if p in head),
+        code_words=len(known & vocab.CODE) + cjk.get("code", 0),
+        code_marks=_CODE_MARKS.count(marks) + text.count("```") // 2,
+        math_words=len(known & vocab.MATH) + cjk.get("math", 0),
+        math_marks=_MATH_MARKS.count(marks),
+        reasoning_words=len(known & vocab.REASONING) + cjk.get("reasoning", 0),
+        reasoning_phrases=phrases["reasoning"],
+        analysis_words=len(known & vocab.ANALYSIS) + cjk.get("analysis", 0),
+        task_words=len(known & vocab.TASK) + cjk.get("task", 0) + phrases["task"],
+        step_words=len(known & vocab.STEPS),
+        step_phrases=phrases["step"],
+        constraint_words=len(known & vocab.CONSTRAINTS),
+        constraint_phrases=phrases["constraint"],
+        long_output_words=len(known & vocab.LONG_OUTPUT),
+        short_output_words=len(known & vocab.SHORT_OUTPUT) + phrases["short"],
+        chat_words=len(known & vocab.CHAT) + cjk.get("chat", 0),
+        chat_phrases=phrases["chat"],
         commas=text.count(",") + text.count(";") + text.count("、") + text.count("，"),
         list_items=list_items,
         nested_items=nested,
         questions=text.count("?"),
         lines=lines,
-        wordset=wordset,
+        wordset=known,
     )
 
 
@@ -206,6 +341,8 @@ class SignalSettings:
         for name, words in (domains or {}).items():
             merged[name] = frozenset(w.lower().encode() for w in words)
         self.domains = merged
+        # Every word a cue list or a domain names (see `text_features`).
+        self.vocabulary = VOCABULARY.union(*merged.values()) - {b""}
         self.languages = tuple(languages) if languages else None
         self._pii_kinds = tuple(pii_kinds) if pii_kinds else None
         self._pii_engine = pii_engine
@@ -252,19 +389,19 @@ class Signals:
 
     # -- the request's shape -------------------------------------------------------------------
 
-    @cached_property
+    @lazy
     def messages(self) -> list[dict[str, Any]]:
         messages = self.body.get("messages")
         return messages if isinstance(messages, list) else []
 
-    @cached_property
+    @lazy
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
             if isinstance(message, dict) and message.get("role") == "user":
                 return message_text(message.get("content"))
         return ""
 
-    @cached_property
+    @lazy
     def system_prompt(self) -> str:
         """The text of the system (and developer) messages."""
         return "\n".join(
@@ -273,7 +410,7 @@ class Signals:
             if isinstance(m, dict) and m.get("role") in ("system", "developer")
         )
 
-    @cached_property
+    @lazy
     def turns(self) -> int:
         """User messages in the conversation (1 for a single question)."""
         return sum(1 for m in self.messages if isinstance(m, dict) and m.get("role") == "user")
@@ -283,7 +420,7 @@ class Signals:
         """Messages in the conversation, every role counted."""
         return len(self.messages)
 
-    @cached_property
+    @lazy
     def _parts(self) -> tuple[int, int]:
         images = audio = 0
         for message in self.messages:
@@ -306,7 +443,7 @@ class Signals:
     def has_images(self) -> bool:
         return self._parts[0] > 0
 
-    @cached_property
+    @lazy
     def has_audio(self) -> bool:
         """Audio in the prompt, or audio asked for in the answer."""
         modalities = self.body.get("modalities")
@@ -316,7 +453,7 @@ class Signals:
             or (isinstance(modalities, list) and "audio" in modalities)
         )
 
-    @cached_property
+    @lazy
     def modalities(self) -> tuple[str, ...]:
         found = ["text"]
         if self.has_images:
@@ -325,21 +462,21 @@ class Signals:
             found.append("audio")
         return tuple(found)
 
-    @cached_property
+    @lazy
     def has_tools(self) -> bool:
         return bool(self.body.get("tools")) and self.body.get("tool_choice") != "none"
 
-    @cached_property
+    @lazy
     def tool_count(self) -> int:
         tools = self.body.get("tools")
         return len(tools) if isinstance(tools, list) and self.has_tools else 0
 
-    @cached_property
+    @lazy
     def wants_json(self) -> bool:
         fmt = self.body.get("response_format")
         return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
 
-    @cached_property
+    @lazy
     def estimated_tokens(self) -> int:
         """Prompt tokens, estimated from character counts (see `estimate_tokens`)."""
         total = 0
@@ -355,47 +492,47 @@ class Signals:
             total += estimate_tokens(str(tools))
         return total + MESSAGE_OVERHEAD_TOKENS * len(self.messages) + IMAGE_TOKENS * self.image_count
 
-    @cached_property
+    @lazy
     def max_output_tokens(self) -> int:
         value = self.body.get("max_completion_tokens") or self.body.get("max_tokens") or 0
         return value if isinstance(value, int) else 0
 
     # -- what the text says --------------------------------------------------------------------
 
-    @cached_property
+    @lazy
     def features(self) -> TextFeatures:
-        return text_features(self.last_user_text)
+        return text_features(self.last_user_text, self.settings.vocabulary)
 
-    @cached_property
+    @lazy
     def code(self) -> float:
         """0..1: how much the request is about code (notation counts more than words)."""
         f = self.features
         return min(1.0, 0.6 * _saturate(f.code_marks, 4) + 0.5 * _saturate(f.code_words, 4))
 
-    @cached_property
+    @lazy
     def math(self) -> float:
         """0..1: maths vocabulary and notation."""
         f = self.features
         return min(1.0, 0.6 * _saturate(f.math_words, 4) + 0.5 * _saturate(f.math_marks, 3))
 
-    @cached_property
+    @lazy
     def reasoning(self) -> float:
         """0..1: words that ask for formal reasoning: prove, derive, justify, show that."""
         f = self.features
         return _saturate(f.reasoning_words + f.reasoning_phrases, 4)
 
-    @cached_property
+    @lazy
     def analysis(self) -> float:
         """0..1: words that ask for analysis: compare, assess, trade-offs, recommend."""
         return _saturate(self.features.analysis_words, 4)
 
-    @cached_property
+    @lazy
     def multi_step(self) -> float:
         """0..1: cues of a task in several steps (sequence words, numbered steps)."""
         f = self.features
         return _saturate(f.step_words + 2 * f.step_phrases + f.list_items / 2, 8)
 
-    @cached_property
+    @lazy
     def constraints(self) -> float:
         """0..1: constraint density: requirement words (must, exactly, at most, format...)
         and enumerated requirements (comma-separated or listed), per sentence-sized chunk."""
@@ -404,13 +541,13 @@ class Signals:
         count = f.constraint_words + f.constraint_phrases + enumerated / 2
         return _saturate(count * 12 / math.sqrt(max(f.words, 12)), 10)
 
-    @cached_property
+    @lazy
     def structure(self) -> float:
         """0..1: list items and nesting in the prompt."""
         f = self.features
         return _saturate(f.list_items + 3 * f.nested_items, 12)
 
-    @cached_property
+    @lazy
     def output_length(self) -> float:
         """-1..1: cues that the answer will be long (essay, report, implement...) minus cues
         that it will be short (briefly, one word...); `max_tokens` counts when given."""
@@ -424,7 +561,7 @@ class Signals:
             value += _saturate(self.max_output_tokens / 500, 8) - 0.3
         return max(-1.0, min(1.0, value))
 
-    @cached_property
+    @lazy
     def chat(self) -> float:
         """0..1: small talk and simple lookups (greetings, thanks, "what is", short questions)."""
         f = self.features
@@ -432,7 +569,7 @@ class Signals:
         lookup = 2 if f.questions and f.words <= 12 and not f.task_words else 0
         return _saturate(f.chat_words + 2 * f.chat_phrases + lookup, 4)
 
-    @cached_property
+    @lazy
     def domains(self) -> tuple[str, ...]:
         """Domains whose keywords appear, in the config's order (built-ins first)."""
         words = self.features.wordset
@@ -442,7 +579,7 @@ class Signals:
     def domain(self) -> str | None:
         return self.domains[0] if self.domains else None
 
-    @cached_property
+    @lazy
     def _language(self) -> tuple[str, float]:
         from pointsman.language import detect_language
 
@@ -459,7 +596,7 @@ class Signals:
 
     # -- personal data -------------------------------------------------------------------------
 
-    @cached_property
+    @lazy
     def text_segments(self) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
         """Every text in the messages, with its (message index, content part index or -1)."""
         texts: list[str] = []
@@ -478,18 +615,18 @@ class Signals:
                             paths.append((i, j))
         return tuple(texts), tuple(paths)
 
-    @cached_property
+    @lazy
     def pii(self) -> list[Any]:
         """PII findings (`pointsman.pii.Finding`) in every message, system prompt included."""
         return list(self.settings.detector.scan(self.text_segments[0]))
 
-    @cached_property
+    @lazy
     def pii_kinds(self) -> frozenset[str]:
         return frozenset(f.kind for f in self.pii)
 
     # -- who is asking -------------------------------------------------------------------------
 
-    @cached_property
+    @lazy
     def metadata(self) -> dict[str, str]:
         """Caller facts: `x-pointsman-<name>` headers as `<name>`, the body's `user`, then
         what the key lookup supplied (which wins)."""
@@ -518,17 +655,17 @@ class Signals:
     def user(self) -> str | None:
         return self.metadata.get("user")
 
-    @cached_property
+    @lazy
     def region(self) -> str | None:
         value = self.metadata.get("region")
         return value.lower() if value else None
 
-    @cached_property
+    @lazy
     def user_tier(self) -> str | None:
         value = self.metadata.get("tier")
         return value.lower() if value else None
 
-    @cached_property
+    @lazy
     def role(self) -> str | None:
         """The agent role: from the key or an `x-pointsman-role` header, else the first
         configured role whose system-prompt pattern or tool-name prefix matches."""
@@ -549,7 +686,7 @@ class Signals:
                 return name
         return None
 
-    @cached_property
+    @lazy
     def stage(self) -> str:
         """Where an agent is in its loop: "tool_result" when the last message returns a tool's
         output (the model is being asked to continue after a tool call), "first_turn" for a
@@ -612,7 +749,11 @@ class Signals:
         "user",
         "key",
     )
-    _BACKING = {"language": "_language", "language_confidence": "_language", "modalities": "modalities"}
+    # (reported name, the attribute that holds it once computed)
+    _REPORTED_BACKING = tuple(
+        (name, {"language": "_language", "language_confidence": "_language"}.get(name, name))
+        for name in REPORTED
+    )
 
     def explain(self) -> dict[str, Any]:
         """Every reported signal, computing the ones not yet known (for `--explain`)."""
@@ -625,11 +766,7 @@ class Signals:
     def computed(self) -> dict[str, Any]:
         """The reported signals that this request's routing actually computed."""
         known = self.__dict__
-        out = {}
-        for name in self.REPORTED:
-            backing = self._BACKING.get(name, name)
-            if backing in known or (name in ("region", "user_tier", "role") and name in known):
-                out[name] = _plain(getattr(self, name))
+        out = {n: _plain(getattr(self, n)) for n, backing in self._REPORTED_BACKING if backing in known}
         if "metadata" in known and "key" not in out and self.key:
             out["key"] = self.key
         return out
