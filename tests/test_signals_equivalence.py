@@ -109,3 +109,21 @@ def test_custom_domain_keywords_are_found_like_any_other_word():
     )
     assert signals.domains == ("space",)
     assert Signals({"messages": [{"role": "user", "content": "hello"}]}, settings=settings).domains == ()
+
+
+def test_phrase_counts_equal_one_substring_search_per_phrase_even_where_phrases_overlap():
+    from pointsman.signals import _Phrases
+
+    # Phrases sharing their first space ("ax then" also holds "x the"), nested ones, a phrase
+    # listed twice, and phrases without a space.
+    lists = {
+        "one": ["x the", "ax then", "the end", "a b", "ab", "x the"],
+        "two": ["ax then", "then x", "b a b", "it's", "a-b"],
+    }
+    phrases = _Phrases(lists)
+    rng = random.Random(5)
+    pieces = ["a", "x", "the", "then", "end", "b", "it's", "-", " ", " ", "ax"]
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
+        expected = {name: sum(1 for p in ps if p in text) for name, ps in lists.items()}
+        assert phrases.count(text) == expected, text

@@ -93,41 +93,56 @@ class _Cues:
             groups.setdefault(gate, []).append(cue)
         self.groups = tuple((gate, tuple(group)) for gate, group in groups.items())
 
+    def found(self, text: str) -> list[str]:
+        """The cues that occur in `text` (a cue listed twice, twice)."""
+        return [cue for gate, group in self.groups if gate in text for cue in group if cue in text]
+
     def count(self, text: str) -> int:
-        """How many of the cues occur in `text` (a cue listed twice counts twice)."""
-        n = 0
-        for gate, group in self.groups:
-            if gate in text:
-                for cue in group:
-                    if cue in text:
-                        n += 1
-        return n
+        return len(self.found(text))
+
+
+def _alternation(items: list[tuple[str, str]]) -> str:
+    """A regex matching any of `items` (literal, then a pattern), the literals as a trie, so the
+    engine tries one branch per distinct next character rather than one per item."""
+    branches: dict[str, list[tuple[str, str]]] = {}
+    ends = []
+    for literal, then in items:
+        if literal:
+            branches.setdefault(literal[0], []).append((literal[1:], then))
+        else:
+            ends.append(then)
+    alternatives = [re.escape(ch) + _alternation(rest) for ch, rest in branches.items()] + ends
+    return alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
 
 
 class _Phrases:
-    """Which of several cue-phrase lists' phrases a text contains, in one regex pass.
+    """Which phrases of several cue lists a text contains, in one regex pass.
 
     The regex is anchored on each phrase's first space (a literal, which the engine finds
-    without trying every position) and checks the words before it by lookbehind. Where it
-    matches, every phrase whose first space sits there is confirmed by a plain comparison, so
-    the counts are those of one substring search per phrase. Phrases without a space are
-    searched for as `_Cues`."""
+    without trying every position), matches the rest as a trie and checks the words before the
+    space by lookbehind. Where it matches, every phrase whose first space sits there is
+    confirmed by a plain comparison, so the counts are those of one substring search per
+    phrase. Phrases without a space are searched for as `_Cues`."""
 
     def __init__(self, lists: Mapping[str, Iterable[str]]) -> None:
-        self.lists = {name: tuple(phrases) for name, phrases in lists.items()}
-        spaced = sorted({p for ps in self.lists.values() for p in ps if " " in p})
-        self.unspaced = {name: _Cues(p for p in ps if " " not in p) for name, ps in self.lists.items()}
-        # remainder after the first space -> the phrases that end with it
+        self.zero = {name: 0 for name in lists}
+        # phrase -> [(list name, times it is listed there)]
+        self.listed: dict[str, list[tuple[str, int]]] = {}
+        for name, phrases in lists.items():
+            for phrase in set(phrases):
+                self.listed.setdefault(phrase, []).append((name, list(phrases).count(phrase)))
+        self.unspaced = _Cues(p for p in self.listed if " " not in p)
+        # " " + the rest after the first space -> the phrases that end with it
         by_rest: dict[str, list[str]] = {}
-        for phrase in spaced:
+        for phrase in sorted(p for p in self.listed if " " in p):
             by_rest.setdefault(phrase[phrase.index(" ") :], []).append(phrase)
-        branches = [
-            re.escape(rest[1:]) + "(?:" + "|".join(f"(?<={re.escape(p)})" for p in phrases) + ")"
-            for rest, phrases in sorted(by_rest.items(), key=lambda kv: -len(kv[0]))
+        lookbehinds = [
+            (rest[1:], "(?:" + "|".join(f"(?<={re.escape(p)})" for p in phrases) + ")")
+            for rest, phrases in by_rest.items()
         ]
-        self.pattern = re.compile(" (?:" + "|".join(branches) + ")") if branches else None
-        # A match with remainder r: every phrase that could also match at that space, as
-        # (phrase, offset of its first space).
+        self.pattern = re.compile(" " + _alternation(lookbehinds)) if lookbehinds else None
+        # For a match of " " + rest: every phrase that could match at that same space, with the
+        # offset of its first space.
         self.candidates = {
             rest: tuple(
                 (p, p.index(" "))
@@ -140,7 +155,7 @@ class _Phrases:
 
     def count(self, text: str) -> dict[str, int]:
         """Per list, how many of its phrases occur in `text`."""
-        found: set[str] = set()
+        found = set(self.unspaced.found(text))
         if self.pattern is not None:
             search, pos = self.pattern.search, 0
             while (m := search(text, pos)) is not None:
@@ -149,10 +164,11 @@ class _Phrases:
                     if offset <= at and text.startswith(phrase, at - offset):
                         found.add(phrase)
                 pos = at + 1
-        return {
-            name: sum(1 for p in phrases if p in found) + self.unspaced[name].count(text)
-            for name, phrases in self.lists.items()
-        }
+        counts = dict(self.zero)
+        for phrase in found:
+            for name, times in self.listed[phrase]:
+                counts[name] += times
+        return counts
 
 
 _CODE_MARKS = _Cues(vocab.CODE_MARKS)
@@ -296,7 +312,7 @@ def text_features(text: str, vocabulary: frozenset[bytes] = VOCABULARY) -> TextF
     return TextFeatures(
         words=len(words) + len(text) // 3 * bool(cjk),
         code_words=len(known & vocab.CODE) + cjk.get("code", 0),
-        code_marks=_CODE_MARKS.count(marks) + text.count("```") // 2,
+        code_marks=_CODE_MARKS.count(marks) + (text.count("```") // 2 if "`" in text else 0),
         math_words=len(known & vocab.MATH) + cjk.get("math", 0),
         math_marks=_MATH_MARKS.count(marks),
         reasoning_words=len(known & vocab.REASONING) + cjk.get("reasoning", 0),
