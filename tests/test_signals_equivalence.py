@@ -1,6 +1,7 @@
-"""The text features agree, count for count, with the implementation they replaced (one
-substring search per cue and a set of every word; kept in `signals_reference.py`), on the
-labelled prompts, on the project's own prose and code, and on text made up of the cues."""
+"""The token estimate and the text features agree, count for count, with the implementations
+they replaced (kept in `signals_reference.py`: one pass per count, one substring search per cue
+and a set of every word), on the labelled prompts, on the project's own prose and code, and on
+text made up of the cues."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ from pathlib import Path
 import pytest
 
 from pointsman import signals_vocab as vocab
-from pointsman.signals import VOCABULARY, Signals, SignalSettings, text_features
+from pointsman.signals import VOCABULARY, Signals, SignalSettings, estimate_tokens, text_features
 from pointsman.strategies.tiers import labelled_prompts
-from tests.signals_reference import reference_text_features
+from tests.signals_reference import reference_estimate_tokens, reference_text_features
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = [f.name for f in dataclasses.fields(text_features(""))]
 
 
 def assert_same_features(text: str, vocabulary: frozenset[bytes] = VOCABULARY) -> None:
+    assert estimate_tokens(text) == reference_estimate_tokens(text), text[:200]
     new = text_features(text, vocabulary)
     old = reference_text_features(text)
     for name in FIELDS:

@@ -57,6 +57,10 @@ TOKENS_PER_PUNCTUATION = 0.3987
 _HIGH_BYTES = bytes(range(128, 256))
 _DIGIT_BYTES = b"0123456789"
 _PUNCTUATION_BYTES = b".,;:()[]{}=<>\"'/_-*#"
+# What no count above looks at: deleted first, so the counts run over a fifth of the bytes.
+_UNCOUNTED_BYTES = bytes(
+    b for b in range(256) if b not in b" \n" + _DIGIT_BYTES + _PUNCTUATION_BYTES
+)
 # Kept for code that imported the old constant.
 CHARS_PER_TOKEN = 4
 # How much of a long message the text features read: its head and its tail, where the
@@ -207,16 +211,17 @@ def estimate_tokens(text: str) -> int:
     ascii_chars = size - high
     non_ascii = len(text) - ascii_chars
     wide = max(0, high - 2 * non_ascii)
+    counted = data.translate(None, _UNCOUNTED_BYTES)
     return max(
         1,
         round(
             TOKENS_PER_ASCII_CHAR * ascii_chars
             + TOKENS_PER_TWO_BYTE_CHAR * (non_ascii - wide)
             + TOKENS_PER_WIDE_CHAR * wide
-            + TOKENS_PER_SPACE * data.count(b" ")
-            + TOKENS_PER_NEWLINE * data.count(b"\n")
-            + TOKENS_PER_DIGIT * (size - len(data.translate(None, _DIGIT_BYTES)))
-            + TOKENS_PER_PUNCTUATION * (size - len(data.translate(None, _PUNCTUATION_BYTES)))
+            + TOKENS_PER_SPACE * counted.count(b" ")
+            + TOKENS_PER_NEWLINE * counted.count(b"\n")
+            + TOKENS_PER_DIGIT * (len(counted) - len(counted.translate(None, _DIGIT_BYTES)))
+            + TOKENS_PER_PUNCTUATION * (len(counted) - len(counted.translate(None, _PUNCTUATION_BYTES)))
         ),
     )
 
