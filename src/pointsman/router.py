@@ -16,7 +16,6 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-import aiohttp
 import orjson
 
 from pointsman.access import AccessControl, Grant
@@ -30,7 +29,7 @@ from pointsman.keys import KeyStore, PostgresKeyStore
 from pointsman.metrics import Metrics
 from pointsman.pii import Detector
 from pointsman.policies import PIIGuard, apply_policies, build_policies
-from pointsman.providers import Provider, UpstreamError, make_provider
+from pointsman.providers import HTTPClient, Provider, UpstreamError, make_provider
 from pointsman.signals import Signals, SignalSettings, message_text
 from pointsman.state import BreakerSettings, MemoryState
 from pointsman.state_redis import SharedState
@@ -86,15 +85,12 @@ class _Call:
 
 
 class _Connections:
-    """One pooled keep-alive HTTP session (and the providers using it) per event loop."""
+    """One pooled keep-alive HTTP client (and the providers using it) per event loop."""
 
     def __init__(self, config: Config) -> None:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300),
-            json_serialize=lambda o: orjson.dumps(o).decode(),
-        )
+        self.client = HTTPClient()
         self.providers: dict[str, Provider] = {
-            d.name: make_provider(d, self.session) for d in config.deployments
+            d.name: make_provider(d, self.client) for d in config.deployments
         }
 
 
@@ -342,8 +338,8 @@ class Router:
             connections = self._connections[loop] = _Connections(self.config)
         provider = connections.providers.get(deployment.name)
         if provider is None or provider.deployment is not deployment:
-            # A deployment added or changed by a reload: same pooled session, new settings.
-            provider = connections.providers[deployment.name] = make_provider(deployment, connections.session)
+            # A deployment added or changed by a reload: same pooled client, new settings.
+            provider = connections.providers[deployment.name] = make_provider(deployment, connections.client)
         return provider
 
     async def handle(
@@ -686,7 +682,7 @@ class Router:
             self._shared_started = False
         connections = self._connections.pop(asyncio.get_running_loop(), None)
         if connections is not None:
-            await connections.session.close()
+            await connections.client.close()
 
     def close(self) -> None:
         """Flush records and release connections made by `completion`."""

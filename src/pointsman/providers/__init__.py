@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from pointsman.config import Deployment
 from pointsman.providers.base import Completion, Provider, StreamUsage, UpstreamError
+from pointsman.providers.http import HTTPClient
 
 
-def make_provider(deployment: Deployment, session: aiohttp.ClientSession) -> Provider:
+def make_provider(deployment: Deployment, client: HTTPClient) -> Provider:
     if deployment.provider == "anthropic":
         from pointsman.providers.anthropic import AnthropicProvider
 
-        return AnthropicProvider(deployment, session)
+        return AnthropicProvider(deployment, client)
     from pointsman.providers.openai import OpenAIProvider
 
-    return OpenAIProvider(deployment, session)
+    return OpenAIProvider(deployment, client)
 
 
-__all__ = ["Completion", "Provider", "StreamUsage", "UpstreamError", "make_provider"]
+__all__ = ["Completion", "HTTPClient", "Provider", "StreamUsage", "UpstreamError", "make_provider"]

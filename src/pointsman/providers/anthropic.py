@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from pointsman.config import Deployment
@@ -27,6 +26,7 @@ from pointsman.providers.base import (
     client_error,
     parse_retry_after,
 )
+from pointsman.providers.http import HTTPClient
 from pointsman.providers.openai import DONE
 
 API_VERSION = "2023-06-01"
@@ -51,8 +51,8 @@ def _error(status: int, raw: bytes, retry_after: str | None) -> UpstreamError:
 
 
 class AnthropicProvider(Provider):
-    def __init__(self, deployment: Deployment, session: aiohttp.ClientSession) -> None:
-        super().__init__(deployment, session)
+    def __init__(self, deployment: Deployment, client: HTTPClient) -> None:
+        super().__init__(deployment, client)
         self.url = deployment.api_base.rstrip("/") + "/v1/messages"
         if deployment.api_base.rstrip("/").endswith("/v1"):
             self.url = deployment.api_base.rstrip("/") + "/messages"

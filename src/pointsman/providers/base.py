@@ -7,11 +7,12 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from time import time
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from pointsman.config import Deployment
+
+if TYPE_CHECKING:
+    from pointsman.providers.http import HTTPClient, Response
 
 
 class UpstreamError(Exception):
@@ -85,16 +86,13 @@ def parse_retry_after(value: str | None) -> float | None:
 class Provider:
     """Calls one deployment. Subclasses translate to and from their upstream's API."""
 
-    def __init__(self, deployment: Deployment, session: aiohttp.ClientSession) -> None:
+    def __init__(self, deployment: Deployment, client: HTTPClient) -> None:
         self.deployment = deployment
-        self.session = session
+        self.client = client
         t = deployment.timeouts
-        self.timeout = aiohttp.ClientTimeout(
-            total=t.total, sock_connect=t.connect, sock_read=t.total
-        )
-        self.stream_timeout = aiohttp.ClientTimeout(
-            total=t.total, sock_connect=t.connect, sock_read=t.inter_chunk
-        )
+        # Read timeouts: the longest wait for the next bytes (the head, a body, a chunk).
+        self.read_s = t.total
+        self.stream_read_s = t.inter_chunk
 
     async def complete(self, body: dict[str, Any]) -> Completion:
         raise NotImplementedError
@@ -104,21 +102,20 @@ class Provider:
         Raises UpstreamError if the upstream fails or ends early."""
         raise NotImplementedError
 
-    async def _post(
-        self, url: str, payload: bytes, headers: dict[str, str], stream: bool
-    ) -> aiohttp.ClientResponse:
+    async def _post(self, url: str, payload: bytes, headers: dict[str, str], stream: bool) -> Response:
+        t = self.deployment.timeouts
         try:
-            return await self.session.post(
+            return await self.client.post(
                 url,
-                data=payload,
-                headers=headers,
+                payload,
+                headers,
                 params=self.deployment.params or None,
-                timeout=self.stream_timeout if stream else self.timeout,
+                connect_s=t.connect,
+                read_s=self.stream_read_s if stream else self.read_s,
+                total_s=t.total,
             )
         except TimeoutError:
             raise UpstreamError("timeout", "timed out waiting for the upstream") from None
-        except aiohttp.ClientConnectionError as exc:
-            raise UpstreamError("connect", str(exc) or type(exc).__name__) from None
 
 
 def client_error(exc: BaseException) -> UpstreamError:
@@ -127,8 +124,7 @@ def client_error(exc: BaseException) -> UpstreamError:
         return exc
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return UpstreamError("timeout", "timed out reading the upstream response")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return UpstreamError("protocol", "upstream connection broke mid-response")
-    if isinstance(exc, aiohttp.ClientError):
+    if isinstance(exc, (ConnectionError, OSError)):
         return UpstreamError("connect", str(exc) or type(exc).__name__)
     return UpstreamError("protocol", f"{type(exc).__name__}: {exc}")
+

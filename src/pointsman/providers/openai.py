@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from pointsman.config import Deployment
@@ -19,6 +18,7 @@ from pointsman.providers.base import (
     client_error,
     parse_retry_after,
 )
+from pointsman.providers.http import HTTPClient
 
 DONE = b"data: [DONE]\n\n"
 
@@ -46,8 +46,8 @@ def error_from_response(status: int, raw: bytes, retry_after: str | None) -> Ups
 
 
 class OpenAIProvider(Provider):
-    def __init__(self, deployment: Deployment, session: aiohttp.ClientSession) -> None:
-        super().__init__(deployment, session)
+    def __init__(self, deployment: Deployment, client: HTTPClient) -> None:
+        super().__init__(deployment, client)
         self.url = deployment.api_base.rstrip("/") + "/chat/completions"
         self.headers = {"content-type": "application/json", **deployment.headers}
         if deployment.api_key:
