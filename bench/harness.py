@@ -15,6 +15,7 @@ import random
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -325,16 +326,26 @@ class LoadResult:
     server_cpu_us_per_request: float | None = None
     server_cpu_share: float | None = None
     driver_cpu_share: float | None = None
+    # Open loop: the largest growth of median latency within a slice, last fifth of the answers
+    # against the first fifth (ms); a proxy that falls behind builds a backlog that shows here.
+    backlog_growth_ms: float | None = None
 
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
 
     def sustained(self) -> bool:
-        """Kept up with the offered rate: under 1% errors, completions at 95% of the rate."""
+        """Kept up with the offered rate: under 1% errors, completions at 98% of the rate, and
+        no growing backlog (median latency at the end of a slice not more than double that at
+        its start, give or take 5 ms)."""
         if self.mode != "open" or not self.offered_rate:
             return self.error_count == 0
-        return self.error_count <= 0.01 * max(self.sent, 1) and self.achieved_rate >= 0.95 * self.offered_rate
+        return (
+            self.error_count <= 0.01 * max(self.sent, 1)
+            and self.achieved_rate >= 0.98 * self.offered_rate
+            and self.backlog_growth_ms is not None
+            and self.backlog_growth_ms <= max(5.0, self.latency_ms.get("p50", 0.0))
+        )
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -354,6 +365,7 @@ class _Tally:
         self.last_done = 0.0
         self.span = 0.0  # seconds the measured phase took, first due send to last answer
         self.warmup_sent = 0
+        self.growth = 0.0  # ms: see LoadResult.backlog_growth_ms
 
     def merge(self, other: _Tally) -> None:
         """Add another slice's samples (an interleaved run is several slices per target)."""
@@ -365,6 +377,7 @@ class _Tally:
         self.ok += other.ok
         self.span += other.span
         self.warmup_sent += other.warmup_sent
+        self.growth = max(self.growth, other.growth)
 
 
 async def _request(
@@ -464,7 +477,16 @@ async def open_loop(
             await asyncio.gather(*tasks)
     # A proxy that cannot keep up stretches the span, so completions per second fall below the rate.
     tally.span = max(duration, tally.last_done - tally.started)
+    tally.growth = _growth(tally.latency)
     return tally
+
+
+def _growth(latencies: Sequence[float]) -> float:
+    """Median latency of the last fifth of the answers minus that of the first fifth (ms)."""
+    fifth = len(latencies) // 5
+    if fifth < 2:
+        return 0.0
+    return max(0.0, statistics.median(latencies[-fifth:]) - statistics.median(latencies[:fifth]))
 
 
 async def closed_loop(
@@ -612,6 +634,8 @@ def _result(
     result.send_lag_ms = percentiles(tally.lag)
     span = tally.span if mode == "open" and tally.span else duration
     result.achieved_rate = round(tally.ok / max(span, 1e-9), 1)
+    if mode == "open":
+        result.backlog_growth_ms = round(tally.growth, 3)
     result.driver_cpu_share = round(own_cpu / max(wall, 1e-9), 3)
     if server_cpu is not None:
         # The server also served the warm-up requests during the time measured.

@@ -1,13 +1,14 @@
 """pointsman and LiteLLM's proxy side by side: same fake upstream, same request, same run.
 
     python -m bench.litellm_compare --setup      # once: LiteLLM into bench/.litellm-venv
-    python -m bench.litellm_compare              # the comparison, about 4 minutes
+    python -m bench.litellm_compare              # the comparison, about 6 minutes
 
 LiteLLM is never a dependency of pointsman: `--setup` makes its own virtualenv
 (bench/.litellm-venv, git-ignored) with `pip install 'litellm[proxy]==<pinned>'`. Both proxies
 get one worker on core 1 (taskset), one at a time; the fake upstream and the load generators
 share core 0. Measured for the upstream directly, pointsman and LiteLLM: saturation (wrk, or the
-Python closed-loop driver without it), open-loop latency at rates LiteLLM can serve, and
+Python closed-loop driver without it), open-loop latency at rates stepped up to LiteLLM's
+saturation (`--rates auto`: every rate measured is reported), and
 streaming time to first byte. The summary gives the throughput ratio and the ratio of added p50
 latency at the highest rate LiteLLM sustains. JSON to bench/results/litellm-compare-<time>.json.
 """
@@ -162,6 +163,12 @@ def measure(
             chosen[name] = (urls[name], stream_body if stream else body, server)
         return chosen
 
+    auto = not rates
+    if auto:
+        # Step up towards LiteLLM's saturation (pointsman's when LiteLLM is skipped) and stop
+        # after the first rate it does not sustain: the comparison is at the highest it does.
+        reference = out["litellm" if "litellm" in proxies else "pointsman"]["saturation"]["achieved_rate"]
+        rates += stepped_rates(reference)
     for rate in rates:
         runs = harness.run_open_interleaved(
             targets(False), rate, args.duration, slices=args.slices, warmup=args.warmup
@@ -169,6 +176,10 @@ def measure(
         for name, run in runs.items():
             out[name]["open_loop"][str(rate)] = run.as_dict()
             print(f"  {name:<10} {rate:>5g} req/s {_brief(run)}", file=sys.stderr)
+        # 10 and 30 req/s always run (a noisy miss there must not end the search).
+        if auto and rate > 30 and not runs["litellm" if "litellm" in runs else "pointsman"].sustained():
+            del rates[rates.index(rate) + 1 :]
+            break
     if args.stream_rate > 0:
         runs = harness.run_open_interleaved(
             targets(True),
@@ -188,6 +199,15 @@ def measure(
     for name, server in proxies.items():
         out[name]["rss_mb"] = round(server.rss_bytes() / 2**20, 1)
     return out
+
+
+STEPS = (0.5, 0.7, 0.8, 0.9, 1.0)  # shares of the saturation throughput, after 10 and 30 req/s
+
+
+def stepped_rates(saturation: float) -> list[float]:
+    """The open-loop rates `--rates auto` tries: 10 and 30 req/s, then shares of `saturation`."""
+    steps = [10.0, 30.0] + [float(max(1, round(saturation * share))) for share in STEPS]
+    return sorted({r for r in steps if r <= max(saturation, 30.0)})
 
 
 def _brief(run: LoadResult) -> str:
@@ -245,8 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setup", action="store_true", help="create bench/.litellm-venv first")
     parser.add_argument("--litellm-version", default=LITELLM)
     parser.add_argument("--venv", type=Path, default=VENV)
-    parser.add_argument("--rates", default="10,20,30", help="open-loop rates LiteLLM can serve, req/s")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per open-loop point")
+    parser.add_argument(
+        "--rates",
+        default="auto",
+        help="open-loop rates, req/s; auto: 10, 30, then 50-100%% of LiteLLM's saturation, stopping "
+        "after the first rate it does not sustain",
+    )
+    parser.add_argument("--duration", type=float, default=12.0, help="seconds per open-loop point")
     parser.add_argument("--saturation-s", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--stream-rate", type=float, default=10.0, help="streaming TTFB rate; 0 skips")
@@ -264,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
-    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    rates = [] if args.rates == "auto" else [float(r) for r in args.rates.split(",") if r.strip()]
 
     if args.setup and not setup(args.venv, args.litellm_version):
         print("LiteLLM could not be installed; see pip's output above", file=sys.stderr)
@@ -291,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         proxies: dict[str, Server] = {}
         try:
             report["upstream_check"] = check_upstream(
-                upstream, workdir, min(5.0, args.saturation_s), max(rates), use_wrk=not args.no_wrk
+                upstream, workdir, min(5.0, args.saturation_s), max(rates or [30.0]), use_wrk=not args.no_wrk
             )
             # Both proxies stay up (on the same core) so that their open-loop slices interleave;
             # only the one under load is busy.
@@ -304,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
             upstream.stop()
     report["conditions"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    report["settings"]["rates"] = rates  # as measured (auto: the steps taken)
     report["summary"] = summarise(report, rates)
     print_report(report, rates)
     path = harness.save("litellm-compare", report, args.out)
