@@ -72,8 +72,10 @@ SCAN_TAIL_CHARS = 2000
 _WORD_BREAKS = bytes.maketrans(
     b'!"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r\x0b\x0c', b" " * len(b'!"$%&()*,./:<=>?@[\\]^_`{|}~\t\n\r\x0b\x0c')
 )
-# Past this many hyphens, one more split is cheaper than taking hyphenated words apart one by one.
-_MAX_HYPHENS = 64
+# Past this many hyphenated words, one more split is cheaper than taking them apart one by one.
+_MAX_HYPHENATED = 32
+# Bytes the structure counts (commas, semicolons, questions, lines) do not look at.
+_UNSTRUCTURAL_BYTES = bytes(b for b in range(256) if b not in b",;?\n")
 # Every word any cue list or built-in domain names: a prompt's words are looked up once in it.
 VOCABULARY = frozenset().union(
     vocab.CODE, vocab.MATH, vocab.REASONING, vocab.ANALYSIS, vocab.TASK, vocab.STEPS,
@@ -265,18 +267,19 @@ class TextFeatures:
 
 def _hyphen_parts(spaced: bytes) -> list[bytes]:
     """The parts of the hyphenated words in `spaced` (words separated by single-byte spaces):
-    "step-by-step" gives step, by, step."""
-    if spaced.count(b"-") > _MAX_HYPHENS:
-        return spaced.replace(b"-", b" ").split()
+    "step-by-step" gives step, by, step. Past `_MAX_HYPHENATED` such words, every word split
+    at its hyphens (a superset, and one C-level split)."""
     parts: list[bytes] = []
     at = spaced.find(b"-")
-    while at >= 0:
+    for _ in range(_MAX_HYPHENATED):
+        if at < 0:
+            return parts
         end = spaced.find(b" ", at)
         if end < 0:
             end = len(spaced)
         parts += spaced[spaced.rfind(b" ", 0, at) + 1 : end].split(b"-")
         at = spaced.find(b"-", end)
-    return parts
+    return parts if at < 0 else spaced.replace(b"-", b" ").split()
 
 
 def text_features(text: str, vocabulary: frozenset[bytes] = VOCABULARY) -> TextFeatures:
@@ -286,7 +289,8 @@ def text_features(text: str, vocabulary: frozenset[bytes] = VOCABULARY) -> TextF
     if len(text) > SCAN_HEAD_CHARS + SCAN_TAIL_CHARS:
         text = text[:SCAN_HEAD_CHARS] + "\n" + text[-SCAN_TAIL_CHARS:]
     lower = text.lower()
-    spaced = lower.encode("utf-8", "surrogatepass").translate(_WORD_BREAKS)
+    data = lower.encode("utf-8", "surrogatepass")
+    spaced = data.translate(_WORD_BREAKS)
     words = spaced.split()
     known = vocabulary.intersection(words)
     if b"-" in spaced:
@@ -295,7 +299,8 @@ def text_features(text: str, vocabulary: frozenset[bytes] = VOCABULARY) -> TextF
     # Notation is looked for near the instructions, not all through a pasted document.
     marks = text if len(text) <= 2000 else text[:1500] + text[-500:]
     list_items = nested = 0
-    lines = text.count("\n") + 1
+    # Lower-casing never makes or removes these characters, so they are counted in its bytes.
+    structural = data.translate(None, _UNSTRUCTURAL_BYTES)
     if "\n" in marks:
         for line in marks.split("\n", 100)[:100]:
             stripped = line.lstrip()
@@ -332,11 +337,11 @@ def text_features(text: str, vocabulary: frozenset[bytes] = VOCABULARY) -> TextF
         short_output_words=len(known & vocab.SHORT_OUTPUT) + phrases["short"],
         chat_words=len(known & vocab.CHAT) + cjk.get("chat", 0),
         chat_phrases=phrases["chat"],
-        commas=text.count(",") + text.count(";") + text.count("、") + text.count("，"),
+        commas=structural.count(b",") + structural.count(b";") + text.count("、") + text.count("，"),
         list_items=list_items,
         nested_items=nested,
-        questions=text.count("?"),
-        lines=lines,
+        questions=structural.count(b"?"),
+        lines=structural.count(b"\n") + 1,
         wordset=known,
     )
 
