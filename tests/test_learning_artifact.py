@@ -42,16 +42,18 @@ def every_kind(small: tuple) -> RouterArtifact:
         "knn25(wordllama)",
         "trees(signals)",
         "mlp(wordllama+signals)",
+        "cluster10(tfidf)",
+        "cluster10(wordllama)",
     }
     members = [
         c.fit(feats, data.quality, idx, None) for c in default_candidates(list(encoders)) if c.name in chosen
     ]
-    assert len(members) == 4
+    assert len(members) == len(chosen)
     return RouterArtifact(
         kind="two_model",
         models=data.models,
         encoders=encoders,
-        predictor=EnsemblePredictor(members, [1, 1, 1, 1]),
+        predictor=EnsemblePredictor(members, [1] * len(members)),
         knob={"threshold": 0.05},
     )
 

@@ -64,6 +64,10 @@ class Predictor:
     def predict(self, features: Features) -> np.ndarray:
         raise NotImplementedError
 
+    def inputs(self) -> set[str]:
+        """Names of the encoder blocks this predictor reads."""
+        raise NotImplementedError
+
     def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(JSON spec, arrays) with array names under `prefix`."""
         raise NotImplementedError
@@ -126,6 +130,9 @@ class LinearPredictor(Predictor):
         if self.scaler is not None:
             x = self.scaler(x)
         return x * self.dense_scale
+
+    def inputs(self) -> set[str]:
+        return set(self.dense_blocks) | ({self.sparse_block} if self.sparse_block else set())
 
     def predict(self, features: Features) -> np.ndarray:
         z = np.tile(self.bias, (len(features), 1)).astype(np.float64)
@@ -204,6 +211,9 @@ class KnnPredictor(Predictor):
         self.values = np.asarray(values, dtype=np.float16).astype(np.float32)
         self.k = min(k, len(self.keys))
 
+    def inputs(self) -> set[str]:
+        return {self.block}
+
     def predict(self, features: Features) -> np.ndarray:
         x = _unit_rows(features.dense[self.block][:, : self.dims].astype(np.float32))
         sims = x @ self.keys.T
@@ -244,6 +254,73 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norm > 0, norm, 1.0)
 
 
+class ClusterPredictor(Predictor):
+    """A cluster prior: each prompt takes the mean outcomes of the training prompts in its
+    nearest cluster (cosine similarity to unit centroids on one block, dense or sparse).
+
+    Clusters are found without labels (k-means at training), so a family of prompts that shares
+    a template (logic grids, code, maths word problems) shares a row; each row is shrunk toward
+    the overall mean by the cluster's size (`strength` pseudo-prompts), so a small cluster says
+    little. Serving is one matrix product and a table lookup.
+    """
+
+    kind = "cluster"
+
+    def __init__(self, block: str, centroids: np.ndarray, table: np.ndarray, sparse: bool = False) -> None:
+        if len(centroids) != len(table):
+            raise ArtifactError("a cluster predictor needs one table row per centroid")
+        self.block = block
+        self.sparse = bool(sparse)
+        # Held at the precision they are stored in, so a reloaded artifact decides identically.
+        self.centroids = np.asarray(centroids, dtype=np.float16)
+        self.table = np.asarray(table, dtype=np.float64)
+        self._by_column = np.ascontiguousarray(self.centroids.T, dtype=np.float32)  # (dim, k)
+
+    @classmethod
+    def from_labels(
+        cls,
+        block: str,
+        centroids: np.ndarray,
+        labels: np.ndarray,
+        quality: np.ndarray,
+        strength: float = 10.0,
+        sparse: bool = False,
+    ) -> ClusterPredictor:
+        """Table rows from training prompts' cluster labels (`centroids`: unit rows): (sum of
+        outcomes + strength x overall mean) / (cluster size + strength)."""
+        quality = np.asarray(quality, dtype=np.float64)
+        overall = quality.mean(axis=0)
+        k = len(centroids)
+        sums = np.zeros((k, quality.shape[1]))
+        np.add.at(sums, labels, quality)
+        sizes = np.bincount(labels, minlength=k).astype(np.float64)[:, None]
+        table = (sums + strength * overall) / (sizes + strength)
+        return cls(block, centroids, table, sparse)
+
+    def assign(self, features: Features) -> np.ndarray:
+        """Index of each prompt's nearest centroid."""
+        if self.sparse:
+            sims = features.sparse[self.block].dot(self._by_column)
+        else:
+            sims = features.dense[self.block].astype(np.float32) @ self._by_column
+        return np.argmax(sims, axis=1)  # a row's own norm does not change its argmax
+
+    def inputs(self) -> set[str]:
+        return {self.block}
+
+    def predict(self, features: Features) -> np.ndarray:
+        return self.table[self.assign(features)]
+
+    def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        spec = {"kind": self.kind, "prefix": prefix, "block": self.block, "sparse": self.sparse}
+        return spec, {f"{prefix}centroids": self.centroids, f"{prefix}table": self.table}
+
+    @classmethod
+    def load(cls, spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> ClusterPredictor:
+        p = spec["prefix"]
+        return cls(spec["block"], arrays[f"{p}centroids"], arrays[f"{p}table"], bool(spec.get("sparse")))
+
+
 class TreesPredictor(Predictor):
     """Gradient-boosted regression trees, one ensemble per output, stored as complete binary
     trees of equal depth so that all trees are walked at once with a few numpy operations.
@@ -271,6 +348,9 @@ class TreesPredictor(Predictor):
         self.leaf = np.asarray(leaf, dtype=np.float64)  # (T, 2^depth)
         self.output = np.asarray(output, dtype=np.int32)  # (T,) which output each tree adds to
         self.baseline = np.asarray(baseline, dtype=np.float64)  # (outputs,)
+
+    def inputs(self) -> set[str]:
+        return set(self.blocks)
 
     def predict(self, features: Features) -> np.ndarray:
         return np.clip(self.raw(features), 0.0, 1.0)
@@ -335,6 +415,9 @@ class MlpPredictor(Predictor):
         self.weights = [np.asarray(w, dtype=np.float32).astype(np.float64) for w in weights]
         self.biases = [np.asarray(b, dtype=np.float32).astype(np.float64) for b in biases]
 
+    def inputs(self) -> set[str]:
+        return set(self.blocks)
+
     def predict(self, features: Features) -> np.ndarray:
         h = self.scaler(features.stack(self.blocks))
         last = len(self.weights) - 1
@@ -372,7 +455,13 @@ class EnsemblePredictor(Predictor):
     def __init__(self, members: Sequence[Predictor], weights: Sequence[float]) -> None:
         self.members = list(members)
         total = float(sum(weights))
-        self.weights = [float(w) / total for w in weights]
+        # Weights that already sum to 1 are kept as they are: dividing again by a sum of
+        # 0.9999999999999999 would change the stored weights, and a reloaded router with them.
+        scale = 1.0 if abs(total - 1.0) < 1e-9 else total
+        self.weights = [float(w) / scale for w in weights]
+
+    def inputs(self) -> set[str]:
+        return set().union(*(m.inputs() for m in self.members))
 
     def predict(self, features: Features) -> np.ndarray:
         out = None
@@ -412,6 +501,9 @@ class GatedPredictor(Predictor):
     def route_weights(self, features: Features) -> np.ndarray:
         return self.gate.predict(features)
 
+    def inputs(self) -> set[str]:
+        return self.gate.inputs().union(*(e.inputs() for e in self.experts))
+
     def predict(self, features: Features) -> np.ndarray:
         return self.predict_with_routes(features)[0]
 
@@ -442,7 +534,15 @@ class GatedPredictor(Predictor):
 
 PREDICTORS: dict[str, type[Predictor]] = {
     c.kind: c
-    for c in (LinearPredictor, KnnPredictor, TreesPredictor, MlpPredictor, EnsemblePredictor, GatedPredictor)
+    for c in (
+        LinearPredictor,
+        KnnPredictor,
+        ClusterPredictor,
+        TreesPredictor,
+        MlpPredictor,
+        EnsemblePredictor,
+        GatedPredictor,
+    )
 }
 
 

@@ -26,6 +26,7 @@ from pointsman.learning.encoders import (
     WordLlamaEncoder,
 )
 from pointsman.learning.predictors import (
+    ClusterPredictor,
     EnsemblePredictor,
     Features,
     KnnPredictor,
@@ -156,6 +157,33 @@ def knn_candidate(name: str, block: str, k: int, dims: int | None = 64) -> Candi
     return Candidate(name, (block,), fit)
 
 
+def cluster_candidate(name: str, block: str, k: int, strength: float = 10.0, seed: int = 0) -> Candidate:
+    """A cluster prior (see `ClusterPredictor`): k-means on the unit rows of one block (dense or
+    sparse), then per-cluster mean outcomes shrunk toward the overall mean."""
+
+    def fit(feats: Features, y: np.ndarray, idx: np.ndarray, w: np.ndarray | None) -> Predictor:
+        from sklearn.cluster import KMeans
+
+        sparse = block in feats.sparse
+        x = feats.sparse[block].to_scipy()[idx] if sparse else _unit_rows(feats.dense[block][idx])
+        clusters = min(k, len(idx))
+        km = KMeans(clusters, n_init=3, random_state=seed).fit(x)
+        # Label training rows by the serving rule (cosine to the stored centroids), not by
+        # k-means' own labels, so the table describes exactly the prompts a cluster will get.
+        centroids = _unit_rows(km.cluster_centers_)
+        shape = ClusterPredictor(block, centroids, np.zeros((clusters, 1)), sparse)
+        labels = shape.assign(feats.subset(idx))
+        return ClusterPredictor.from_labels(block, centroids, labels, y[idx], strength, sparse)
+
+    return Candidate(name, (block,), fit)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
+
+
 def trees_candidate(
     name: str, blocks: Sequence[str], depth: int = 3, iters: int = 100, rate: float = 0.1
 ) -> Candidate:
@@ -271,7 +299,14 @@ def default_candidates(encoders: Sequence[str]) -> list[Candidate]:
         out.append(mlp_candidate(f"mlp({'+'.join(dense)})", dense))
     if "signals" in have:
         out.append(trees_candidate("trees(signals)", ("signals",)))
+    # Cluster priors at three granularities; the ensemble may blend several of them.
+    for block in (b for b in ("tfidf", dense_text) if b and b in have):
+        for k in CLUSTER_SIZES:
+            out.append(cluster_candidate(f"cluster{k}({block})", block, k))
     return out
+
+
+CLUSTER_SIZES = (10, 20, 40)
 
 
 # --------------------------------------------------------------------------- selection
@@ -579,11 +614,15 @@ def train_router(
         out_tokens = {m: float(np.median(data.output_tokens[:, j])) for j, m in enumerate(data.models)}
     else:
         out_tokens = {m: float(DEFAULT_OUTPUT_TOKENS) for m in data.models}
+    # Ship only the encoders the chosen predictor reads: an unused one would still run on
+    # every request.
+    used = predictor.inputs()
     info = {
         "trained_on": [{"name": d.name, "rows": len(d)} for d in kept],
         "dropped_groups": list(drop_groups),
         "dropped_rows": dropped,
         "encoders": list(encoders),
+        "encoders_kept": [name for name in enc if name in used],
         "folds": folds,
         "seed": seed,
         "selection": selection.table,
@@ -597,7 +636,7 @@ def train_router(
     artifact = RouterArtifact(
         kind=kind,
         models=data.models,
-        encoders=enc,
+        encoders={name: e for name, e in enc.items() if name in used},
         predictor=predictor,
         prices=dict(data.prices),
         output_tokens=out_tokens,
