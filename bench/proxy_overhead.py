@@ -151,7 +151,7 @@ COMPONENTS = (
     ("metrics", "Router._observe"),
     ("record row", "Router._record"),
     ("dispatch + upstream HTTP client", "Dispatcher."),
-    ("dispatch + upstream HTTP client", "aiohttp/"),
+    ("dispatch + upstream HTTP client", "pointsman/providers/"),
     ("routing decision", "Router.route "),
     ("router, other", "Router.handle "),
     ("server.py handler", "pointsman/server.py"),

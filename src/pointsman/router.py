@@ -36,10 +36,23 @@ from pointsman.state_redis import SharedState
 from pointsman.store import LanguageOf, RecordStore, default_db_path
 from pointsman.strategies import Strategy, build_strategy
 
+_random_hex: list[str] = []
+# A forked child must not hand out the random parts its parent already drew.
+os.register_at_fork(after_in_child=_random_hex.clear)
+
 
 def new_request_id() -> str:
-    # 96 random bits, as unique as uuid4's 122 cut to 24 hex digits, at a fraction of the cost.
-    return "req_" + os.urandom(12).hex()
+    """"req_" and 24 hex digits: the time in milliseconds (48 bits), then 48 random bits. Ids
+    in time order keep the records' primary-key index appending at its end instead of writing
+    all over it; the random bits come from the OS 512 ids at a time (a getrandom call per
+    request cost more than the whole rest of making the id)."""
+    try:
+        tail = _random_hex.pop()
+    except IndexError:
+        raw = os.urandom(6 * 512).hex()
+        _random_hex.extend([raw[i : i + 12] for i in range(0, len(raw), 12)])
+        tail = _random_hex.pop()
+    return f"req_{int(time.time() * 1000) & 0xFFFFFFFFFFFF:012x}{tail}"
 
 
 @functools.lru_cache(maxsize=4096)
