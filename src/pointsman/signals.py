@@ -46,7 +46,7 @@ IMAGE_TOKENS = 85
 MESSAGE_OVERHEAD_TOKENS = 4
 # The token estimate: a linear model of cheap character counts, fitted against the cl100k_base
 # tokenizer on the labelled prompt set, Python source and English prose (mean relative error
-# 11%; docs/rules-and-policies.md). Every count is one C-level pass over the UTF-8 bytes.
+# 11%; docs/rules-and-policies.md). Every count is a C-level pass over the UTF-8 bytes.
 TOKENS_PER_ASCII_CHAR = 0.1907
 TOKENS_PER_TWO_BYTE_CHAR = 0.6229  # accented Latin, Greek, Cyrillic, Hebrew, Arabic
 TOKENS_PER_WIDE_CHAR = 1.0  # CJK and the rest of the basic plane
@@ -57,7 +57,7 @@ TOKENS_PER_PUNCTUATION = 0.3987
 _HIGH_BYTES = bytes(range(128, 256))
 _DIGIT_BYTES = b"0123456789"
 _PUNCTUATION_BYTES = b".,;:()[]{}=<>\"'/_-*#"
-# What no count above looks at: deleted first, so the counts run over a fifth of the bytes.
+# Bytes no count above looks at (letters, mostly): deleted first, so the counts run over the rest.
 _UNCOUNTED_BYTES = bytes(
     b for b in range(256) if b not in b" \n" + _DIGIT_BYTES + _PUNCTUATION_BYTES
 )
