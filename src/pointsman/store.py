@@ -46,6 +46,7 @@ INDEXES = ("ts", "key_id", "requested_model", "deployment", "reason", "region", 
 NAMES = tuple(name for name, _ in COLUMNS)
 JSON_COLUMNS = ("decision", "attempts")
 _LANGUAGE = NAMES.index("language")
+_JSON_AT = tuple(NAMES.index(n) for n in JSON_COLUMNS)
 
 
 class LanguageOf:
@@ -122,7 +123,7 @@ class RecordStore:
         self.retention_days = retention_days
         self._next_retention = 0.0
         self._db = connect(self.path)
-        self._queue: deque[tuple[Any, ...]] = deque()
+        self._queue: deque[list[Any]] = deque()
         self._wake = threading.Event()
         self._closed = False
         self._lock = threading.Lock()
@@ -130,12 +131,10 @@ class RecordStore:
         self._thread.start()
 
     def add(self, record: dict[str, Any]) -> None:
-        self._queue.append(
-            tuple(
-                orjson.dumps(record.get(n)).decode() if n in JSON_COLUMNS else record.get(n)
-                for n in NAMES
-            )
-        )
+        row = [record.get(n) for n in NAMES]
+        for i in _JSON_AT:
+            row[i] = orjson.dumps(row[i]).decode()
+        self._queue.append(row)
 
     def _run(self) -> None:
         while not self._closed:
@@ -179,7 +178,7 @@ class RecordStore:
             while self._queue:
                 row = self._queue.popleft()
                 if isinstance(row[_LANGUAGE], LanguageOf):
-                    row = (*row[:_LANGUAGE], row[_LANGUAGE].detect(), *row[_LANGUAGE + 1 :])
+                    row[_LANGUAGE] = row[_LANGUAGE].detect()
                 rows.append(row)
             if rows:
                 self._db.executemany(_INSERT, rows)
