@@ -201,7 +201,7 @@ def measure(
     return out
 
 
-STEPS = (0.5, 0.7, 0.8, 0.9, 1.0)  # shares of the saturation throughput, after 10 and 30 req/s
+STEPS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # shares of the saturation throughput, after 10 and 30 req/s
 
 
 def stepped_rates(saturation: float) -> list[float]:

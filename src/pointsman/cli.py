@@ -13,6 +13,7 @@ from pointsman import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import gc
     import os
 
     import uvicorn
@@ -63,7 +64,11 @@ def _serve(args: argparse.Namespace) -> int:
     )
     try:
         if args.workers == 1:
-            uvicorn.run(create_app(router), workers=1, **options)
+            app = create_app(router)
+            # What start-up built (config, models, tables) lives as long as the process: out of
+            # the collector's way, so a full collection does not walk it mid-request.
+            gc.freeze()
+            uvicorn.run(app, workers=1, **options)
         else:
             # Each worker process builds its own router (own connections, state and record
             # writer; records share one SQLite file in WAL mode) from the same config.
