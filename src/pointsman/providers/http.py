@@ -298,6 +298,9 @@ class HTTPClient:
         if pool is None:
             pool = self._pools[origin] = deque()
         now = time.monotonic()
+        # The least recently used sit at the left: close those idle past the keep-alive time.
+        while pool and now - pool[0].idle_since >= KEEPALIVE_S:
+            pool.popleft()._close()
         while pool:
             conn = pool.pop()  # the most recently used: the likeliest to be alive
             if not conn.closed and now - conn.idle_since < KEEPALIVE_S:
