@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # `import pointsman` stays cheap; the router (aiohttp, pydantic) loads on first use.
+    # `import pointsman` stays cheap; the router (its HTTP client, pydantic) loads on first use.
     if name == "Router":
         from pointsman.router import Router
 
