@@ -457,11 +457,6 @@ def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
     assert sorted(result.stdout.splitlines()) == sorted(f"{path}: {line}" for line in expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: config.parse_config stops after schema errors, and _check_references skips "
-    "strategy options when a name is unknown, so later problems appear only after a fix",
-)
 def test_reference_and_option_problems_are_reported_with_schema_problems(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -487,3 +482,38 @@ def test_reference_and_option_problems_are_reported_with_schema_problems(tmp_pat
             "models.auto.options.conditions[0].use[0]: unknown deployment 'coder' (known: a, b)",
         ]
     )
+
+
+def test_a_key_with_a_schema_error_gets_that_error_alone(tmp_path: Path) -> None:
+    # The route's deployments have the wrong type: no second line claims it has none.
+    path = write(
+        tmp_path,
+        """\
+        deployments:
+          - {name: b, provider: openai, model: m, api_base: "http://127.0.0.1:9/v1", price: {input: cheap}}
+        models:
+          auto: {strategy: ordered, deployments: b, fallbacks: [phantom]}
+        """,
+    )
+
+    assert sorted(problems(path)) == sorted(
+        [
+            "deployments[0].price.input: wrong type: expected a number, got 'cheap'",
+            "models.auto.deployments: wrong type: expected a list, got 'b'",
+            "models.auto.fallbacks[0]: unknown deployment 'phantom' (known: b)",
+        ]
+    )
+
+
+def test_a_missing_required_key_reports_the_schema_alone(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        deployments:
+          - {name: b, provider: openai, api_base: "http://127.0.0.1:9/v1"}
+        models:
+          auto: {strategy: ordered, deployments: [b], fallbacks: [phantom]}
+        """,
+    )
+
+    assert problems(path) == ["deployments[0].model: missing required key"]

@@ -6,6 +6,7 @@ Every problem becomes one line naming the key path and the reason, e.g.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -492,19 +493,58 @@ def parse_config(data: Any, source: str = "config") -> Config:
     except ValidationError as exc:
         errors = exc.errors()
         failed_items = {e["loc"][0] for e in errors if len(e["loc"]) > 1}
+        # "at least 1 item" after its items failed is noise: the items' own lines say it.
+        errors = [
+            e
+            for e in errors
+            if not (e["type"] == "too_short" and e["loc"][:1] and e["loc"][0] in failed_items)
+        ]
         for error in errors:
-            # "at least 1 item" after its items failed is noise: the items' own lines say it.
-            if error["type"] == "too_short" and error["loc"][:1] and error["loc"][0] in failed_items:
-                continue
             path = ""
             for part in error["loc"]:
                 path = join_path(path, part)
             problems.append(f"{path or '(top level)'}: {describe_error(error)}")
+        problems.extend(_references_despite(data, errors))
         raise ConfigError(problems, source) from None
     problems.extend(_check_references(config))
     if problems:
         raise ConfigError(problems, source)
     return config
+
+
+def _references_despite(data: dict[str, Any], errors: list[Any]) -> list[str]:
+    """Reference and strategy-option problems of a config whose schema failed, so that one
+    `config check` lists them all: the keys that failed are taken out and the rest checked. Where
+    that cannot give a valid config (a required key failed), nothing more is reported; lines about
+    a key that was taken out are left to its own schema error."""
+    pruned = copy.deepcopy(data)
+    taken: list[str] = []
+    for error in errors:
+        *parents, leaf = error["loc"] or ("",)
+        if error["type"] == "missing" or not isinstance(leaf, str):
+            return []
+        node: Any = pruned
+        for part in parents:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                return []
+        if not isinstance(node, dict) or leaf not in node:
+            return []
+        del node[leaf]
+        path = ""
+        for part in error["loc"]:
+            path = join_path(path, part)
+        taken.append(path)
+    try:
+        config = Config.model_validate(pruned)
+    except ValidationError:
+        return []
+    return [
+        line
+        for line in _check_references(config)
+        if not any(line.startswith((f"{t}:", f"{t}.", f"{t}[")) for t in taken)
+    ]
 
 
 def load_config(source: str | Path | dict[str, Any]) -> Config:
