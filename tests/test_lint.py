@@ -1,4 +1,5 @@
-"""The code stays lint-clean (ruff, configured in pyproject.toml): CI fails on a new problem."""
+"""The code stays lint-clean (ruff) and type-clean (mypy, strict), both configured in
+pyproject.toml: CI fails on a new problem."""
 
 from __future__ import annotations
 
@@ -15,4 +16,10 @@ def test_ruff_finds_nothing():
     result = subprocess.run(
         [ruff, "check", "src", "tests", "bench"], cwd=ROOT, capture_output=True, text=True
     )
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_mypy_strict_finds_nothing():
+    mypy = str(Path(sys.executable).parent / "mypy")
+    result = subprocess.run([mypy], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:]

@@ -4,6 +4,7 @@ Prometheus `/metrics` page."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -67,7 +68,9 @@ def admin_routes(router: Router) -> list[Route]:
         if not access.is_master(token):
             raise PermissionDenied("this endpoint needs the master key", code="master_key_required")
 
-    def guarded(handler: Any) -> Any:
+    def guarded(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
                 require_master(request)

@@ -255,10 +255,10 @@ def check_policies(config: Config) -> list[str]:
                     f"policies.pii.rules[{i}].deployments: a 'route' rule needs the approved "
                     "deployments (names or tag:<tag>)"
                 )
-    for i, rule in enumerate(settings.access):
-        check(f"policies.access[{i}].allow", rule.allow)
-        check(f"policies.access[{i}].deny", rule.deny)
-        if not (rule.key or rule.user or rule.role or rule.tier):
+    for i, access in enumerate(settings.access):
+        check(f"policies.access[{i}].allow", access.allow)
+        check(f"policies.access[{i}].deny", access.deny)
+        if not (access.key or access.user or access.role or access.tier):
             problems.append(f"policies.access[{i}]: name who it applies to (key, user, role or tier)")
     for tier, rules in settings.user_tiers.items():
         check(f"policies.user_tiers.{tier}.allow", rules.allow)

@@ -236,7 +236,7 @@ class Router:
 
             settings = config.store
             store = PostgresRecordStore(
-                settings.url,
+                config.store.url,
                 schema=settings.db_schema,
                 flush_interval_s=settings.flush_interval_s,
                 retention_days=settings.retention_days,

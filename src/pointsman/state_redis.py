@@ -138,9 +138,11 @@ class SharedState:
             return
         import redis.asyncio as aioredis
 
+        url = self.settings.url
+        assert url is not None, "the router builds a SharedState only when state.url is set"
         self._loop = asyncio.get_running_loop()
         self._client = aioredis.from_url(
-            self.settings.url,
+            url,
             socket_connect_timeout=max(0.5, self.settings.timeout_s),
             socket_timeout=max(0.5, self.settings.timeout_s * 10),
             health_check_interval=0,

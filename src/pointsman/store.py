@@ -272,7 +272,8 @@ def read_records(
     the decision's reason code or its whole route ("strategy:reason")."""
     db = sqlite3.connect(Path(path))
     db.row_factory = sqlite3.Row
-    where, args = [], []
+    where: list[str] = []
+    args: list[str | float] = []
     if model:
         where.append("(requested_model = ? OR deployment = ?)")
         args += [model, model]

@@ -25,8 +25,8 @@ import numpy as np
 from pointsman.learning.calibration import Knob, Target, knob_for
 from pointsman.learning.datasets import CHARS_PER_TOKEN
 from pointsman.learning.encoders import CachedEncoder, Encoder, build_encoder
+from pointsman.learning.predictors import ArtifactError as ArtifactError  # re-exported
 from pointsman.learning.predictors import (
-    ArtifactError,
     Features,
     GatedPredictor,
     Predictor,
@@ -109,7 +109,8 @@ class RouterArtifact:
 
     def strong_gain(self, texts: Sequence[str]) -> np.ndarray:
         pred = self.predict(texts)
-        return pred[:, 1] - pred[:, 0]
+        gain: np.ndarray = pred[:, 1] - pred[:, 0]
+        return gain
 
     def expected_cost(
         self,
@@ -226,12 +227,14 @@ class RouterArtifact:
         k = knob if isinstance(knob, Knob) else Knob(float(knob))
         values = np.array([k.for_route(r) for r in routes])
         if self.kind == TWO_MODEL:
-            return (pred[:, 1] - pred[:, 0] > values).astype(np.int64)
+            picks: np.ndarray = (pred[:, 1] - pred[:, 0] > values).astype(np.int64)
+            return picks
         if cost is None:
             assert texts is not None
             cost = np.stack([self.expected_cost(-(-len(t) // CHARS_PER_TOKEN)) for t in texts])
         utility = pred - values[:, None] * cost / self.cost_ref
-        return np.argmax(utility - 1e-12 * cost, axis=1)
+        best: np.ndarray = np.argmax(utility - 1e-12 * cost, axis=1)
+        return best
 
     # ------------------------------------------------------------------ storage
 
@@ -267,7 +270,8 @@ class RouterArtifact:
         tmp_json = folder / "router.json.tmp"
         tmp_npz = folder / "arrays.tmp.npz"
         tmp_json.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        np.savez_compressed(tmp_npz, **arrays)
+        # mypy matches **arrays against savez_compressed's `allow_pickle: bool` keyword too
+        np.savez_compressed(tmp_npz, **arrays)  # type: ignore[arg-type]
         # Replace both files only once both are written, so a reader never sees half a router.
         os.replace(tmp_npz, folder / "arrays.npz")
         os.replace(tmp_json, folder / "router.json")
@@ -333,6 +337,7 @@ def resolve_artifact(path: str | Path) -> Path:
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The artifact's ``router.json``, checked for format and version (arrays not loaded)."""
     folder = resolve_artifact(path)
+    doc: dict[str, Any]
     try:
         doc = json.loads((folder / "router.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:

@@ -111,7 +111,8 @@ def choose(predicted: np.ndarray, relative_cost: np.ndarray, lam: float) -> np.n
     cheaper model."""
     utility = predicted - lam * relative_cost
     # Break exact ties toward cheaper: subtract a vanishing multiple of cost.
-    return np.argmax(utility - 1e-12 * relative_cost, axis=1)
+    picks: np.ndarray = np.argmax(utility - 1e-12 * relative_cost, axis=1)
+    return picks
 
 
 def knob_for(kind: str, table: dict[str, list[float]], target: Target) -> dict[str, Any]:

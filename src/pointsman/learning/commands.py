@@ -183,6 +183,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         else f"train split (test_fraction={args.test_fraction}, seed={args.seed}, by prompt)",
     }
     with console.status("training") as status:
+
+        def show_progress(msg: str) -> None:
+            status.update(f"training: {msg}")
+            console.log(msg)
+
         artifact, selection = train_router(
             datasets,
             encoders=[e for e in args.encoders.split(",") if e],
@@ -191,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             drop_groups=args.drop_group,
             routes=args.routes,
-            progress=lambda msg: (status.update(f"training: {msg}"), console.log(msg)),
+            progress=show_progress,
             meta=meta,
         )
     folder = artifact.save(args.out)
@@ -362,7 +367,14 @@ def _router_for(spec: str, data: Any, cache: dict[str, Any]) -> tuple[str, Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from pointsman.learning.artifact import ArtifactError
     from pointsman.learning.datasets import DatasetError, standard_splits
@@ -393,20 +405,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     task = progress.add_task(
                         f"{data.name}: training on {len(splits.train)} prompts", total=None
                     )
-                    artifact, _ = train_router(
-                        [splits.train],
-                        progress=lambda m, t=task, d=data.name: progress.update(t, description=f"{d}: {m}"),
-                    )
+
+                    def show_progress(m: str, t: TaskID = task, d: str = data.name) -> None:
+                        progress.update(t, description=f"{d}: {m}")
+
+                    artifact, _ = train_router([splits.train], progress=show_progress)
                     progress.remove_task(task)
                     name = "trained"
                 else:
                     name, artifact = _router_for(args.router, data, cache)
                 task = progress.add_task(f"{data.name}: routing {len(rows)} prompts", total=len(rows))
+
+                def advance(k: int, t: TaskID = task) -> None:
+                    progress.advance(t, k)
+
                 found = evaluate(
                     artifact,
                     rows,
                     name=Path(name).name,
-                    advance=lambda k, t=task: progress.advance(t, k),
+                    advance=advance,
                     exclude_groups=args.exclude_group,
                     bootstrap=args.bootstrap,
                     seed=args.seed,

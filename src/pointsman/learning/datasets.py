@@ -446,9 +446,9 @@ def load_bundled(name: str) -> OutcomeData:
     if meta.get("strong"):
         data.strong, data.weak = meta["strong"], meta["weak"]
     if meta.get("prices") and meta.get("cost") == "prices":
-        data = with_prices(data, {m: tuple(p) for m, p in meta["prices"].items()})  # type: ignore[misc]
+        data = with_prices(data, {m: tuple(p) for m, p in meta["prices"].items()})
     elif meta.get("prices"):
-        data.prices = {m: tuple(p) for m, p in meta["prices"].items()}  # type: ignore[misc]
+        data.prices = {m: tuple(p) for m, p in meta["prices"].items()}
     data.notes.extend(meta.get("notes", []))
     return data
 
@@ -456,7 +456,7 @@ def load_bundled(name: str) -> OutcomeData:
 def write_jsonl(data: OutcomeData, path: Path, keep_output_tokens: bool = True) -> None:
     """Write the generic JSONL format (gzip'd when the name ends in .gz), compactly."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wt", encoding="utf-8") as f:  # type: ignore[operator]
+    with opener(path, "wt", encoding="utf-8") as f:
         for i, prompt in enumerate(data.prompts):
             rec: dict[str, Any] = {"prompt": prompt}
             if data.groups is not None and data.groups[i]:

@@ -54,7 +54,8 @@ def threshold_curve(score: np.ndarray, quality: np.ndarray) -> Curve:
 
 def oracle_scores(quality: np.ndarray) -> np.ndarray:
     """Scores of the two-model oracle: strong only where it wins, weak where it wins."""
-    return quality[:, 1] - quality[:, 0]
+    gain: np.ndarray = quality[:, 1] - quality[:, 0]
+    return gain
 
 
 def pgr(curve: Curve, quality: np.ndarray) -> np.ndarray:
@@ -62,7 +63,8 @@ def pgr(curve: Curve, quality: np.ndarray) -> np.ndarray:
     gap = strong - weak
     if gap <= 0:
         return np.zeros_like(curve.quality)
-    return (curve.quality - weak) / gap
+    recovered: np.ndarray = (curve.quality - weak) / gap
+    return recovered
 
 
 def apgr(curve: Curve, quality: np.ndarray) -> float:

@@ -53,7 +53,8 @@ class Features:
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))
+    squashed: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))
+    return squashed
 
 
 class Predictor:
@@ -143,11 +144,12 @@ class LinearPredictor(Predictor):
             z += features.sparse[self.sparse_block].dot(self.w_sparse)
         if self.link == "softmax":
             e = np.exp(z - z.max(axis=1, keepdims=True))
-            return e / e.sum(axis=1, keepdims=True)
+            probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
+            return probs
         return _sigmoid(z)
 
     def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        arrays = {f"{prefix}w_dense": self.w_dense, f"{prefix}bias": self.bias}
+        arrays: dict[str, np.ndarray] = {f"{prefix}w_dense": self.w_dense, f"{prefix}bias": self.bias}
         if self.w_sparse is not None:
             arrays[f"{prefix}w_sparse"] = self.w_sparse
         if self.scaler is not None:
@@ -221,11 +223,11 @@ class KnnPredictor(Predictor):
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         s = np.take_along_axis(sims, top, axis=1)
         w = np.maximum(s, 0.0) + 1e-6
-        out = np.einsum("nk,nkm->nm", w, self.values[top]) / w.sum(axis=1, keepdims=True)
+        out: np.ndarray = np.einsum("nk,nkm->nm", w, self.values[top]) / w.sum(axis=1, keepdims=True)
         return out.astype(np.float64)
 
     def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        spec = {
+        spec: dict[str, Any] = {
             "kind": self.kind,
             "prefix": prefix,
             "block": self.block,
@@ -233,7 +235,10 @@ class KnnPredictor(Predictor):
             "dims": self.dims,
             "scale": self.scale,
         }
-        arrays = {f"{prefix}keys": self.quantized, f"{prefix}values": self.values.astype(np.float16)}
+        arrays: dict[str, np.ndarray] = {
+            f"{prefix}keys": self.quantized,
+            f"{prefix}values": self.values.astype(np.float16),
+        }
         return spec, arrays
 
     @classmethod
@@ -303,13 +308,15 @@ class ClusterPredictor(Predictor):
             sims = features.sparse[self.block].dot(self._by_column)
         else:
             sims = features.dense[self.block].astype(np.float32) @ self._by_column
-        return np.argmax(sims, axis=1)  # a row's own norm does not change its argmax
+        nearest: np.ndarray = np.argmax(sims, axis=1)  # a row's own norm does not change its argmax
+        return nearest
 
     def inputs(self) -> set[str]:
         return {self.block}
 
     def predict(self, features: Features) -> np.ndarray:
-        return self.table[self.assign(features)]
+        table_rows: np.ndarray = self.table[self.assign(features)]
+        return table_rows
 
     def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         spec = {"kind": self.kind, "prefix": prefix, "block": self.block, "sparse": self.sparse}
@@ -353,7 +360,8 @@ class TreesPredictor(Predictor):
         return set(self.blocks)
 
     def predict(self, features: Features) -> np.ndarray:
-        return np.clip(self.raw(features), 0.0, 1.0)
+        clipped: np.ndarray = np.clip(self.raw(features), 0.0, 1.0)
+        return clipped
 
     def raw(self, features: Features) -> np.ndarray:
         """Sum of baseline and leaves, before clipping to 0..1."""
@@ -425,7 +433,8 @@ class MlpPredictor(Predictor):
             h = h @ w + b
             if i < last:
                 h = np.maximum(h, 0.0)
-        return np.clip(h, 0.0, 1.0)
+        clipped: np.ndarray = np.clip(h, 0.0, 1.0)
+        return clipped
 
     def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {f"{prefix}mean": self.scaler.mean, f"{prefix}scale": self.scaler.scale}

@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -408,7 +408,8 @@ def select(
             break
         counts[step_name] = counts.get(step_name, 0) + 1
         total = sum(counts.values())
-        blend = sum(oof[k] * c for k, c in counts.items()) / total
+        # an array: counts is not empty (typeshed's sum() allows for an empty one, giving 0)
+        blend = cast(np.ndarray, sum(oof[k] * c for k, c in counts.items()) / total)
         best = step_best
     chosen = list(counts)
     shares = [counts[k] / sum(counts.values()) for k in chosen]

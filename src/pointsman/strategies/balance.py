@@ -6,17 +6,18 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from pointsman.strategies.base import Ranking
-from pointsman.strategies.static import WeightedStrategy, weighted_shuffle
+from pointsman.strategies.static import WeightedOptions, WeightedStrategy, weighted_shuffle
 
 if TYPE_CHECKING:
     from pointsman.config import Deployment
     from pointsman.signals import Signals
 
 
-class BalanceOptions(BaseModel):
+class BalanceOptions(WeightedOptions):
+    # A WeightedOptions (weights, seed), since BalanceStrategy reuses WeightedStrategy's code.
     model_config = ConfigDict(extra="forbid", frozen=True)
     method: Literal["weighted", "least_in_flight", "latency", "cost", "hash"] = "least_in_flight"
     weights: dict[str, float] = Field(default_factory=dict)
@@ -67,9 +68,9 @@ class BalanceStrategy(WeightedStrategy):
                     signals.max_output_tokens, 256
                 )
 
-            ordered = sorted(candidates, key=price)
+            cheapest = sorted(candidates, key=price)
             return Ranking(
-                [d.name for d in ordered], "cheapest", {d.name: price(d) / 1e6 for d in candidates}
+                [d.name for d in cheapest], "cheapest", {d.name: price(d) / 1e6 for d in candidates}
             )
         state = self.state
         if state is None:

@@ -210,6 +210,7 @@ class LearnedStrategy(Strategy):
             if any(n in alive_set for n in mapping.get(abstract, ()))
         ]
         text = signals.last_user_text
+        scores: dict[str, float]
         if not text.strip():
             means = art.meta.get("mean_quality", {})
             ranking = sorted(art.models, key=lambda m: -means.get(m, 0.0))

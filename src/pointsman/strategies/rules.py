@@ -159,8 +159,8 @@ class _Compiler:
             if key.startswith(prefix) and len(key) > len(prefix):
                 name = key[len(prefix) :].lower()
                 if prefix == "header.":
-                    return "string", lambda s, name=name: s.header(name)  # type: ignore[misc]
-                return "string", lambda s, name=name: s.metadata.get(name)  # type: ignore[misc]
+                    return "string", lambda s, name=name: s.header(name)
+                return "string", lambda s, name=name: s.metadata.get(name)
         if key in TIER_SIGNALS:
             tiers = self.tiers(path)
             if key == "complexity":
@@ -193,7 +193,7 @@ class _Compiler:
             if kind != "number":
                 raise RuleError(path, f"{op} needs a number signal; {key!r} is a {kind}")
             bound = _expect_number(arg, path)
-            compare = {
+            compare: Callable[[Any], bool] = {
                 "lt": lambda v: v < bound,
                 "lte": lambda v: v <= bound,
                 "gt": lambda v: v > bound,

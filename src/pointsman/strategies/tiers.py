@@ -332,7 +332,7 @@ class TiersStrategy(Strategy):
         alive = {d.name for d in candidates}
         start = self.names.index(tier)
         ladder = self.names[start:] + self.names[:start][::-1]
-        notes = []
+        notes: list[str] = []
         for name in ladder:
             order = [n for n in self.deployments[name] if n in alive]
             if order:
