@@ -69,3 +69,23 @@ def test_record_and_headers_tell_the_same_story(upstream, serve):
     assert decision["route"] == "tiers:reasoning" and decision["plan"] == ["deep"]
     assert decision["signals"]["reasoning"] > 0 and "estimated_tokens" in decision["signals"]
     assert any(r.startswith("tiers: score") for r in decision["reasons"])
+
+
+def test_a_decision_as_data_carries_every_field_and_the_attempts_only_when_asked():
+    from dataclasses import fields
+
+    from pointsman.decision import Attempt, Decision
+
+    decision = Decision("req_1", "auto", "tiers", "simple", ["a", "b"], ["removed c: region"], {"a": 0.5})
+    decision.attempts.append(Attempt("a", status=200))
+    decision.answered_by = "a"
+    decision.signals = {"language": "en", "tokens": 12}
+
+    full = decision.as_dict()
+    assert set(full) == {f.name for f in fields(Decision)} | {"route"}
+    assert full["route"] == "tiers:simple" and full["attempts"][0]["deployment"] == "a"
+    row = decision.as_dict(attempts=False)
+    assert "attempts" not in row and {k: v for k, v in full.items() if k != "attempts"} == row
+    # Plain data, not the decision's own lists: changing one leaves the other alone.
+    row["plan"].append("z")
+    assert decision.plan == ["a", "b"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
@@ -62,8 +62,22 @@ class Decision:
         tried = list(dict.fromkeys(a.deployment for a in self.attempts))
         return len(tried) - 1 if self.answered_by else len(tried)
 
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["attempts"] = [a.as_record() for a in self.attempts]
+    def as_dict(self, attempts: bool = True) -> dict[str, Any]:
+        """Every field as plain data, and the route; without the attempts for the record's
+        `decision` column (they have a column of their own). Written out by hand: it runs on
+        every request, and `dataclasses.asdict` deep-copies."""
+        data: dict[str, Any] = {
+            "request_id": self.request_id,
+            "requested_model": self.requested_model,
+            "strategy": self.strategy,
+            "reason": self.reason,
+            "plan": list(self.plan),
+            "reasons": list(self.reasons),
+            "scores": dict(self.scores),
+        }
+        if attempts:
+            data["attempts"] = [a.as_record() for a in self.attempts]
+        data["answered_by"] = self.answered_by
+        data["signals"] = dict(self.signals)
         data["route"] = self.route
         return data

@@ -525,7 +525,7 @@ class Router:
                 "route": decision.route if decision else None,
                 "reason": decision.reason if decision else None,
                 "region": deployment.region if deployment is not None else None,
-                "decision": _decision_row(decision) if decision else None,
+                "decision": decision.as_dict(attempts=False) if decision else None,
                 "attempts": [a.as_record() for a in decision.attempts] if decision else [],
                 "deployment": decision.answered_by if decision else None,
                 "status": status,
@@ -719,23 +719,6 @@ async def _chunks(stream: AsyncIterator[bytes]) -> AsyncIterator[Any]:
         if "error" in parsed:
             raise APIError(parsed["error"]["message"], request=None, body=parsed["error"])  # type: ignore[arg-type]
         yield ChatCompletionChunk.model_validate(parsed)
-
-
-def _decision_row(decision: Decision) -> dict[str, Any]:
-    """The record's `decision` column: `Decision.as_dict` less the attempts (their own column),
-    written out by hand because `dataclasses.asdict` deep-copies on every request."""
-    return {
-        "request_id": decision.request_id,
-        "requested_model": decision.requested_model,
-        "strategy": decision.strategy,
-        "reason": decision.reason,
-        "plan": list(decision.plan),
-        "reasons": list(decision.reasons),
-        "scores": dict(decision.scores),
-        "answered_by": decision.answered_by,
-        "signals": dict(decision.signals),
-        "route": decision.route,
-    }
 
 
 def _blocking_iter(stream: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) -> Iterator[Any]:
