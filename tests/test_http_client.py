@@ -138,3 +138,52 @@ def test_a_silent_upstream_times_out_and_a_closed_port_is_a_connect_error() -> N
         await client.close()
 
     _run(answer, calls)
+
+
+def test_https_verifies_the_upstream_certificate_and_reuses_the_tls_connection(tmp_path, monkeypatch) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        try:
+            while True:
+                await _read_request(reader)
+                writer.write(OK)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def main(trusted: bool) -> list[tuple[int, bytes]]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=served)
+        url = f"https://localhost:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+        async with server:
+            if trusted:
+                monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+            else:
+                monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+            client = HTTPClient()
+            try:
+                return [await _post(client, url), await _post(client, url)]
+            finally:
+                await client.close()
+
+    assert asyncio.run(main(trusted=True)) == [(200, b'{"ok":true}')] * 2
+    assert connections == [0]  # one TLS handshake for both calls
+    with pytest.raises(UpstreamError, match="CERTIFICATE_VERIFY_FAILED"):
+        asyncio.run(main(trusted=False))
