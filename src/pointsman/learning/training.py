@@ -35,6 +35,7 @@ from pointsman.learning.predictors import (
     Predictor,
     Standardizer,
     TreesPredictor,
+    _unit_rows,
 )
 
 Progress = Callable[[str], None]
@@ -165,23 +166,20 @@ def cluster_candidate(name: str, block: str, k: int, strength: float = 10.0, see
         from sklearn.cluster import KMeans
 
         sparse = block in feats.sparse
-        x = feats.sparse[block].to_scipy()[idx] if sparse else _unit_rows(feats.dense[block][idx])
+        if sparse:
+            x = feats.sparse[block].to_scipy()[idx]
+        else:
+            x = _unit_rows(np.asarray(feats.dense[block][idx], dtype=np.float64))
         clusters = min(k, len(idx))
         km = KMeans(clusters, n_init=3, random_state=seed).fit(x)
         # Label training rows by the serving rule (cosine to the stored centroids), not by
         # k-means' own labels, so the table describes exactly the prompts a cluster will get.
-        centroids = _unit_rows(km.cluster_centers_)
+        centroids = _unit_rows(np.asarray(km.cluster_centers_, dtype=np.float64))
         shape = ClusterPredictor(block, centroids, np.zeros((clusters, 1)), sparse)
         labels = shape.assign(feats.subset(idx))
         return ClusterPredictor.from_labels(block, centroids, labels, y[idx], strength, sparse)
 
     return Candidate(name, (block,), fit)
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
 
 
 def trees_candidate(

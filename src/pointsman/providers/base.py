@@ -124,7 +124,6 @@ def client_error(exc: BaseException) -> UpstreamError:
         return exc
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return UpstreamError("timeout", "timed out reading the upstream response")
-    if isinstance(exc, (ConnectionError, OSError)):
+    if isinstance(exc, OSError):  # ConnectionError and the other socket errors
         return UpstreamError("connect", str(exc) or type(exc).__name__)
     return UpstreamError("protocol", f"{type(exc).__name__}: {exc}")
-
