@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pointsman.config import ConfigError
 from pointsman.errors import (
     AuthenticationFailed,
     BodyTooLarge,
@@ -139,8 +140,6 @@ def admin_routes(router: Router) -> list[Route]:
         return _json({"object": "list", "data": rows})
 
     async def reload(request: Request) -> Response:
-        from pointsman.config import ConfigError
-
         try:
             config = router.reload()
         except ConfigError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from pointsman.config import CascadeSettings
+from pointsman.signals import message_text
 
 # Answers that decline, hedge into ignorance or give up: a stronger model may do better.
 REFUSAL_PATTERNS = (
@@ -233,8 +234,6 @@ class LLMJudge:
         self.ask = ask
 
     async def __call__(self, answer: dict[str, Any], request: dict[str, Any]) -> Verdict:
-        from pointsman.signals import message_text
-
         conversation = "\n".join(
             f"{m.get('role')}: {message_text(m.get('content'))}" for m in request.get("messages", [])
         )

@@ -11,6 +11,8 @@ from typing import Any
 
 from pointsman import __version__
 
+# Each subcommand imports what it needs when it runs, so that `pointsman --help` starts fast.
+
 
 def _serve(args: argparse.Namespace) -> int:
     import gc
@@ -90,6 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    import pointsman.strategies  # noqa: F401  (registers the strategy-option checks with config)
     from pointsman.config import ConfigError, load_config
 
     try:

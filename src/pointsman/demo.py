@@ -136,6 +136,7 @@ def workload() -> list[dict[str, Any]]:
 
 
 def run_demo(json_output: bool = False) -> int:
+    # Loaded when the demo runs: `serve` imports this module only for the demo's config path.
     from openai import OpenAI
     from rich.console import Console
     from rich.table import Table

@@ -3,6 +3,7 @@ tier, residency, rate limits, parallelism, a budget, an expiry) and metadata (te
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import sqlite3
@@ -37,6 +38,16 @@ CREATE TABLE IF NOT EXISTS keys (
 
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _fingerprint(key: str) -> str:
+    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def key_fingerprint(key: str | None) -> str | None:
+    """What the record keeps of a client key: enough to tell keys apart, never the key."""
+    return _fingerprint(key) if key else None
 
 
 @dataclass(slots=True)
@@ -263,6 +274,7 @@ class PostgresKeyStore(KeyStore):
         self._cache = {}
 
     def _connection(self) -> Any:
+        # psycopg (the optional `postgres` extra) loads only for keys kept in PostgreSQL.
         import psycopg
         from psycopg import sql
 

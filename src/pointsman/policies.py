@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pointsman.config import Deployment
+from pointsman.errors import PIIRefused
+from pointsman.keys import key_fingerprint
+from pointsman.pii import Masker
 from pointsman.signals import Signals
 
 if TYPE_CHECKING:
@@ -119,8 +122,6 @@ class AccessPolicy:
     governance = True
 
     def __init__(self, rules: Sequence[AccessRule], *, name: str = "access") -> None:
-        from pointsman.router import key_fingerprint
-
         self.name = name
         self.rules = []
         for r in rules:
@@ -230,47 +231,6 @@ def build_policies(config: Config) -> tuple[Policy, ...]:
     return tuple(policies)
 
 
-def check_policies(config: Config) -> list[str]:
-    """Problems with the `policies` section that need the whole config (unknown names)."""
-    settings = config.policies
-    names = {d.name for d in config.deployments}
-    tags = {t for d in config.deployments for t in d.tags}
-    problems: list[str] = []
-
-    def check(path: str, entries: Sequence[str]) -> None:
-        for i, entry in enumerate(entries):
-            if entry.startswith("tag:"):
-                if entry[4:] not in tags:
-                    problems.append(f"{path}[{i}]: no deployment has the tag {entry[4:]!r}")
-            elif entry not in names:
-                problems.append(
-                    f"{path}[{i}]: unknown deployment {entry!r} (known: {', '.join(sorted(names))})"
-                )
-
-    if settings.pii is not None:
-        for i, rule in enumerate(settings.pii.rules):
-            check(f"policies.pii.rules[{i}].deployments", rule.deployments)
-            if rule.action == "route" and not rule.deployments:
-                problems.append(
-                    f"policies.pii.rules[{i}].deployments: a 'route' rule needs the approved "
-                    "deployments (names or tag:<tag>)"
-                )
-    for i, access in enumerate(settings.access):
-        check(f"policies.access[{i}].allow", access.allow)
-        check(f"policies.access[{i}].deny", access.deny)
-        if not (access.key or access.user or access.role or access.tier):
-            problems.append(f"policies.access[{i}]: name who it applies to (key, user, role or tier)")
-    for tier, rules in settings.user_tiers.items():
-        check(f"policies.user_tiers.{tier}.allow", rules.allow)
-        check(f"policies.user_tiers.{tier}.deny", rules.deny)
-    if settings.default_user_tier and settings.default_user_tier not in settings.user_tiers:
-        problems.append(
-            f"policies.default_user_tier: unknown tier {settings.default_user_tier!r} "
-            f"(known: {', '.join(settings.user_tiers) or 'none'})"
-        )
-    return problems
-
-
 def apply_policies(
     candidates: Sequence[Deployment],
     signals: Signals,
@@ -319,8 +279,6 @@ class PIIGuard:
         self.mask = frozenset(k for r in rules if r.action == "mask" for k in r.kinds)
 
     def screen(self, signals: Signals) -> None:
-        from pointsman.errors import PIIRefused
-
         if not self.refuse:
             return
         hit = signals.pii_kinds & self.refuse
@@ -334,8 +292,6 @@ class PIIGuard:
         """A `pointsman.pii.Masker` for this request, or None when there is nothing to mask."""
         if not self.mask or not signals.pii_kinds & self.mask:
             return None
-        from pointsman.pii import Masker
-
         masker = Masker(signals.pii, self.mask)
         kinds = sorted({f.kind for f in masker.findings})
         reasons.append(f"pii: masked {len(masker.originals)} value(s) ({', '.join(kinds)}) before sending")

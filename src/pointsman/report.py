@@ -14,10 +14,11 @@ from pointsman.dashboard.summary import (
     budget_burn,
     key_names,
     read_keys,
-    read_window,
     recorded_spend,
     summarise,
 )
+from pointsman.keys import key_fingerprint
+from pointsman.store import read_window
 
 
 class PlotUnavailable(RuntimeError):
@@ -26,8 +27,6 @@ class PlotUnavailable(RuntimeError):
 
 def build_summary(db: str | Path, config: Config | None, since: float, until: float) -> dict[str, Any]:
     """The summary of the records in `db` between `since` and `until`, budgets included."""
-    from pointsman.router import key_fingerprint
-
     keys = read_keys(db)
     master_env = config.auth.master_key_env if config is not None else "POINTSMAN_MASTER_KEY"
     names = key_names(keys, key_fingerprint(os.environ.get(master_env)))

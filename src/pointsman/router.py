@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import functools
-import hashlib
 import os
 import sys
 import threading
@@ -25,7 +23,7 @@ from pointsman.config import Config, Deployment, load_config
 from pointsman.decision import Decision
 from pointsman.dispatch import Dispatcher, Outcome, validate_chat_body
 from pointsman.errors import ModelNotFound, NoDeployment, PointsmanError, PolicyRefused
-from pointsman.keys import KeyStore, PostgresKeyStore
+from pointsman.keys import KeyStore, PostgresKeyStore, key_fingerprint
 from pointsman.metrics import Metrics
 from pointsman.pii import Detector
 from pointsman.policies import PIIGuard, apply_policies, build_policies
@@ -53,16 +51,6 @@ def new_request_id() -> str:
         _random_hex.extend([raw[i : i + 12] for i in range(0, len(raw), 12)])
         tail = _random_hex.pop()
     return f"req_{int(time.time() * 1000) & 0xFFFFFFFFFFFF:012x}{tail}"
-
-
-@functools.lru_cache(maxsize=4096)
-def _fingerprint(key: str) -> str:
-    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-def key_fingerprint(key: str | None) -> str | None:
-    """What the record keeps of a client key: enough to tell keys apart, never the key."""
-    return _fingerprint(key) if key else None
 
 
 @dataclass(slots=True)
@@ -232,7 +220,7 @@ class Router:
         path = db or config.store.path or default_db_path()
         store: Any = None
         if config.store.enabled and records and config.store.url:
-            from pointsman.store_postgres import PostgresRecordStore
+            from pointsman.store_postgres import PostgresRecordStore  # psycopg: the optional `postgres` extra
 
             settings = config.store
             store = PostgresRecordStore(

@@ -14,7 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from pointsman import pii
 from pointsman import signals_vocab as vocab
+from pointsman.keys import key_fingerprint
+from pointsman.language import detect_language
 
 _T = TypeVar("_T")
 
@@ -377,8 +380,6 @@ class SignalSettings:
     @property
     def detector(self) -> Any:
         if self._detector is None:
-            from pointsman import pii
-
             kinds = self._pii_kinds or pii.KINDS
             if self._pii_engine == "presidio":
                 self._detector = pii.PresidioDetector(kinds)
@@ -607,8 +608,6 @@ class Signals:
 
     @lazy
     def _language(self) -> tuple[str, float]:
-        from pointsman.language import detect_language
-
         return detect_language(self.last_user_text or self.system_prompt, self.settings.languages)
 
     @property
@@ -665,8 +664,6 @@ class Signals:
         if isinstance(user, str) and user:
             meta.setdefault("user", user)
         if self._key:
-            from pointsman.router import key_fingerprint
-
             meta["key"] = key_fingerprint(self._key) or ""
         if self._trusted:
             meta.update(self._trusted)

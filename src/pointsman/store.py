@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from pointsman.language import detect_language
+
 COLUMNS = (
     ("request_id", "TEXT PRIMARY KEY"),
     ("ts", "REAL NOT NULL"),
@@ -47,6 +49,12 @@ NAMES = tuple(name for name, _ in COLUMNS)
 JSON_COLUMNS = ("decision", "attempts")
 _LANGUAGE = NAMES.index("language")
 _JSON_AT = tuple(NAMES.index(n) for n in JSON_COLUMNS)
+# What a summary reads: never the stored prompts and answers.
+WINDOW_FIELDS = (
+    "request_id", "ts", "api_key", "key_id", "team", "user", "requested_model", "route", "reason",
+    "decision", "attempts", "deployment", "status", "error", "prompt_tokens", "completion_tokens",
+    "cost", "latency_ms", "upstream_ms", "first_token_ms", "overhead_ms", "language",
+)  # fmt: skip
 
 
 class LanguageOf:
@@ -60,8 +68,6 @@ class LanguageOf:
     def detect(self) -> str | None:
         if not self.text.strip():
             return None
-        from pointsman.language import detect_language
-
         return detect_language(self.text[:120])[0]
 
 
@@ -228,8 +234,6 @@ class RecordStore:
     def window(self, since: float, until: float) -> list[dict[str, Any]]:
         """The records with `since <= ts < until`, oldest first (for summaries)."""
         self.flush()
-        from pointsman.dashboard.summary import read_window
-
         return read_window(self.path, since, until)
 
     def close(self) -> None:
@@ -240,6 +244,33 @@ class RecordStore:
         self._thread.join(timeout=5)
         self.flush()
         self._db.close()
+
+
+def read_window(path: str | Path, since: float, until: float) -> list[dict[str, Any]]:
+    """The records with `since <= ts < until`, oldest first, JSON columns decoded."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+        if not present:
+            return []
+        columns = ", ".join(f if f in present else f"NULL AS {f}" for f in WINDOW_FIELDS)
+        rows = db.execute(
+            f"SELECT {columns} FROM requests WHERE ts >= ? AND ts < ? ORDER BY ts", (since, until)
+        ).fetchall()
+    finally:
+        db.close()
+    out = []
+    for row in rows:
+        record = dict(row)
+        for name in ("decision", "attempts"):
+            if record[name] is not None:
+                record[name] = orjson.loads(record[name])
+        out.append(record)
+    return out
 
 
 def with_feedback(row: dict[str, Any]) -> dict[str, Any]:

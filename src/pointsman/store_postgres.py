@@ -33,7 +33,14 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from pointsman.errors import PointsmanError
-from pointsman.store import JSON_COLUMNS, NAMES, LanguageOf, default_db_path, with_feedback
+from pointsman.store import (
+    JSON_COLUMNS,
+    NAMES,
+    WINDOW_FIELDS,
+    LanguageOf,
+    default_db_path,
+    with_feedback,
+)
 
 try:
     import fcntl
@@ -503,11 +510,9 @@ class PostgresRecordStore:
 
     def window(self, since: float, until: float) -> list[dict[str, Any]]:
         """The records with `since <= ts < until`, oldest first (for summaries)."""
-        from pointsman.dashboard.summary import FIELDS
-
         self.flush()
         query = sql.SQL("SELECT {} FROM requests WHERE ts >= %s AND ts < %s ORDER BY ts").format(
-            sql.SQL(", ").join(map(sql.Identifier, FIELDS))
+            sql.SQL(", ").join(map(sql.Identifier, WINDOW_FIELDS))
         )
         return self._read(query, [since, until])
 

@@ -18,8 +18,7 @@ from starlette.staticfiles import StaticFiles
 from pointsman.admin import bearer
 from pointsman.dashboard.summary import budget_burn, key_names, parse_duration, summarise
 from pointsman.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, PointsmanError
-from pointsman.keys import VirtualKey
-from pointsman.router import key_fingerprint
+from pointsman.keys import VirtualKey, key_fingerprint
 
 if TYPE_CHECKING:
     from pointsman.router import Router

@@ -13,18 +13,14 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from pointsman.budgets import Budget, BudgetLedger
 from pointsman.config import Config, Deployment
-from pointsman.keys import VirtualKey
+from pointsman.keys import KeyStore, VirtualKey
+from pointsman.store import WINDOW_FIELDS
 
-# Only what the summary reads: never the stored prompts and answers.
-FIELDS = (
-    "request_id", "ts", "api_key", "key_id", "team", "user", "requested_model", "route", "reason",
-    "decision", "attempts", "deployment", "status", "error", "prompt_tokens", "completion_tokens",
-    "cost", "latency_ms", "upstream_ms", "first_token_ms", "overhead_ms", "language",
-)  # fmt: skip
+# The record columns a summary reads: never the stored prompts and answers.
+FIELDS = WINDOW_FIELDS
+
 # Chart buckets: the smallest of these that cuts the records' time span into at most MAX_BUCKETS.
 BUCKETS_S = (1, 5, 10, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 MAX_BUCKETS = 60
@@ -46,37 +42,8 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def read_window(path: str | Path, since: float, until: float) -> list[dict[str, Any]]:
-    """The records with `since <= ts < until`, oldest first, JSON columns decoded."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    try:
-        present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-        if not present:
-            return []
-        columns = ", ".join(f if f in present else f"NULL AS {f}" for f in FIELDS)
-        rows = db.execute(
-            f"SELECT {columns} FROM requests WHERE ts >= ? AND ts < ? ORDER BY ts", (since, until)
-        ).fetchall()
-    finally:
-        db.close()
-    out = []
-    for row in rows:
-        record = dict(row)
-        for name in ("decision", "attempts"):
-            if record[name] is not None:
-                record[name] = orjson.loads(record[name])
-        out.append(record)
-    return out
-
-
 def read_keys(path: str | Path) -> list[VirtualKey]:
     """The virtual keys kept beside the records (none if the file has no key table)."""
-    from pointsman.keys import KeyStore
-
     path = Path(path)
     if not path.exists():
         return []

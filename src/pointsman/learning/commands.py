@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# Each command imports what it needs when it runs: `pointsman --help` loads no numpy or scikit-learn.
+
 EXIT_USAGE = 2
 
 
@@ -271,9 +273,14 @@ def cmd_train_from_logs(args: argparse.Namespace) -> int:
     if args.since:
         import time
 
-        from pointsman.cli import _duration
+        from pointsman.dashboard.summary import parse_duration
 
-        since = time.time() - _duration(args.since)
+        try:
+            since = time.time() - parse_duration(args.since)
+        except ValueError:
+            raise SystemExit(
+                f"--since: expected a duration like 30m, 12h or 7d, got {args.since!r}"
+            ) from None
     try:
         store = open_records(args.config, args.db)
         try:

@@ -81,6 +81,7 @@ def replay_config(upstream_url: str, artifact: str = "default") -> dict[str, Any
 
 
 def run_learned_demo(json_output: bool = False, requests: int = 200, seed: int = 0) -> int:
+    # CLI start-up: loaded only by `pointsman demo --learned`.
     from openai import OpenAI
     from rich.console import Console
 

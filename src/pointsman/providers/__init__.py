@@ -7,6 +7,7 @@ from pointsman.providers.base import Completion, Provider, StreamUsage, Upstream
 from pointsman.providers.http import HTTPClient
 
 
+# Each adapter module loads when a deployment first uses it (the Anthropic translator is large).
 def make_provider(deployment: Deployment, client: HTTPClient) -> Provider:
     if deployment.provider == "anthropic":
         from pointsman.providers.anthropic import AnthropicProvider

@@ -7,47 +7,11 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from time import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pointsman.config import Deployment
-
-if TYPE_CHECKING:
-    from pointsman.providers.http import HTTPClient, Response
-
-
-class UpstreamError(Exception):
-    """An upstream call that did not produce an answer.
-
-    `kind` is one of: http, timeout, connect, context_length, protocol.
-    """
-
-    def __init__(
-        self,
-        kind: str,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        body: Any = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after
-        self.body = body
-
-    @property
-    def retryable(self) -> bool:
-        """Worth trying again (here or elsewhere): not a fault of the request itself."""
-        if self.kind in ("timeout", "connect", "protocol", "context_length"):
-            return True
-        return self.status is not None and (
-            self.status == 429 or self.status >= 500 or self.status in (401, 403, 404, 408)
-        )
-
-    def describe(self) -> str:
-        return f"{self.status} {self.message}" if self.status else f"{self.kind}: {self.message}"
+from pointsman.providers.http import HTTPClient, Response
+from pointsman.providers.http import UpstreamError as UpstreamError  # adapters import it from here
 
 
 @dataclass(slots=True)

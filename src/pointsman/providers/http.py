@@ -19,7 +19,41 @@ from urllib.parse import urlencode, urlsplit
 
 import httptools
 
-from pointsman.providers.base import UpstreamError
+
+class UpstreamError(Exception):
+    """An upstream call that did not produce an answer.
+
+    `kind` is one of: http, timeout, connect, context_length, protocol.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
+
+    @property
+    def retryable(self) -> bool:
+        """Worth trying again (here or elsewhere): not a fault of the request itself."""
+        if self.kind in ("timeout", "connect", "protocol", "context_length"):
+            return True
+        return self.status is not None and (
+            self.status == 429 or self.status >= 500 or self.status in (401, 403, 404, 408)
+        )
+
+    def describe(self) -> str:
+        return f"{self.status} {self.message}" if self.status else f"{self.kind}: {self.message}"
+
 
 # An idle pooled connection older than this is closed instead of reused (as aiohttp's
 # keepalive_timeout): servers drop idle connections, and a request on a dropped one fails.

@@ -1,4 +1,4 @@
-"""The seam every routing strategy plugs into."""
+"""The seam every routing strategy plugs into, and the registry that finds one by name."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pointsman.config import describe_error, join_path
 
 if TYPE_CHECKING:
     from pointsman.config import Config, Deployment, VirtualModel
@@ -68,3 +70,43 @@ class Strategy:
             for i, name in enumerate(names)
             if name not in known
         ]
+
+
+# Filled by `pointsman.strategies` with the built-in strategies, and by `register` with others.
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(strategy: type[Strategy]) -> type[Strategy]:
+    """Make a strategy available to configs under its `name`."""
+    STRATEGIES[strategy.name] = strategy
+    return strategy
+
+
+def build_strategy(route: VirtualModel, config: Config) -> Strategy:
+    cls = STRATEGIES[route.strategy]
+    return cls(route, cls.Options.model_validate(route.options), config)
+
+
+def validate_options(path: str, route: VirtualModel, config: Config) -> list[str]:
+    """One line per problem with a route's strategy and options, in the config's path style."""
+    cls = STRATEGIES.get(route.strategy)
+    if cls is None:
+        return [
+            f"{path}.strategy: unknown strategy {route.strategy!r} "
+            f"(expected one of: {', '.join(sorted(STRATEGIES))})"
+        ]
+    try:
+        options = cls.Options.model_validate(route.options)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = f"{path}.options"
+            for part in error["loc"]:
+                where = join_path(where, part)
+            problems.append(f"{where}: {describe_error(error)}")
+        return problems
+    strategy = cls(route, options, config)
+    problems = strategy.check(f"{path}.options")
+    if not route.deployments and not strategy.referenced():
+        problems.append(f"{path}.deployments: a virtual model needs at least one deployment")
+    return problems

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pointsman.config import check_regex
 from pointsman.strategies.base import Ranking, Strategy
 
 if TYPE_CHECKING:
@@ -32,8 +33,6 @@ class When(BaseModel):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        from pointsman.config import check_regex
-
         return check_regex(value)
 
 

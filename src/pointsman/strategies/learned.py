@@ -96,6 +96,7 @@ _LOCK = threading.Lock()
 
 def load_artifact(spec: str, cache_size: int = 4096) -> RouterArtifact:
     """The artifact for `spec`, loaded once per process (keyed by folder and its mtime)."""
+    # numpy and the encoders load only when a learned route is configured.
     from pointsman.learning.artifact import RouterArtifact, resolve_artifact
 
     folder = resolve_artifact(spec)
@@ -131,7 +132,7 @@ class LearnedStrategy(Strategy):
         art = self._artifact
         self._abstract = art.tiers
         try:
-            from pointsman.learning.calibration import Target
+            from pointsman.learning.calibration import Target  # loaded with the artifact, not at import
 
             target = None
             if self.options.target is not None:

@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pointsman.strategies.base import Ranking, Strategy
+from pointsman.config import VirtualModel
+from pointsman.language import warm
+from pointsman.strategies.base import Ranking, Strategy, build_strategy, validate_options
+from pointsman.strategies.tiers import TiersStrategy
 
 if TYPE_CHECKING:
-    from pointsman.config import Config, Deployment, VirtualModel
+    from pointsman.config import Config, Deployment
     from pointsman.signals import Signals
-    from pointsman.strategies.tiers import TiersStrategy
 
 Check = Callable[["Signals"], bool]
 
@@ -419,8 +421,6 @@ class RulesStrategy(Strategy):
                 self.problems.append(exc.line)
         if compiler.used & {"language", "language_confidence"}:
             # The language model takes ~0.8 s to load: do it now, off the request path.
-            from pointsman.language import warm
-
             languages = tuple(self.config.signals.languages) or None
             threading.Thread(target=warm, args=(languages,), daemon=True).start()
         names = [r.name for r in self.options.rules]
@@ -431,9 +431,6 @@ class RulesStrategy(Strategy):
     def _tiers_for(self, path: str) -> TiersStrategy:
         if self._tiers is not None:
             return self._tiers
-        from pointsman.strategies import build_strategy
-        from pointsman.strategies.tiers import TiersStrategy
-
         name = self.options.tiers
         if name is None:
             found = [n for n, vm in self.config.models.items() if vm.strategy == "tiers"]
@@ -453,9 +450,6 @@ class RulesStrategy(Strategy):
         return strategy
 
     def _target(self, then: Then, path: str) -> _Target:
-        from pointsman.config import VirtualModel
-        from pointsman.strategies import build_strategy, validate_options
-
         given = [
             k
             for k, v in (

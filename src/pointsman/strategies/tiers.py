@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from pointsman.signals import Signals, estimate_tokens, message_text
 from pointsman.strategies.base import Ranking, Strategy
 
 if TYPE_CHECKING:
     from pointsman.config import Deployment
-    from pointsman.signals import Signals
 
 DIMENSIONS = (
     "length",
@@ -304,8 +304,6 @@ class TiersStrategy(Strategy):
         if key is None:
             return
         if signals.turns >= 2:
-            from pointsman.signals import estimate_tokens
-
             remembered = self._conversations.get(key)
             short = (
                 self.options.sticky.keep == "conversation"
@@ -348,8 +346,6 @@ def _conversation_key(signals: Signals) -> str | None:
         return "s:" + session
     for message in signals.messages:
         if isinstance(message, dict) and message.get("role") == "user":
-            from pointsman.signals import message_text
-
             opening = message_text(message.get("content"))[:500]
             caller = f"{signals.key or ''}\x00{signals.user or ''}\x00"
             return "o:" + hashlib.blake2b((caller + opening).encode(), digest_size=12).hexdigest()
@@ -385,8 +381,6 @@ def evaluate(
 ) -> list[tuple[dict[str, Any], TierChoice]]:
     """Each labelled row with the tier `strategy` gives it. A conversation is routed turn by
     turn, as a client would send it, so stickiness sees its earlier turns."""
-    from pointsman.signals import Signals
-
     results = []
     for row in rows if rows is not None else labelled_prompts():
         body = labelled_request(row)
