@@ -79,7 +79,10 @@ def anthropic_routes(router: Router) -> list[Route]:
             body, chat = await read(request)
             if "max_tokens" not in body:
                 raise InvalidRequest("max_tokens: Field required", code="invalid_request")
-            reply = await router.handle(chat, request.headers, started=started, key=credentials(request))
+            key = credentials(request)
+            # Made here, not in `handle`, because the stream translator needs the token estimate too.
+            signals = router.analyse(chat, request.headers, key=key)
+            reply = await router.handle(chat, request.headers, started=started, key=key, signals=signals)
         except PointsmanError as exc:
             return anthropic_error(exc)
         model = str(body["model"])
@@ -88,7 +91,7 @@ def anthropic_routes(router: Router) -> list[Route]:
             message = to_anthropic_response(orjson.loads(reply.body), model)
             return Response(orjson.dumps(message), media_type="application/json", headers=reply.headers)
         stream = reply.stream
-        translator = OpenAIToAnthropicStream(model, Signals(chat).estimated_tokens)
+        translator = OpenAIToAnthropicStream(model, signals.estimated_tokens)
 
         async def events() -> AsyncIterator[bytes]:
             async for event in stream:

@@ -251,6 +251,13 @@ class Router:
 
     # -- analyse, constrain, select ---------------------------------------------------------
 
+    def analyse(
+        self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None, *, key: str | None = None
+    ) -> Signals:
+        """The request's `Signals`, made once where it enters (`handle`, or a face that needs
+        them too) and shared by admission, routing, dispatch and the record."""
+        return Signals(body, headers, settings=self.signal_settings, key=key)
+
     def route(
         self,
         body: Mapping[str, Any],
@@ -259,12 +266,16 @@ class Router:
         *,
         key: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        signals: Signals | None = None,
     ) -> tuple[Decision, Signals]:
+        """Route `body`; `signals` are the request's own when it has them already (they hold
+        its headers, key and trusted metadata), else they are made from those."""
         decision = Decision(request_id or new_request_id(), body["model"])
         model = self.resolve_alias(body["model"])
         if model != body["model"]:
             decision.reasons.append(f"alias: {body['model']} -> {model}")
-        signals = Signals(body, headers, metadata=metadata, settings=self.signal_settings, key=key)
+        if signals is None:
+            signals = Signals(body, headers, metadata=metadata, settings=self.signal_settings, key=key)
         try:
             self._route(model, decision, signals)
         finally:
@@ -351,8 +362,10 @@ class Router:
         request_id: str | None = None,
         started: float | None = None,
         key: str | None = None,
+        signals: Signals | None = None,
     ) -> Reply:
-        """Route and dispatch one request body; always records it. Raises PointsmanError."""
+        """Route and dispatch one request body; always records it. Raises PointsmanError.
+        `signals`: the request's own, when the face that received it made them (`analyse`)."""
         call = _Call(
             request_id or new_request_id(),
             started if started is not None else perf_counter(),
@@ -370,16 +383,16 @@ class Router:
             validate_chat_body(body)
             if self.shared is not None and not self._shared_started:
                 await self.start()
-            grant = call.grant = await self.access.admit(key, body, lambda: Signals(body).estimated_tokens)
-            trusted = self.access.trusted_metadata(grant)
-            decision, signals = self.route(body, headers, call.request_id, key=key, metadata=trusted)
-            call.signals = signals
+            signals = call.signals = signals if signals is not None else self.analyse(body, headers, key=key)
+            grant = call.grant = await self.access.admit(key, body, lambda: signals.estimated_tokens)
+            signals.trust(self.access.trusted_metadata(grant))
+            decision, _ = self.route(body, headers, call.request_id, signals=signals)
             routed = self.resolve_alias(body["model"])
             downgrade = self.access.downgrade_target(grant, routed)
             if downgrade is not None:
                 routed = downgrade
-                decision, signals = self.route(
-                    {**body, "model": downgrade}, headers, call.request_id, key=key, metadata=trusted
+                decision, _ = self.route(
+                    {**body, "model": downgrade}, headers, call.request_id, signals=signals
                 )
                 decision.requested_model = body["model"]
                 decision.reasons.append(f"budget: soft limit reached; routed as {downgrade!r}")

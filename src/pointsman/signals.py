@@ -414,6 +414,13 @@ class Signals:
         self._key = key
         self._memo: dict[Any, Any] = {}
 
+    def trust(self, metadata: Mapping[str, str] | None) -> None:
+        """Add what a key lookup says about the caller (it wins over headers): once the key is
+        admitted, before routing reads `metadata`."""
+        if "metadata" in self.__dict__:
+            raise RuntimeError("Signals.trust() after the caller's metadata was read")
+        self._trusted = metadata
+
     # -- the request's shape -------------------------------------------------------------------
 
     @lazy
