@@ -15,12 +15,9 @@ from starlette.routing import Route
 
 from pointsman.admin import read_json
 from pointsman.errors import InvalidRequest, PermissionDenied, PointsmanError
-from pointsman.providers.anthropic_format import (
-    OpenAIToAnthropicStream,
-    TranslationError,
-    from_anthropic_request,
-    to_anthropic_response,
-)
+from pointsman.providers.anthropic_request import TranslationError, from_anthropic_request
+from pointsman.providers.anthropic_response import to_anthropic_response
+from pointsman.providers.anthropic_stream import OpenAIToAnthropicStream
 from pointsman.signals import Signals
 
 if TYPE_CHECKING:

@@ -9,15 +9,13 @@ from typing import Any
 import orjson
 
 from pointsman.config import Deployment
-from pointsman.providers.anthropic_format import (
-    AnthropicStreamTranslator,
-    TranslationError,
-    UpstreamStreamError,
+from pointsman.providers.anthropic_request import TranslationError, to_anthropic_request
+from pointsman.providers.anthropic_response import (
     anthropic_error_status,
     from_anthropic_response,
     is_context_length_error,
-    to_anthropic_request,
 )
+from pointsman.providers.anthropic_stream import AnthropicStreamTranslator, UpstreamStreamError
 from pointsman.providers.base import (
     Completion,
     Provider,
