@@ -344,15 +344,14 @@ def _explanation(router: Any, body: dict[str, Any], headers: dict[str, str]) -> 
     final plan, for one request (no model is called)."""
     from pointsman.errors import PointsmanError
     from pointsman.policies import explain_policies
-    from pointsman.signals import Signals
 
     report: dict[str, Any] = {"model": body["model"]}
+    signals = router.analyse(body, headers)
     try:
-        decision, signals = router.route(body, headers)
+        decision, _ = router.route(body, headers, signals=signals)
     except PointsmanError as exc:
         report["error"] = exc.message
         report["status"] = exc.status
-        signals = Signals(body, headers, settings=router.signal_settings)
         decision = None
     report["signals"] = signals.explain()
     model = body["model"]

@@ -437,18 +437,6 @@ def describe_error(error: Any) -> str:
     return f"{error['msg'][0].lower()}{error['msg'][1:]} (got {error['input']!r})"
 
 
-# Checks that live beside what they check and register here when their module is imported
-# (strategy options: `pointsman.strategies`), so that this bottom layer names none of them.
-CHECKS: list[Callable[[Config], list[str]]] = []
-
-
-def register_check(check: Callable[[Config], list[str]]) -> Callable[[Config], list[str]]:
-    """Run `check` on every config loaded from now on; it returns one line per problem, in
-    this module's path style (`models.auto.options.rules[0]: ...`)."""
-    CHECKS.append(check)
-    return check
-
-
 def _check_references(config: Config) -> list[str]:
     problems: list[str] = []
     names = list(dict.fromkeys(d.name for d in config.deployments))
@@ -487,47 +475,6 @@ def _check_references(config: Config) -> list[str]:
     problems.extend(_check_policies(config))
     for check in CHECKS:
         problems.extend(check(config))
-    return problems
-
-
-def _check_policies(config: Config) -> list[str]:
-    """Problems with the `policies` section that need the whole config (unknown names)."""
-    settings = config.policies
-    names = {d.name for d in config.deployments}
-    tags = {t for d in config.deployments for t in d.tags}
-    problems: list[str] = []
-
-    def check(path: str, entries: Sequence[str]) -> None:
-        for i, entry in enumerate(entries):
-            if entry.startswith("tag:"):
-                if entry[4:] not in tags:
-                    problems.append(f"{path}[{i}]: no deployment has the tag {entry[4:]!r}")
-            elif entry not in names:
-                problems.append(
-                    f"{path}[{i}]: unknown deployment {entry!r} (known: {', '.join(sorted(names))})"
-                )
-
-    if settings.pii is not None:
-        for i, rule in enumerate(settings.pii.rules):
-            check(f"policies.pii.rules[{i}].deployments", rule.deployments)
-            if rule.action == "route" and not rule.deployments:
-                problems.append(
-                    f"policies.pii.rules[{i}].deployments: a 'route' rule needs the approved "
-                    "deployments (names or tag:<tag>)"
-                )
-    for i, access in enumerate(settings.access):
-        check(f"policies.access[{i}].allow", access.allow)
-        check(f"policies.access[{i}].deny", access.deny)
-        if not (access.key or access.user or access.role or access.tier):
-            problems.append(f"policies.access[{i}]: name who it applies to (key, user, role or tier)")
-    for tier, rules in settings.user_tiers.items():
-        check(f"policies.user_tiers.{tier}.allow", rules.allow)
-        check(f"policies.user_tiers.{tier}.deny", rules.deny)
-    if settings.default_user_tier and settings.default_user_tier not in settings.user_tiers:
-        problems.append(
-            f"policies.default_user_tier: unknown tier {settings.default_user_tier!r} "
-            f"(known: {', '.join(settings.user_tiers) or 'none'})"
-        )
     return problems
 
 
@@ -597,7 +544,8 @@ def _references_despite(data: dict[str, Any], errors: list[Any]) -> list[str]:
 
 
 def load_config(source: str | Path | dict[str, Any]) -> Config:
-    """Load and validate a config from a YAML file path or an already-parsed mapping."""
+    """Load and validate a config from a YAML file path or an already-parsed mapping. Strategy
+    options are checked once `pointsman.strategies` is imported (the router imports it)."""
     if isinstance(source, dict):
         return parse_config(source)
     path = Path(source)
@@ -613,3 +561,56 @@ def load_config(source: str | Path | dict[str, Any]) -> Config:
         reason = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"(yaml): {where}: {reason}"], str(path)) from None
     return parse_config(data if data is not None else {}, str(path))
+
+
+# Checks that live beside what they check and register here when their module is imported
+# (strategy options: `pointsman.strategies`), so that this bottom layer names none of them.
+CHECKS: list[Callable[[Config], list[str]]] = []
+
+
+def register_check(check: Callable[[Config], list[str]]) -> Callable[[Config], list[str]]:
+    """Run `check` on every config loaded from now on; it returns one line per problem, in
+    this module's path style (`models.auto.options.rules[0]: ...`)."""
+    CHECKS.append(check)
+    return check
+
+
+def _check_policies(config: Config) -> list[str]:
+    """Problems with the `policies` section that need the whole config (unknown names)."""
+    settings = config.policies
+    names = {d.name for d in config.deployments}
+    tags = {t for d in config.deployments for t in d.tags}
+    problems: list[str] = []
+
+    def check(path: str, entries: Sequence[str]) -> None:
+        for i, entry in enumerate(entries):
+            if entry.startswith("tag:"):
+                if entry[4:] not in tags:
+                    problems.append(f"{path}[{i}]: no deployment has the tag {entry[4:]!r}")
+            elif entry not in names:
+                problems.append(
+                    f"{path}[{i}]: unknown deployment {entry!r} (known: {', '.join(sorted(names))})"
+                )
+
+    if settings.pii is not None:
+        for i, rule in enumerate(settings.pii.rules):
+            check(f"policies.pii.rules[{i}].deployments", rule.deployments)
+            if rule.action == "route" and not rule.deployments:
+                problems.append(
+                    f"policies.pii.rules[{i}].deployments: a 'route' rule needs the approved "
+                    "deployments (names or tag:<tag>)"
+                )
+    for i, access in enumerate(settings.access):
+        check(f"policies.access[{i}].allow", access.allow)
+        check(f"policies.access[{i}].deny", access.deny)
+        if not (access.key or access.user or access.role or access.tier):
+            problems.append(f"policies.access[{i}]: name who it applies to (key, user, role or tier)")
+    for tier, rules in settings.user_tiers.items():
+        check(f"policies.user_tiers.{tier}.allow", rules.allow)
+        check(f"policies.user_tiers.{tier}.deny", rules.deny)
+    if settings.default_user_tier and settings.default_user_tier not in settings.user_tiers:
+        problems.append(
+            f"policies.default_user_tier: unknown tier {settings.default_user_tier!r} "
+            f"(known: {', '.join(settings.user_tiers) or 'none'})"
+        )
+    return problems
