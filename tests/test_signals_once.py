@@ -4,8 +4,6 @@ the record. Counted through real requests to a served pointsman, from the offici
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +13,8 @@ import pytest
 
 from pointsman.signals import Signals
 from tests.conftest import deployment
+from tests.test_keys_budgets import MASTER, new_key
 
-MASTER = "mk-signals-once"
 HELLO = [{"role": "user", "content": "hello there, how are you today?"}]
 
 
@@ -71,26 +69,13 @@ def test_a_streamed_anthropic_message_is_analysed_once(upstream, serve, made):
     assert events[0].message.usage.input_tokens == routed["estimated_tokens"] > 0
 
 
-def admin_create_key(server: Any, spec: dict[str, Any]) -> str:
-    request = urllib.request.Request(
-        f"{server.url}/admin/keys",
-        method="POST",
-        data=json.dumps(spec).encode(),
-        headers={"content-type": "application/json", "authorization": f"Bearer {MASTER}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        key: str = json.loads(response.read())["key"]
-    return key
-
-
 def test_a_tpm_limited_key_shares_its_estimate_with_routing(upstream, serve, made, monkeypatch):
     monkeypatch.setenv("POINTSMAN_MASTER_KEY", MASTER)
     server = serve(
         {**config(upstream), "policies": {"residency": {"allow": {"eu": ["eu"], "us": ["us", "eu"]}}}}
     )
     # The key's region reaches routing through the same Signals that admission estimated with.
-    key = admin_create_key(server, {"name": "eu-app", "tpm": 400, "region": "eu"})
-    client = server.client(api_key=key)
+    client = server.client(api_key=new_key(server, name="eu-app", tpm=400, region="eu")["key"])
     long = [{"role": "user", "content": "word " * 300}]
     made.clear()
     raw = client.chat.completions.with_raw_response.create(model="auto", messages=long)

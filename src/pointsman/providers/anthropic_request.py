@@ -16,12 +16,21 @@ class TranslationError(ValueError):
     """A request or response that cannot be expressed in the other API's shape."""
 
 
-def compact_json(value: Any) -> str:
+def _compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
+
+
+def openai_tool_call(block: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic `tool_use` block as an OpenAI tool call."""
+    return {
+        "id": block.get("id"),
+        "type": "function",
+        "function": {"name": block.get("name"), "arguments": _compact_json(block.get("input") or {})},
+    }
 
 
 # --- OpenAI request -> Anthropic request ---------------------------------------------------------
@@ -458,16 +467,7 @@ def _openai_assistant_message(content: Any, where: str) -> dict[str, Any]:
         if kind == "text":
             texts.append(block.get("text", ""))
         elif kind == "tool_use":
-            tool_calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name"),
-                        "arguments": compact_json(block.get("input") or {}),
-                    },
-                }
-            )
+            tool_calls.append(openai_tool_call(block))
         elif kind in ("thinking", "redacted_thinking"):
             continue  # OpenAI requests carry no reasoning history.
         else:

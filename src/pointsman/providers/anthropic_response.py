@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pointsman.providers.anthropic_request import compact_json, new_id, parse_arguments
+from pointsman.providers.anthropic_request import new_id, openai_tool_call, parse_arguments
 
 _FINISH_REASONS = {
     "end_turn": "stop",
@@ -57,16 +57,7 @@ def from_anthropic_response(resp: dict[str, Any], model: str) -> dict[str, Any]:
         if block.get("type") == "text":
             texts.append(block.get("text", ""))
         elif block.get("type") == "tool_use":
-            tool_calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name"),
-                        "arguments": compact_json(block.get("input") or {}),
-                    },
-                }
-            )
+            tool_calls.append(openai_tool_call(block))
         # thinking, redacted_thinking and server-tool blocks have no OpenAI counterpart.
     message: dict[str, Any] = {
         "role": "assistant",
