@@ -39,14 +39,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "faces",
         (
-            "server", "anthropic_api", "admin", "feedback", "dashboard.*", "responses_api",
-            "embeddings_api",
+            "__init__", "server", "anthropic_api", "admin", "feedback", "dashboard.*",
+            "responses_api", "embeddings_api",
         ),
     ),
     (
         "commands",
         (
-            "__init__", "__main__", "cli", "demo", "report", "learning.commands", "learning.replay",
+            "__main__", "cli", "demo", "report", "learning.commands", "learning.replay",
             "learning.__main__",
         ),
     ),

@@ -92,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    import pointsman.strategies  # noqa: F401  (registers the strategy-option checks with config)
+    import pointsman.router  # noqa: F401  (it imports every layer that registers a config check)
     from pointsman.config import ConfigError, load_config
 
     try:

@@ -544,8 +544,9 @@ def _references_despite(data: dict[str, Any], errors: list[Any]) -> list[str]:
 
 
 def load_config(source: str | Path | dict[str, Any]) -> Config:
-    """Load and validate a config from a YAML file path or an already-parsed mapping. Strategy
-    options are checked once `pointsman.strategies` is imported (the router imports it)."""
+    """Load and validate a config from a YAML file path or an already-parsed mapping. Checks
+    that higher layers register (strategy options) run once those are imported, as importing
+    `pointsman.router` does."""
     if isinstance(source, dict):
         return parse_config(source)
     path = Path(source)
@@ -564,7 +565,8 @@ def load_config(source: str | Path | dict[str, Any]) -> Config:
 
 
 # Checks that live beside what they check and register here when their module is imported
-# (strategy options: `pointsman.strategies`), so that this bottom layer names none of them.
+# (strategy options: `pointsman.strategies`), so that this bottom layer names none of them;
+# `pointsman.router` imports every such module.
 CHECKS: list[Callable[[Config], list[str]]] = []
 
 
