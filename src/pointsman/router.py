@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -24,7 +24,8 @@ from pointsman.cascade import Cascade, JudgeReply, answer_text
 from pointsman.config import Config, Deployment, load_config
 from pointsman.decision import Decision
 from pointsman.dispatch import Dispatcher, Outcome, validate_chat_body
-from pointsman.errors import ModelNotFound, NoDeployment, PointsmanError, PolicyRefused
+from pointsman.embeddings import validate_embeddings_body
+from pointsman.errors import InvalidRequest, ModelNotFound, NoDeployment, PointsmanError, PolicyRefused
 from pointsman.keys import KeyStore, PostgresKeyStore
 from pointsman.metrics import Metrics
 from pointsman.pii import Detector
@@ -178,6 +179,11 @@ class Router:
             if vm.cascade is not None
         }
         self.dispatcher = Dispatcher(config, self._provider, self.state)
+        # Names (virtual models and deployments) that serve embeddings, not chat.
+        self.embedding_models = frozenset(
+            [n for n, vm in config.models.items() if vm.type == "embeddings"]
+            + [d.name for d in config.deployments if d.mode == "embeddings"]
+        )
         self.access.config = config
         if self.metrics is not None:
             self.metrics.known_models = set(config.models) | {d.name for d in config.deployments}
@@ -363,8 +369,10 @@ class Router:
         request_id: str | None = None,
         started: float | None = None,
         key: str | None = None,
+        kind: Literal["chat", "embeddings"] = "chat",
     ) -> Reply:
-        """Route and dispatch one request body; always records it. Raises PointsmanError."""
+        """Route and dispatch one request body (a chat request, or with kind="embeddings" an
+        OpenAI embeddings request); always records it. Raises PointsmanError."""
         call = _Call(
             request_id or new_request_id(),
             started if started is not None else perf_counter(),
@@ -379,7 +387,12 @@ class Router:
         outcome = Outcome()
         grant: Grant | None = None
         try:
-            validate_chat_body(body)
+            if kind == "chat":
+                validate_chat_body(body)
+            else:
+                validate_embeddings_body(body)
+            if self.embedding_models or kind != "chat":
+                self._check_model_type(body["model"], kind)
             if self.shared is not None and not self._shared_started:
                 await self.start()
             grant = call.grant = await self.access.admit(key, body, lambda: Signals(body).estimated_tokens)
@@ -432,6 +445,19 @@ class Router:
             if grant is not None:
                 self.access.settle(grant, self._cost(outcome))
             raise
+
+    def _check_model_type(self, model: str, kind: str) -> None:
+        """400 when a chat request names an embeddings model, or the reverse."""
+        routed = self.resolve_alias(model)
+        known = routed in self.strategies or routed in self.config._by_name()
+        if known and (routed in self.embedding_models) != (kind == "embeddings"):
+            served = "embeddings" if kind == "chat" else "chat"
+            endpoint = "/v1/embeddings" if served == "embeddings" else "/v1/chat/completions or /v1/responses"
+            raise InvalidRequest(
+                f"model {model!r} is a{'n' if served == 'embeddings' else ''} {served} model and cannot "
+                f"serve {kind} requests; send it to {endpoint}",
+                code="wrong_model_type",
+            )
 
     def _headers(self, decision: Decision, call: _Call, outcome: Outcome) -> dict[str, str]:
         overhead = perf_counter() - call.started - outcome.upstream_s - outcome.waited_s
@@ -620,11 +646,15 @@ class Router:
         for deployment in self.config.deployments:
             if self.state.circuit(deployment.name) == "closed":
                 continue
-            body = {
-                "model": deployment.model,
-                "messages": [{"role": "user", "content": "ping"}],
-                "max_tokens": 1,
-            }
+            body = (
+                {"model": deployment.model, "input": "ping"}
+                if deployment.mode == "embeddings"
+                else {
+                    "model": deployment.model,
+                    "messages": [{"role": "user", "content": "ping"}],
+                    "max_tokens": 1,
+                }
+            )
             try:
                 await self._provider(deployment).complete(body)
             except UpstreamError:

@@ -12,8 +12,10 @@ def make_provider(deployment: Deployment, client: HTTPClient) -> Provider:
         from pointsman.providers.anthropic import AnthropicProvider
 
         return AnthropicProvider(deployment, client)
-    from pointsman.providers.openai import OpenAIProvider
+    from pointsman.providers.openai import OpenAIEmbeddingsProvider, OpenAIProvider
 
+    if deployment.mode == "embeddings":
+        return OpenAIEmbeddingsProvider(deployment, client)
     return OpenAIProvider(deployment, client)
 
 

@@ -8,9 +8,13 @@ The module reads top to bottom: behaviour, prompt reading, the two API dialects,
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
+import math
 import random
 import re
+import struct
 import threading
 import time
 from collections import deque
@@ -481,6 +485,52 @@ class _Anthropic:
         return orjson.dumps({"data": [model], "has_more": False, "first_id": name, "last_id": name})
 
 
+# --- OpenAI Embeddings ------------------------------------------------------------------------
+
+_EMBEDDING_DIMENSIONS = 8
+
+
+def embedding_of(text: str | list[int], dimensions: int = _EMBEDDING_DIMENSIONS) -> list[float]:
+    """The fake's vector for one input: the same input always gets the same unit vector."""
+    seed = orjson.dumps(text)
+    raw = b""
+    counter = 0
+    while len(raw) < 4 * dimensions:
+        raw += hashlib.blake2b(seed + counter.to_bytes(4, "little"), digest_size=64).digest()
+        counter += 1
+    values = [int.from_bytes(raw[4 * i : 4 * i + 4], "little") / 2**31 - 1.0 for i in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]
+
+
+def _embeddings(body: Json) -> web.Response:
+    inputs = body.get("input")
+    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs or any(i in ("", []) for i in inputs):
+        message = "'$.input' is invalid: expected a non-empty string or array."
+        return _json(400, _OPENAI.error(400, message, param="input"))
+    dimensions = body.get("dimensions")
+    dimensions = dimensions if isinstance(dimensions, int) and dimensions > 0 else _EMBEDDING_DIMENSIONS
+    data = []
+    tokens = 0
+    for index, item in enumerate(inputs):
+        tokens += len(item) if isinstance(item, list) else -(-len(str(item)) // _CHARS_PER_TOKEN)
+        vector = embedding_of(item, dimensions)
+        encoded: Any = vector
+        if body.get("encoding_format") == "base64":
+            # Little-endian float32, as the OpenAI API sends (and its client decodes) them.
+            encoded = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    payload = {
+        "object": "list",
+        "data": data,
+        "model": body.get("model"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return _json(200, orjson.dumps(payload))
+
+
 def _answers_tool(message: Any) -> bool:
     content = message.get("content") if isinstance(message, dict) else None
     return isinstance(content, list) and any(
@@ -494,7 +544,10 @@ _OPENAI, _ANTHROPIC = _OpenAI(), _Anthropic()
 # --- The server -------------------------------------------------------------------------------
 
 _CHAT, _MESSAGES, _MODELS = "chat", "messages", "models"
+_EMBEDDINGS = "embeddings"
 _ENDPOINTS = {
+    "v1/embeddings": _EMBEDDINGS,
+    "embeddings": _EMBEDDINGS,
     "v1/chat/completions": _CHAT,
     "chat/completions": _CHAT,
     "v1/messages": _MESSAGES,
@@ -548,8 +601,8 @@ class _Deployment:
 class FakeUpstream:
     """A loopback HTTP server speaking the OpenAI Chat Completions and Anthropic Messages APIs.
 
-    `{url}/{name}/v1/chat/completions`, `{url}/{name}/v1/messages` and `{url}/{name}/v1/models`
-    are served for every deployment name; `set(name, Behaviour(...))` scripts how one answers.
+    `{url}/{name}/v1/chat/completions`, `{url}/{name}/v1/messages`, `{url}/{name}/v1/models`
+    and `{url}/{name}/v1/embeddings` are served for every deployment name; `set(name, Behaviour(...))` scripts how one answers.
     Run it in its own thread (`start`/`stop`, or `with`) or in a running loop (`astart`/`astop`).
     Each deployment remembers its last `keep_requests` requests. All methods are thread-safe.
     """
@@ -680,6 +733,8 @@ class FakeUpstream:
         if endpoint == _MODELS:
             return _json(200, dialect.models(name))
 
+        if endpoint == _EMBEDDINGS:
+            return _embeddings(body)
         invalid = dialect.invalid(body)
         if invalid is not None:
             return _json(400, invalid)
