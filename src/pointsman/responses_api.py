@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from pointsman.admin import read_json
 from pointsman.errors import PointsmanError
+from pointsman.providers.responses import PASSTHROUGH, Passthrough
 from pointsman.router import Router, new_request_id
 from pointsman.responses_format import (
     ChatToResponsesStream,
@@ -45,19 +46,26 @@ def responses_routes(router: Router, authenticate: Authenticate) -> list[Route]:
         key = None
         try:
             key = authenticate(request.headers)
-            parsed = parse_request(await read_json(request, limit))
+            body = await read_json(request, limit)
+            parsed = parse_request(body)
             chat = to_chat_request(parsed)
         except PointsmanError as exc:
             router.record_rejection(exc, request_id=request_id, started=started, key=key)
             return openai_error(exc, request_id)
+        # Deployments that speak the Responses API get the body as sent (providers.responses).
+        exchange = Passthrough(chat, body)
+        token = PASSTHROUGH.set(exchange)
         try:
             reply = await router.handle(chat, request.headers, request_id=request_id, started=started, key=key)
         except PointsmanError as exc:
             return openai_error(exc, request_id)
+        finally:
+            PASSTHROUGH.reset(token)
         shell = ResponseShell(parsed, "resp_" + request_id.removeprefix("req_"))
         if reply.stream is None:
             assert reply.body is not None
-            answer = to_response(orjson.loads(reply.body), shell)
+            native = exchange.answers.get(reply.decision.answered_by or "")
+            answer = native if native is not None else to_response(orjson.loads(reply.body), shell)
             return Response(orjson.dumps(answer), media_type="application/json", headers=reply.headers)
         return StreamingResponse(
             _events(reply.stream, ChatToResponsesStream(shell)),
