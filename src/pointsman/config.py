@@ -531,8 +531,8 @@ def _check_modes(config: Config) -> list[str]:
                 target = by_name.get(ref)
                 if target is not None and target.mode != vm.type:
                     problems.append(
-                        f"models.{vname}.{field}[{i}]: {ref!r} is a {target.mode} deployment but "
-                        f"{vname!r} is a {vm.type} model (set `type: {target.mode}` on the model, "
+                        f"models.{vname}.{field}[{i}]: deployment {ref!r} has mode {target.mode!r} but "
+                        f"model {vname!r} has type {vm.type!r} (set `type: {target.mode}` on the model, "
                         "or use deployments of its type)"
                     )
     return problems

@@ -17,7 +17,6 @@ from starlette.routing import Route
 from pointsman.admin import read_json
 from pointsman.errors import PointsmanError
 from pointsman.providers.responses import PASSTHROUGH, Passthrough
-from pointsman.router import Router, new_request_id
 from pointsman.responses_format import (
     ChatToResponsesStream,
     ResponseShell,
@@ -26,7 +25,7 @@ from pointsman.responses_format import (
     to_chat_request,
     to_response,
 )
-
+from pointsman.router import Router, new_request_id
 
 Authenticate = Callable[[Mapping[str, str]], "str | None"]
 
@@ -56,7 +55,9 @@ def responses_routes(router: Router, authenticate: Authenticate) -> list[Route]:
         exchange = Passthrough(chat, body)
         token = PASSTHROUGH.set(exchange)
         try:
-            reply = await router.handle(chat, request.headers, request_id=request_id, started=started, key=key)
+            reply = await router.handle(
+                chat, request.headers, request_id=request_id, started=started, key=key
+            )
         except PointsmanError as exc:
             return openai_error(exc, request_id)
         finally:

@@ -104,8 +104,7 @@ Item = Annotated[
         _item_type,
         custom_error_type="unsupported_item",
         custom_error_message=(
-            "unsupported input item type; pointsman translates these item types: "
-            + ", ".join(_ITEM_TYPES)
+            "unsupported input item type; pointsman translates these item types: " + ", ".join(_ITEM_TYPES)
         ),
     ),
 ]
@@ -177,7 +176,14 @@ class ResponsesRequest(_Shape):
 
 
 _LABELS = frozenset(
-    [*_ITEM_TYPES, *_PART_TYPES, "function", "ToolChoiceFunction", "TextFormat", "literal['none','auto','required']"]
+    [
+        *_ITEM_TYPES,
+        *_PART_TYPES,
+        "function",
+        "ToolChoiceFunction",
+        "TextFormat",
+        "literal['none','auto','required']",
+    ]
 )
 # Fields that need state pointsman does not keep, with what to do instead.
 _STATEFUL = {
@@ -209,7 +215,7 @@ def parse_request(body: Any) -> ResponsesRequest:
                     if not isinstance(part, (OutputText, Refusal)):
                         raise _field_error(
                             f"input[{i}].content[{j}]",
-                            f"input[{i}].content[{j}]: an assistant message holds output_text or refusal parts",
+                            f"input[{i}].content[{j}]: assistant messages hold output_text or refusal parts",
                         )
     elif not request.input:
         raise _field_error("input", "input: must not be empty")
@@ -330,8 +336,15 @@ def _chat_part(part: Any) -> Json:
             image["detail"] = part.detail
         return {"type": "image_url", "image_url": image}
     if isinstance(part, InputFile):
-        file = {k: v for k, v in (("file_data", part.file_data), ("file_id", part.file_id),
-                                  ("filename", part.filename)) if v is not None}
+        file = {
+            k: v
+            for k, v in (
+                ("file_data", part.file_data),
+                ("file_id", part.file_id),
+                ("filename", part.filename),
+            )
+            if v is not None
+        }
         return {"type": "file", "file": file}
     assert isinstance(part, Refusal)
     return {"type": "text", "text": part.refusal}
@@ -534,7 +547,10 @@ class ChatToResponsesStream:
             events.append(
                 self._event(
                     "response.output_item.added",
-                    {"output_index": index, "item": _message_item(item_id, "", "in_progress") | {"content": []}},
+                    {
+                        "output_index": index,
+                        "item": _message_item(item_id, "", "in_progress") | {"content": []},
+                    },
                 )
             )
             events.append(
@@ -553,7 +569,13 @@ class ChatToResponsesStream:
         events.append(
             self._event(
                 "response.output_text.delta",
-                {"item_id": item_id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []},
+                {
+                    "item_id": item_id,
+                    "output_index": index,
+                    "content_index": 0,
+                    "delta": text,
+                    "logprobs": [],
+                },
             )
         )
         return events
@@ -615,7 +637,8 @@ class ChatToResponsesStream:
         where = {"item_id": current.item_id, "output_index": current.output_index}
         return [
             self._event(
-                "response.function_call_arguments.done", {**where, "name": current.name, "arguments": arguments}
+                "response.function_call_arguments.done",
+                {**where, "name": current.name, "arguments": arguments},
             ),
             self._event("response.output_item.done", {"output_index": current.output_index, "item": item}),
         ]
@@ -787,7 +810,12 @@ def to_chat_completion(response: Json) -> Json:
         "created": int(response.get("created_at") or time.time()),
         "model": response.get("model"),
         "choices": [
-            {"index": 0, "message": message, "finish_reason": _finish_reason(response, bool(calls)), "logprobs": None}
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": _finish_reason(response, bool(calls)),
+                "logprobs": None,
+            }
         ],
         "usage": chat_usage(response.get("usage")),
     }

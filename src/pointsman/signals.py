@@ -202,6 +202,18 @@ def message_text(content: Any) -> str:
     return ""
 
 
+def embedding_input_tokens(value: Any) -> int:
+    """Tokens of an embeddings request's `input`: text(s) estimated, token arrays counted."""
+    if isinstance(value, str):
+        return estimate_tokens(value)
+    if not isinstance(value, list):
+        return 0
+    if value and isinstance(value[0], int):
+        return len(value)
+    texts = [v for v in value if isinstance(v, str)]
+    return sum(map(estimate_tokens, texts)) + sum(len(v) for v in value if isinstance(v, list))
+
+
 def estimate_tokens(text: str) -> int:
     """Tokens of `text` for a cl100k/o200k-style BPE tokenizer, from character counts only
     (a few microseconds per KB)."""
@@ -505,6 +517,9 @@ class Signals:
     @lazy
     def estimated_tokens(self) -> int:
         """Prompt tokens, estimated from character counts (see `estimate_tokens`)."""
+        if "messages" not in self.body and "input" in self.body:
+            # An embeddings request: its inputs are the prompt (budgets and limits count them).
+            return embedding_input_tokens(self.body["input"])
         total = 0
         for message in self.messages:
             if not isinstance(message, dict):

@@ -69,7 +69,9 @@ class ResponsesProvider(Provider):
             answer = orjson.loads(raw)
             chat = to_chat_completion(answer)
         except (orjson.JSONDecodeError, AttributeError, TypeError):
-            raise UpstreamError("protocol", "upstream answered 200 with a body that is not a Response") from None
+            raise UpstreamError(
+                "protocol", "upstream answered 200 with a body that is not a Response"
+            ) from None
         if native is not None:
             native.answers[self.deployment.name] = answer
         usage = chat["usage"]

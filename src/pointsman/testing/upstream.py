@@ -603,25 +603,28 @@ class _Responses(_OpenAI):
 
         pending = self._response(answer, body, "in_progress", [])
         head = [event("response.created", response=pending), event("response.in_progress", response=pending)]
-        head.append(event("response.output_item.added", output_index=0, item=self._item(answer, "", "", "in_progress")))
-        where: Json = {"item_id": self._item(answer, "", "", "in_progress")["id"], "output_index": 0}
+        started = self._item(answer, "", "", "in_progress")
+        head.append(event("response.output_item.added", output_index=0, item=started))
+        where: Json = {"item_id": started["id"], "output_index": 0}
         if answer.tool is not None:
             content = [
                 event("response.function_call_arguments.delta", **where, delta=part)
                 for part in _slices(answer.tool_arguments)
             ]
-            tail = [
-                event("response.function_call_arguments.done", **where, name=answer.tool, arguments=answer.tool_arguments)
-            ]
+            arguments = answer.tool_arguments
+            name = answer.tool
+            tail = [event("response.function_call_arguments.done", **where, name=name, arguments=arguments)]
         else:
-            head.append(event("response.content_part.added", **where, content_index=0, part=self._text_part("")))
+            empty = self._text_part("")
+            head.append(event("response.content_part.added", **where, content_index=0, part=empty))
             content = [
                 event("response.output_text.delta", **where, content_index=0, delta=piece, logprobs=[])
                 for piece in answer.pieces or [""]
             ]
+            done = self._text_part(answer.text)
             tail = [
                 event("response.output_text.done", **where, content_index=0, text=answer.text, logprobs=[]),
-                event("response.content_part.done", **where, content_index=0, part=self._text_part(answer.text)),
+                event("response.content_part.done", **where, content_index=0, part=done),
             ]
         item = self._item(answer, answer.text, answer.tool_arguments, "completed")
         tail.append(event("response.output_item.done", output_index=0, item=item))
