@@ -149,6 +149,7 @@ def create_app(router: Router) -> ASGIApp:
                 "owned_by": "pointsman",
                 "pointsman": {
                     "kind": "virtual",
+                    "type": vm.type,
                     "strategy": vm.strategy,
                     "description": vm.description,
                 },
@@ -162,6 +163,7 @@ def create_app(router: Router) -> ASGIApp:
                 "owned_by": d.provider,
                 "pointsman": {
                     "kind": "deployment",
+                    "mode": d.mode,
                     "model": d.model,
                     "region": d.region,
                     "context_window": d.context_window,
