@@ -182,3 +182,10 @@ def test_config_check_keeps_embeddings_and_chat_apart(upstream):
     assert (
         "models.embed.deployments[1]: deployment 'gpt' has mode 'chat' but model 'embed' has type" in problems
     )
+
+
+def test_models_list_says_which_models_serve_embeddings(upstream, serve):
+    server = serve(config(upstream))
+    listed = {m.id: m.model_extra["pointsman"] for m in server.client().models.list().data}
+    assert listed["embed"]["type"] == "embeddings" and listed["auto"]["type"] == "chat"
+    assert listed["emb-a"]["mode"] == "embeddings" and listed["gpt"]["mode"] == "chat"

@@ -409,3 +409,14 @@ def test_static_api_keys_guard_the_responses_endpoint(upstream, serve):
     with pytest.raises(openai.AuthenticationError):
         server.client(api_key="sk-bad").responses.create(model="auto", input="hi")
     assert server.client(api_key="sk-good").responses.create(model="auto", input="hi").output_text
+
+
+def test_masked_personal_data_never_passes_through_to_a_responses_deployment(upstream, serve):
+    server = serve(config(upstream, policies={"pii": {"rules": [{"kinds": ["email"], "action": "mask"}]}}))
+    upstream.set("native", Behaviour(reply="Writing to [EMAIL_1] now."))
+    response = server.client().responses.create(model="native", input="write to jane.doe@example.com today")
+    # The masked chat body was translated anew (never the client's original), the answer restored.
+    assert response.output_text == "Writing to jane.doe@example.com now."
+    sent = json.dumps(upstream.requests("native")[0].body)
+    assert "jane.doe@example.com" not in sent and "[EMAIL_1]" in sent
+    assert any("pii: masked" in r for r in server.records()[-1]["decision"]["reasons"])
