@@ -189,3 +189,18 @@ def test_models_list_says_which_models_serve_embeddings(upstream, serve):
     listed = {m.id: m.model_extra["pointsman"] for m in server.client().models.list().data}
     assert listed["embed"]["type"] == "embeddings" and listed["auto"]["type"] == "chat"
     assert listed["emb-a"]["mode"] == "embeddings" and listed["gpt"]["mode"] == "chat"
+
+
+def test_fake_embeddings_endpoint_parses_with_the_official_client(upstream):
+    client = openai.OpenAI(base_url=f"{upstream.url}/emb/v1", api_key="sk-test", max_retries=0)
+    # The client asks for base64 by default and decodes it; floats come back as they are.
+    packed = client.embeddings.create(model="m", input=["one", "two"])
+    plain = client.embeddings.create(model="m", input=["one", "two"], encoding_format="float")
+    for decoded, floats in zip(packed.data, plain.data, strict=True):
+        assert decoded.embedding == pytest.approx(floats.embedding, abs=1e-6)
+    assert packed.data[0].embedding == pytest.approx(embedding_of("one"), abs=1e-6)
+    assert packed.usage.prompt_tokens == 2 and packed.model == "m"
+    upstream.set("emb", Behaviour(status=429, retry_after=3))
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.embeddings.create(model="m", input="x")
+    assert caught.value.response.headers["retry-after"] == "3"

@@ -367,6 +367,7 @@ def test_fake_responses_endpoint_parses_with_the_official_client(upstream):
             "only function tools",
         ),
         ({"model": "auto", "input": "hi", "temperature": 7}, "temperature", "less than or equal to 2"),
+        ({"model": "auto", "input": [{"type": "reasoning", "summary": []}]}, "input", "holds no message"),
         (
             {"model": "auto", "input": "hi", "previous_response_id": "resp_1"},
             "previous_response_id",

@@ -256,7 +256,10 @@ def to_chat_request(request: ResponsesRequest) -> Json:
         chat["parallel_tool_calls"] = request.parallel_tool_calls
     if request.max_output_tokens is not None:
         chat["max_completion_tokens"] = request.max_output_tokens
-    for field in ("temperature", "top_p", "user", "metadata"):
+    if len(messages) == (1 if request.instructions else 0):
+        raise _field_error("input", "input: holds no message, function call or function call output")
+    # `metadata` stays out: chat completions accept it only with `store`, which pointsman never sets.
+    for field in ("temperature", "top_p", "user"):
         value = getattr(request, field)
         if value is not None:
             chat[field] = value
@@ -691,7 +694,7 @@ def from_chat_request(chat: Json) -> Json:
     limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
     if limit is not None:
         out["max_output_tokens"] = limit
-    for field in ("temperature", "top_p", "user", "metadata", "parallel_tool_calls"):
+    for field in ("temperature", "top_p", "user", "parallel_tool_calls"):
         if chat.get(field) is not None:
             out[field] = chat[field]
     fmt = chat.get("response_format")
