@@ -451,11 +451,13 @@ class Router:
         routed = self.resolve_alias(model)
         known = routed in self.strategies or routed in self.config._by_name()
         if known and (routed in self.embedding_models) != (kind == "embeddings"):
-            served = "embeddings" if kind == "chat" else "chat"
-            endpoint = "/v1/embeddings" if served == "embeddings" else "/v1/chat/completions or /v1/responses"
+            served, endpoint = (
+                ("an embeddings", "/v1/embeddings")
+                if kind == "chat"
+                else ("a chat", "/v1/chat/completions or /v1/responses")
+            )
             raise InvalidRequest(
-                f"model {model!r} is a{'n' if served == 'embeddings' else ''} {served} model and cannot "
-                f"serve {kind} requests; send it to {endpoint}",
+                f"model {model!r} is {served} model and cannot serve {kind} requests; send it to {endpoint}",
                 code="wrong_model_type",
             )
 
