@@ -278,6 +278,7 @@ def start_pointsman(
     workers: int = 1,
     cpus: str = PROXY_CPUS,
     strategy: str = "conditions",
+    env: dict[str, str] | None = None,
 ) -> Server:
     port = free_port()
     config = workdir / "pointsman.yaml"
@@ -285,7 +286,7 @@ def start_pointsman(
     argv = [sys.executable, "-m", "pointsman", "serve", "--config", str(config), "--port", str(port)]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    return start_server("pointsman", argv, port, "/healthz", workdir, cpus=cpus)
+    return start_server("pointsman", argv, port, "/healthz", workdir, cpus=cpus, env=env)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,10 @@ Measures, pointsman on core 1 and the upstream plus load generators on core 0:
   3. closed loop at saturation with wrk (or the Python driver when wrk is missing);
   4. streaming time to first byte at a fixed rate, direct and through pointsman.
 With --responses, the same request also goes to pointsman's /v1/responses (the Responses API,
-translated to the same chat request upstream) as a third target taking turns with the other two.
+translated to the same chat request upstream) as a further target taking turns with the others.
+With --baseline SRC, a second pointsman imported from SRC (another checkout's `src`, e.g. main's
+from `git archive`) serves the same chat request as a further target, on the same core, taking
+turns with the others: a change's effect on chat overhead, measured under the same conditions.
 A table goes to the terminal and the JSON to bench/results/proxy-overhead-<time>.json.
 """
 
@@ -228,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wrk", action="store_true", help="saturate with the Python driver")
     parser.add_argument("--profile", action="store_true", help="py-spy profile at saturation")
     parser.add_argument(
-        "--responses", action="store_true", help="also measure /v1/responses (a third target)"
+        "--responses", action="store_true", help="also measure /v1/responses (a further target)"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, help="also measure chat through a pointsman imported from this src dir"
     )
     parser.add_argument("--max-load", type=float, default=0.5, help="warn above this load average")
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/...)")
@@ -241,10 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     pinned = harness.pin_self()
     report: dict[str, Any] = {"benchmark": "proxy_overhead", "conditions": harness.conditions()}
     report["settings"] = {k: v for k, v in vars(args).items() if k != "out"} | {"rates": rates}
+    report["settings"]["baseline"] = str(args.baseline) if args.baseline else None
     report["request_bytes"] = len(chat_body())
     with harness.workspace(args.keep) as workdir:
         upstream = harness.start_upstream(workdir)
-        proxy = None
+        proxy = baseline = None
         try:
             proxy = harness.start_pointsman(
                 workdir, upstream, workers=args.workers, cpus=args.proxy_cpus, strategy=args.strategy
@@ -257,6 +264,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.responses:
                 targets["responses"] = (proxy.url + RESPONSES_PATH, proxy)
                 bodies["responses"] = responses_body("auto")
+            if args.baseline is not None:
+                (workdir / "baseline").mkdir()
+                baseline = harness.start_pointsman(
+                    workdir / "baseline",
+                    upstream,
+                    workers=args.workers,
+                    cpus=args.proxy_cpus,
+                    strategy=args.strategy,
+                    env={"PYTHONPATH": str(args.baseline.resolve())},
+                )
+                targets["baseline"] = (baseline.url + PROXY_PATH, baseline)
+                bodies["baseline"] = chat_body("auto")
             report["upstream_check"] = check_upstream(
                 upstream, workdir, min(5.0, args.saturation_s), max(rates), use_wrk=not args.no_wrk
             )
@@ -282,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 if args.responses:
                     stream_bodies["responses"] = responses_body("auto", stream=True)
+                if baseline is not None:
+                    stream_bodies["baseline"] = chat_body("auto", stream=True)
                 report["streaming"] = open_loop_rates(
                     targets,
                     [args.stream_rate],
@@ -303,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             report["pointsman_rss_mb"] = round(proxy.rss_bytes() / 2**20, 1)
         finally:
-            if proxy is not None:
-                proxy.stop()
+            for server in (proxy, baseline):
+                if server is not None:
+                    server.stop()
             upstream.stop()
     report["conditions"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     report["conditions"]["load_generator_pinned"] = pinned
@@ -377,6 +399,31 @@ def print_report(report: dict[str, Any]) -> None:
                 for row in report["open_loop"]
             ],
         )
+    if "baseline" in report["open_loop"][0]["runs"]:
+        harness.table(
+            "open loop, non-streaming: chat through this tree vs through the baseline (ms)",
+            [
+                "req/s",
+                "added p50",
+                "added p99",
+                "baseline added p50",
+                "baseline added p99",
+                "cpu us/req",
+                "baseline cpu us/req",
+            ],
+            [
+                [
+                    f"{row['rate']:g}",
+                    fmt(row["added_ms"]["pointsman"].get("p50")),
+                    fmt(row["added_ms"]["pointsman"].get("p99")),
+                    fmt(row["added_ms"]["baseline"].get("p50")),
+                    fmt(row["added_ms"]["baseline"].get("p99")),
+                    fmt(row["runs"]["pointsman"]["server_cpu_us_per_request"], 0),
+                    fmt(row["runs"]["baseline"]["server_cpu_us_per_request"], 0),
+                ]
+                for row in report["open_loop"]
+            ],
+        )
     sat = report["saturation"]
     harness.table(
         "closed loop at saturation",
@@ -403,9 +450,10 @@ def print_report(report: dict[str, Any]) -> None:
             ["pointsman", fmt(p.get("p50")), fmt(p.get("p90")), fmt(p.get("p99"))],
             ["added", fmt(a.get("p50")), fmt(a.get("p90")), fmt(a.get("p99"))],
         ]
-        if "responses" in s["added_ms"]:
-            r = s["added_ms"]["responses"]
-            rows.append(["added, /v1/responses", fmt(r.get("p50")), fmt(r.get("p90")), fmt(r.get("p99"))])
+        for name, label in (("responses", "added, /v1/responses"), ("baseline", "added, baseline")):
+            if name in s["added_ms"]:
+                r = s["added_ms"][name]
+                rows.append([label, fmt(r.get("p50")), fmt(r.get("p90")), fmt(r.get("p99"))])
         harness.table(
             f"streaming time to first byte at {s['rate']:g} req/s (ms)", ["", "p50", "p90", "p99"], rows
         )
