@@ -136,7 +136,7 @@ def test_function_calling_round_trip(upstream, serve):
         tools=[WEATHER],
         input=[
             {"role": "user", "content": "Weather in Paris?"},
-            call.model_dump(exclude_none=True),
+            *first.output,  # the model's own items, sent back as they came
             {"type": "function_call_output", "call_id": call.call_id, "output": '{"sky": "sunny"}'},
         ],
     )
@@ -367,6 +367,8 @@ def test_fake_responses_endpoint_parses_with_the_official_client(upstream):
             "only function tools",
         ),
         ({"model": "auto", "input": "hi", "temperature": 7}, "temperature", "less than or equal to 2"),
+        ({"model": "auto", "input": "hi", "stream": "yes"}, "stream", "valid boolean"),
+        ({"model": "auto", "input": "hi", "max_output_tokens": "64"}, "max_output_tokens", "valid integer"),
         ({"model": "auto", "input": [{"type": "reasoning", "summary": []}]}, "input", "holds no message"),
         (
             {"model": "auto", "input": "hi", "previous_response_id": "resp_1"},
@@ -421,3 +423,21 @@ def test_masked_personal_data_never_passes_through_to_a_responses_deployment(ups
     sent = json.dumps(upstream.requests("native")[0].body)
     assert "jane.doe@example.com" not in sent and "[EMAIL_1]" in sent
     assert any("pii: masked" in r for r in server.records()[-1]["decision"]["reasons"])
+
+
+def test_a_conversation_continues_with_the_previous_output_items(upstream, serve):
+    server = serve(config(upstream))
+    client = server.client()
+    first = client.responses.create(model="claude-first", input="hello there")
+    second = client.responses.create(
+        model="claude-first",
+        input=[
+            {"role": "user", "content": "hello there"},
+            *first.output,
+            {"role": "user", "content": "and again"},
+        ],
+    )
+    assert second.output_text == "Simulated answer from claude. You said: and again"
+    sent = upstream.requests("claude")[1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[1]["content"][0]["text"] == first.output_text

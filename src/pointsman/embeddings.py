@@ -50,7 +50,7 @@ def validate_embeddings_body(body: Any) -> None:
     if "stream" in body:
         raise InvalidRequest("stream: embeddings requests cannot be streamed", code="invalid_stream")
     try:
-        EmbeddingsRequest.model_validate(body)
+        EmbeddingsRequest.model_validate(body, strict=True)
     except ValidationError as exc:
         raise schema_error(exc) from None
 

@@ -198,7 +198,8 @@ def parse_request(body: Any) -> ResponsesRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     try:
-        request = ResponsesRequest.model_validate(body)
+        # Strict: JSON types as the API defines them (no "5" for 5, no "yes" for true).
+        request = ResponsesRequest.model_validate(body, strict=True)
     except ValidationError as exc:
         raise schema_error(exc, _LABELS) from None
     for field, advice in _STATEFUL.items():
