@@ -205,3 +205,37 @@ def test_fake_embeddings_endpoint_parses_with_the_official_client(upstream):
     with pytest.raises(openai.RateLimitError) as caught:
         client.embeddings.create(model="m", input="x")
     assert caught.value.response.headers["retry-after"] == "3"
+
+
+def test_balance_by_cost_sends_embeddings_to_the_cheapest(upstream, serve):
+    cfg = config(upstream)
+    cfg["models"]["embed"] = {
+        "type": "embeddings",
+        "strategy": "balance",
+        "deployments": ["emb-a", "emb-b"],
+        "options": {"method": "cost"},
+    }
+    server = serve(cfg)
+    raw = server.client().embeddings.with_raw_response.create(model="embed", input="x")
+    assert raw.headers["x-pointsman-model"] == "emb-b" and raw.headers["x-pointsman-route"].startswith("balance")
+
+
+def test_virtual_keys_hold_for_embeddings(upstream, serve, monkeypatch):
+    monkeypatch.setenv("POINTSMAN_MASTER_KEY", "mk-test")
+    server = serve(config(upstream))
+    request = urllib.request.Request(
+        server.url + "/admin/keys",
+        data=json.dumps({"name": "indexer", "models": ["embed"]}).encode(),
+        method="POST",
+        headers={"content-type": "application/json", "authorization": "Bearer mk-test"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        key = json.loads(response.read())["key"]
+    client = server.client(api_key=key)
+    assert client.embeddings.create(model="embed", input="x").data
+    with pytest.raises(openai.PermissionDeniedError, match="may not use model 'embed-spread'"):
+        client.embeddings.create(model="embed-spread", input="x")
+    with pytest.raises(openai.AuthenticationError):
+        server.client(api_key="sk-unknown").embeddings.create(model="embed", input="x")
+    record = server.records()[-3]
+    assert record["key_id"] is not None and record["status"] == 200 and record["cost"] > 0
