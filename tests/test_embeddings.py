@@ -217,7 +217,9 @@ def test_balance_by_cost_sends_embeddings_to_the_cheapest(upstream, serve):
     }
     server = serve(cfg)
     raw = server.client().embeddings.with_raw_response.create(model="embed", input="x")
-    assert raw.headers["x-pointsman-model"] == "emb-b" and raw.headers["x-pointsman-route"].startswith("balance")
+    assert raw.headers["x-pointsman-model"] == "emb-b" and raw.headers["x-pointsman-route"].startswith(
+        "balance"
+    )
 
 
 def test_virtual_keys_hold_for_embeddings(upstream, serve, monkeypatch):
