@@ -4,6 +4,7 @@ deployments on the loopback fake upstream."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -441,3 +442,40 @@ def test_a_conversation_continues_with_the_previous_output_items(upstream, serve
     sent = upstream.requests("claude")[1].body["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert sent[1]["content"][0]["text"] == first.output_text
+
+
+def test_the_openai_agents_sdk_runs_a_tool_loop_through_pointsman(upstream, serve):
+    agents = pytest.importorskip("agents")
+    agents.set_tracing_disabled(True)
+    server = serve(config(upstream))
+    upstream.set("claude", Behaviour(tool_arguments='{"city": "Paris"}', reply="It is sunny in Paris."))
+    asked: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """Weather for a city."""
+        asked.append(city)
+        return f"sunny in {city}"
+
+    client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="sk-client", max_retries=0)
+    agent = agents.Agent(
+        name="weather",
+        instructions="Answer briefly.",
+        tools=[get_weather],
+        model=agents.OpenAIResponsesModel(model="claude-first", openai_client=client),
+    )
+
+    async def run_both() -> tuple[Any, Any, list[str]]:
+        plain = await agents.Runner.run(agent, "Weather in Paris?")
+        streamed = agents.Runner.run_streamed(agent, "Weather in Paris?")
+        kinds = [event.type async for event in streamed.stream_events()]
+        return plain, streamed, kinds
+
+    plain, streamed, kinds = asyncio.run(run_both())
+    assert plain.final_output == "It is sunny in Paris." and streamed.final_output == "It is sunny in Paris."
+    assert asked == ["Paris", "Paris"] and "raw_response_event" in kinds
+    # Four model calls (tool call, then answer, twice), all answered by the Anthropic deployment.
+    assert upstream.calls("claude") == 4 and upstream.calls("gpt") == 0
+    last = upstream.requests("claude")[-1].body
+    assert last["system"] == "Answer briefly." and last["messages"][-1]["content"][0]["type"] == "tool_result"
+    assert [r["status"] for r in server.records()] == [200, 200, 200, 200]
