@@ -127,6 +127,7 @@ def test_chat_and_embeddings_models_do_not_mix(upstream, serve):
         ({"model": "embed", "input": [1.5]}, "input[0]"),
         ({"model": "embed", "input": "hi", "dimensions": 0}, "dimensions"),
         ({"model": "embed", "input": "hi", "dimensions": "4"}, "dimensions"),
+        ({"model": "embed", "input": "hi", "stream": True}, "stream"),
         ({"model": "embed", "input": "hi", "encoding_format": "int8"}, "encoding_format"),
     ],
 )

@@ -479,3 +479,15 @@ def test_the_openai_agents_sdk_runs_a_tool_loop_through_pointsman(upstream, serv
     last = upstream.requests("claude")[-1].body
     assert last["system"] == "Answer briefly." and last["messages"][-1]["content"][0]["type"] == "tool_result"
     assert [r["status"] for r in server.records()] == [200, 200, 200, 200]
+
+
+def test_stored_response_endpoints_say_nothing_is_stored(upstream, serve):
+    server = serve(config(upstream))
+    client = server.client()
+    response = client.responses.create(model="auto", input="hi")
+    with pytest.raises(openai.NotFoundError, match="pointsman does not store responses"):
+        client.responses.retrieve(response.id)
+    with pytest.raises(openai.NotFoundError, match="does not store"):
+        client.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError, match="does not store"):
+        client.responses.input_items.list(response.id)

@@ -48,7 +48,9 @@ def validate_embeddings_body(body: Any) -> None:
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     if "stream" in body:
-        raise InvalidRequest("stream: embeddings requests cannot be streamed", code="invalid_stream")
+        failure = InvalidRequest("stream: embeddings requests cannot be streamed", code="invalid_stream")
+        failure.param = "stream"
+        raise failure
     try:
         EmbeddingsRequest.model_validate(body, strict=True)
     except ValidationError as exc:

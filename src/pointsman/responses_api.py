@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from pointsman.admin import read_json
-from pointsman.errors import PointsmanError
+from pointsman.errors import InvalidRequest, PointsmanError
 from pointsman.providers.responses import PASSTHROUGH, Passthrough
 from pointsman.responses_format import (
     ChatToResponsesStream,
@@ -74,7 +74,21 @@ def responses_routes(router: Router, authenticate: Authenticate) -> list[Route]:
             headers={**reply.headers, "cache-control": "no-cache"},
         )
 
-    return [Route("/v1/responses", create, methods=["POST"])]
+    async def stored(request: Request) -> Response:
+        # Retrieve, delete, cancel, list input items: all need stored responses.
+        error = InvalidRequest(
+            f"response {request.path_params['response_id']!r} not found: pointsman does not store "
+            "responses (send the whole conversation in `input` instead)",
+            status=404,
+            code="not_found",
+        )
+        return openai_error(error, new_request_id())
+
+    return [
+        Route("/v1/responses", create, methods=["POST"]),
+        Route("/v1/responses/{response_id}", stored, methods=["GET", "DELETE"]),
+        Route("/v1/responses/{response_id}/{action:path}", stored, methods=["GET", "POST"]),
+    ]
 
 
 async def _events(stream: AsyncIterator[bytes], translator: ChatToResponsesStream) -> AsyncIterator[bytes]:
