@@ -491,3 +491,22 @@ def test_stored_response_endpoints_say_nothing_is_stored(upstream, serve):
         client.responses.delete(response.id)
     with pytest.raises(openai.NotFoundError, match="does not store"):
         client.responses.input_items.list(response.id)
+
+
+@pytest.mark.parametrize("target", ["gpt", "claude", "native"])
+def test_the_clients_stream_helper_assembles_text_and_calls_from_every_kind_of_deployment(
+    upstream, serve, target
+):
+    server = serve(config(upstream))
+    client = server.client()
+    with client.responses.stream(model=target, input="hello you") as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == final.output_text == f"Simulated answer from {target}. You said: hello you"
+    assert final.usage.total_tokens == final.usage.input_tokens + final.usage.output_tokens > 0
+    upstream.set(target, Behaviour(tool_arguments='{"city": "Oslo"}'))
+    with client.responses.stream(model=target, input="weather?", tools=[WEATHER]) as stream:
+        [call] = stream.get_final_response().output
+    assert (
+        call.type == "function_call" and call.name == "get_weather" and call.arguments == '{"city": "Oslo"}'
+    )
