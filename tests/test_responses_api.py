@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -510,3 +511,19 @@ def test_the_clients_stream_helper_assembles_text_and_calls_from_every_kind_of_d
     assert (
         call.type == "function_call" and call.name == "get_weather" and call.arguments == '{"city": "Oslo"}'
     )
+
+
+def test_a_client_leaving_mid_stream_ends_the_upstream_call_and_is_recorded(upstream, serve):
+    server = serve(config(upstream))
+    upstream.set("gpt", Behaviour(reply=" ".join(["word"] * 200), tokens_per_s=50))
+    stream = server.client().responses.create(model="gpt", input="talk", stream=True)
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            break
+    stream.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not server.records():
+        time.sleep(0.05)
+    [record] = server.records()
+    assert record["status"] == 499 and record["error"] == "client disconnected mid-stream"
+    assert server.router.state.circuit("gpt") == "closed"

@@ -92,6 +92,20 @@ def responses_routes(router: Router, authenticate: Authenticate) -> list[Route]:
 
 
 async def _events(stream: AsyncIterator[bytes], translator: ChatToResponsesStream) -> AsyncIterator[bytes]:
+    try:
+        async for event in _translated(stream, translator):
+            yield event
+    finally:
+        # A client that leaves mid-stream ends the routed stream now (its record says so), not
+        # whenever the generator is collected.
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _translated(
+    stream: AsyncIterator[bytes], translator: ChatToResponsesStream
+) -> AsyncIterator[bytes]:
     yield b"".join(sse(kind, payload) for kind, payload in translator.start())
     async for raw in stream:
         out: list[bytes] = []
