@@ -245,6 +245,8 @@ def to_chat_request(request: ResponsesRequest) -> Json:
     else:
         for item in request.input:
             _add_item(messages, item)
+        if len(messages) == (1 if request.instructions else 0):
+            raise _field_error("input", "input: holds no message, function call or function call output")
     chat: Json = {"model": request.model, "messages": messages}
     if request.tools:
         chat["tools"] = [_chat_tool(tool) for tool in request.tools]
@@ -257,8 +259,6 @@ def to_chat_request(request: ResponsesRequest) -> Json:
         chat["parallel_tool_calls"] = request.parallel_tool_calls
     if request.max_output_tokens is not None:
         chat["max_completion_tokens"] = request.max_output_tokens
-    if len(messages) == (1 if request.instructions else 0):
-        raise _field_error("input", "input: holds no message, function call or function call output")
     # `metadata` stays out: chat completions accept it only with `store`, which pointsman never sets.
     for field in ("temperature", "top_p", "user"):
         value = getattr(request, field)
