@@ -61,7 +61,13 @@ def post(server: Any, body: Any, path: str = "/v1/responses") -> tuple[int, dict
 def test_plain_response_through_a_chat_completions_deployment(upstream, serve):
     server = serve(config(upstream))
     raw = server.client().responses.with_raw_response.create(
-        model="auto", input="hello there", instructions="Be brief.", max_output_tokens=50
+        model="auto",
+        input="hello there",
+        instructions="Be brief.",
+        max_output_tokens=50,
+        temperature=0.3,
+        service_tier="flex",
+        text={"verbosity": "low"},
     )
     response = raw.parse()
     assert raw.headers["x-pointsman-model"] == "gpt"
@@ -76,7 +82,9 @@ def test_plain_response_through_a_chat_completions_deployment(upstream, serve):
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "hello there"},
     ]
-    assert sent.body["max_completion_tokens"] == 50
+    assert sent.body["max_completion_tokens"] == 50 and sent.body["temperature"] == 0.3
+    assert sent.body["service_tier"] == "flex" and sent.body["verbosity"] == "low"
+    assert "stream" not in sent.body and "metadata" not in sent.body
     record = server.records()[-1]
     assert record["request_id"] == raw.headers["x-pointsman-request-id"]
     assert record["requested_model"] == "auto" and record["deployment"] == "gpt" and record["status"] == 200

@@ -145,6 +145,7 @@ class TextFormat(BaseModel):
 
 class TextSettings(_Shape):
     format: TextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
 
 
 class ReasoningSettings(_Shape):
@@ -169,6 +170,9 @@ class ResponsesRequest(_Shape):
     reasoning: ReasoningSettings | None = None
     metadata: dict[str, str] | None = None
     user: str | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
     previous_response_id: str | None = None
     conversation: Any = None
     background: bool | None = None
@@ -260,10 +264,13 @@ def to_chat_request(request: ResponsesRequest) -> Json:
     if request.max_output_tokens is not None:
         chat["max_completion_tokens"] = request.max_output_tokens
     # `metadata` stays out: chat completions accept it only with `store`, which pointsman never sets.
-    for field in ("temperature", "top_p", "user"):
+    # Fields chat completions share, sent only when the client set them.
+    for field in ("temperature", "top_p", "user", "service_tier", "prompt_cache_key", "safety_identifier"):
         value = getattr(request, field)
         if value is not None:
             chat[field] = value
+    if request.text is not None and request.text.verbosity is not None:
+        chat["verbosity"] = request.text.verbosity
     fmt = request.text.format if request.text is not None else None
     if fmt is not None and fmt.type == "json_object":
         chat["response_format"] = {"type": "json_object"}
