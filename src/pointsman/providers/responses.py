@@ -20,7 +20,7 @@ from pointsman.config import Deployment
 from pointsman.providers.base import Completion, Provider, StreamUsage, UpstreamError, client_error
 from pointsman.providers.http import HTTPClient
 from pointsman.providers.openai import DONE, error_from_response
-from pointsman.responses_format import ResponsesToChatStream, from_chat_request, to_chat_completion
+from pointsman.providers.responses_format import ResponsesToChatStream, from_chat_request, to_chat_completion
 
 
 @dataclass(slots=True)
