@@ -242,3 +242,19 @@ def test_virtual_keys_hold_for_embeddings(upstream, serve, monkeypatch):
         server.client(api_key="sk-unknown").embeddings.create(model="embed", input="x")
     record = server.records()[-3]
     assert record["key_id"] is not None and record["status"] == 200 and record["cost"] > 0
+
+
+def test_pii_rules_hold_for_embeddings_inputs(upstream, serve):
+    masking = serve(config(upstream, policies={"pii": {"rules": [{"kinds": ["email"], "action": "mask"}]}}))
+    masking.client().embeddings.create(model="embed", input=["mail jane.doe@example.com", "nothing here"])
+    sent = upstream.requests("emb-a")[-1].body["input"]
+    assert sent == ["mail [EMAIL_1]", "nothing here"]
+    masking.client().embeddings.create(model="embed", input="call jane.doe@example.com")
+    assert upstream.requests("emb-a")[-1].body["input"] == "call [EMAIL_1]"
+
+    refusing = serve(
+        config(upstream, policies={"pii": {"rules": [{"kinds": ["email"], "action": "refuse"}]}})
+    )
+    with pytest.raises(openai.BadRequestError, match="email"):
+        refusing.client().embeddings.create(model="embed", input=["ok", "jane.doe@example.com"])
+    assert upstream.calls("emb-a") == 2

@@ -639,9 +639,19 @@ class Signals:
 
     @lazy
     def text_segments(self) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
-        """Every text in the messages, with its (message index, content part index or -1)."""
+        """Every text in the messages, with its (message index, content part index or -1); for
+        an embeddings request, its input texts, with (-1, item index or -1)."""
         texts: list[str] = []
         paths: list[tuple[int, int]] = []
+        if "messages" not in self.body and "input" in self.body:
+            inputs = self.body["input"]
+            if isinstance(inputs, str):
+                return (inputs,), ((-1, -1),)
+            for j, item in enumerate(inputs if isinstance(inputs, list) else ()):
+                if isinstance(item, str):
+                    texts.append(item)
+                    paths.append((-1, j))
+            return tuple(texts), tuple(paths)
         for i, message in enumerate(self.messages):
             content = message.get("content") if isinstance(message, dict) else None
             if isinstance(content, str):
