@@ -71,6 +71,21 @@ def chat_body(model: str = "auto", *, stream: bool = False) -> bytes:
     return orjson.dumps(body)
 
 
+def responses_body(model: str = "auto", *, stream: bool = False) -> bytes:
+    """`chat_body`'s request in the Responses API's form (instructions, input, max_output_tokens)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "instructions": "You are a concise assistant for an operations team.",
+        "input": [{"role": "user", "content": _PROMPT}],
+        "max_output_tokens": 128,
+        "temperature": 0.2,
+        "user": "bench",
+    }
+    if stream:
+        body["stream"] = True
+    return orjson.dumps(body)
+
+
 # The default features of a served router: a client key checked, a rules (or conditions) strategy
 # evaluated on every request (the request matches no rule, so every one is checked), records in
 # SQLite, decision headers.
@@ -139,6 +154,7 @@ def pointsman_config(upstream_url: str, db: Path, strategy: str = "conditions") 
 
 DIRECT_PATH = "/small/v1/chat/completions"  # the deployment pointsman routes the request to
 PROXY_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
 
 # --- processes -----------------------------------------------------------------------------------
 
@@ -262,6 +278,7 @@ def start_pointsman(
     workers: int = 1,
     cpus: str = PROXY_CPUS,
     strategy: str = "conditions",
+    env: dict[str, str] | None = None,
 ) -> Server:
     port = free_port()
     config = workdir / "pointsman.yaml"
@@ -269,7 +286,7 @@ def start_pointsman(
     argv = [sys.executable, "-m", "pointsman", "serve", "--config", str(config), "--port", str(port)]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    return start_server("pointsman", argv, port, "/healthz", workdir, cpus=cpus)
+    return start_server("pointsman", argv, port, "/healthz", workdir, cpus=cpus, env=env)
 
 
 @contextlib.contextmanager

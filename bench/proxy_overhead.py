@@ -9,6 +9,11 @@ Measures, pointsman on core 1 and the upstream plus load generators on core 0:
      added latency (through minus direct, same percentile, same rate);
   3. closed loop at saturation with wrk (or the Python driver when wrk is missing);
   4. streaming time to first byte at a fixed rate, direct and through pointsman.
+With --responses, the same request also goes to pointsman's /v1/responses (the Responses API,
+translated to the same chat request upstream) as a further target taking turns with the others.
+With --baseline SRC, a second pointsman imported from SRC (another checkout's `src`, e.g. main's
+from `git archive`) serves the same chat request as a further target, on the same core, taking
+turns with the others: a change's effect on chat overhead, measured under the same conditions.
 A table goes to the terminal and the JSON to bench/results/proxy-overhead-<time>.json.
 """
 
@@ -24,7 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness
-from bench.harness import DIRECT_PATH, PROXY_PATH, LoadResult, Server, chat_body, fmt
+from bench.harness import (
+    DIRECT_PATH,
+    PROXY_PATH,
+    RESPONSES_PATH,
+    LoadResult,
+    Server,
+    chat_body,
+    fmt,
+    responses_body,
+)
 
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
 
@@ -216,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-wrk", action="store_true", help="saturate with the Python driver")
     parser.add_argument("--profile", action="store_true", help="py-spy profile at saturation")
+    parser.add_argument(
+        "--responses", action="store_true", help="also measure /v1/responses (a further target)"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, help="also measure chat through a pointsman imported from this src dir"
+    )
     parser.add_argument("--max-load", type=float, default=0.5, help="warn above this load average")
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/...)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, records)")
@@ -227,10 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     pinned = harness.pin_self()
     report: dict[str, Any] = {"benchmark": "proxy_overhead", "conditions": harness.conditions()}
     report["settings"] = {k: v for k, v in vars(args).items() if k != "out"} | {"rates": rates}
+    report["settings"]["baseline"] = str(args.baseline) if args.baseline else None
     report["request_bytes"] = len(chat_body())
     with harness.workspace(args.keep) as workdir:
         upstream = harness.start_upstream(workdir)
-        proxy = None
+        proxy = baseline = None
         try:
             proxy = harness.start_pointsman(
                 workdir, upstream, workers=args.workers, cpus=args.proxy_cpus, strategy=args.strategy
@@ -240,6 +261,21 @@ def main(argv: list[str] | None = None) -> int:
                 "pointsman": (proxy.url + PROXY_PATH, proxy),
             }
             bodies = {"direct": chat_body("bench-small"), "pointsman": chat_body("auto")}
+            if args.responses:
+                targets["responses"] = (proxy.url + RESPONSES_PATH, proxy)
+                bodies["responses"] = responses_body("auto")
+            if args.baseline is not None:
+                (workdir / "baseline").mkdir()
+                baseline = harness.start_pointsman(
+                    workdir / "baseline",
+                    upstream,
+                    workers=args.workers,
+                    cpus=args.proxy_cpus,
+                    strategy=args.strategy,
+                    env={"PYTHONPATH": str(args.baseline.resolve())},
+                )
+                targets["baseline"] = (baseline.url + PROXY_PATH, baseline)
+                bodies["baseline"] = chat_body("auto")
             report["upstream_check"] = check_upstream(
                 upstream, workdir, min(5.0, args.saturation_s), max(rates), use_wrk=not args.no_wrk
             )
@@ -263,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
                     "direct": chat_body("bench-small", stream=True),
                     "pointsman": chat_body("auto", stream=True),
                 }
+                if args.responses:
+                    stream_bodies["responses"] = responses_body("auto", stream=True)
+                if baseline is not None:
+                    stream_bodies["baseline"] = chat_body("auto", stream=True)
                 report["streaming"] = open_loop_rates(
                     targets,
                     [args.stream_rate],
@@ -284,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             report["pointsman_rss_mb"] = round(proxy.rss_bytes() / 2**20, 1)
         finally:
-            if proxy is not None:
-                proxy.stop()
+            for server in (proxy, baseline):
+                if server is not None:
+                    server.stop()
             upstream.stop()
     report["conditions"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     report["conditions"]["load_generator_pinned"] = pinned
@@ -331,6 +372,58 @@ def print_report(report: dict[str, Any]) -> None:
         ],
         rows,
     )
+    if "responses" in report["open_loop"][0]["runs"]:
+        harness.table(
+            "open loop, non-streaming: chat completions vs the Responses API through pointsman (ms)",
+            [
+                "req/s",
+                "chat added p50",
+                "chat added p99",
+                "responses added p50",
+                "responses added p99",
+                "chat cpu us/req",
+                "responses cpu us/req",
+                "responses errors",
+            ],
+            [
+                [
+                    f"{row['rate']:g}",
+                    fmt(row["added_ms"]["pointsman"].get("p50")),
+                    fmt(row["added_ms"]["pointsman"].get("p99")),
+                    fmt(row["added_ms"]["responses"].get("p50")),
+                    fmt(row["added_ms"]["responses"].get("p99")),
+                    fmt(row["runs"]["pointsman"]["server_cpu_us_per_request"], 0),
+                    fmt(row["runs"]["responses"]["server_cpu_us_per_request"], 0),
+                    str(sum(row["runs"]["responses"]["errors"].values())),
+                ]
+                for row in report["open_loop"]
+            ],
+        )
+    if "baseline" in report["open_loop"][0]["runs"]:
+        harness.table(
+            "open loop, non-streaming: chat through this tree vs through the baseline (ms)",
+            [
+                "req/s",
+                "added p50",
+                "added p99",
+                "baseline added p50",
+                "baseline added p99",
+                "cpu us/req",
+                "baseline cpu us/req",
+            ],
+            [
+                [
+                    f"{row['rate']:g}",
+                    fmt(row["added_ms"]["pointsman"].get("p50")),
+                    fmt(row["added_ms"]["pointsman"].get("p99")),
+                    fmt(row["added_ms"]["baseline"].get("p50")),
+                    fmt(row["added_ms"]["baseline"].get("p99")),
+                    fmt(row["runs"]["pointsman"]["server_cpu_us_per_request"], 0),
+                    fmt(row["runs"]["baseline"]["server_cpu_us_per_request"], 0),
+                ]
+                for row in report["open_loop"]
+            ],
+        )
     sat = report["saturation"]
     harness.table(
         "closed loop at saturation",
@@ -352,14 +445,17 @@ def print_report(report: dict[str, Any]) -> None:
         s = report["streaming"]
         d, p = s["runs"]["direct"]["ttfb_ms"], s["runs"]["pointsman"]["ttfb_ms"]
         a = s["added_ms"]["pointsman"]
+        rows = [
+            ["direct", fmt(d.get("p50")), fmt(d.get("p90")), fmt(d.get("p99"))],
+            ["pointsman", fmt(p.get("p50")), fmt(p.get("p90")), fmt(p.get("p99"))],
+            ["added", fmt(a.get("p50")), fmt(a.get("p90")), fmt(a.get("p99"))],
+        ]
+        for name, label in (("responses", "added, /v1/responses"), ("baseline", "added, baseline")):
+            if name in s["added_ms"]:
+                r = s["added_ms"][name]
+                rows.append([label, fmt(r.get("p50")), fmt(r.get("p90")), fmt(r.get("p99"))])
         harness.table(
-            f"streaming time to first byte at {s['rate']:g} req/s (ms)",
-            ["", "p50", "p90", "p99"],
-            [
-                ["direct", fmt(d.get("p50")), fmt(d.get("p90")), fmt(d.get("p99"))],
-                ["pointsman", fmt(p.get("p50")), fmt(p.get("p90")), fmt(p.get("p99"))],
-                ["added", fmt(a.get("p50")), fmt(a.get("p90")), fmt(a.get("p99"))],
-            ],
+            f"streaming time to first byte at {s['rate']:g} req/s (ms)", ["", "p50", "p90", "p99"], rows
         )
     if report.get("profile"):
         print("profile at saturation (share of busy samples):")

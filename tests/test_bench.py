@@ -128,3 +128,17 @@ def test_proxy_overhead_measures_a_multi_worker_server(tmp_path):
     assert report["open_loop"][0]["runs"]["pointsman"]["errors"] == {}
     assert report["saturation"]["pointsman"]["ok"] > 0
     assert "streaming" not in report
+
+
+def test_proxy_overhead_measures_the_responses_api_and_a_baseline(tmp_path):
+    args = ["--rates", "20", "--duration", "1", "--warmup", "0.2", "--saturation-s", "1", "--slices", "1"]
+    args += ["--concurrency", "4", "--stream-rate", "10", "--no-wrk", "--responses"]
+    args += ["--baseline", str(REPO / "src")]
+    report, stdout = run_bench("proxy_overhead", tmp_path / "r.json", *args)
+    point = report["open_loop"][0]
+    for target in ("responses", "baseline"):
+        assert point["runs"][target]["errors"] == {} and point["runs"][target]["ok"] > 0
+        assert "p50" in point["added_ms"][target]
+        assert report["saturation"][target]["ok"] > 0
+        assert report["streaming"]["runs"][target]["ttfb_ms"]["p50"] > 0
+    assert "the Responses API through pointsman" in stdout and "vs through the baseline" in stdout

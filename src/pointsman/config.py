@@ -87,6 +87,12 @@ class Deployment(_Strict):
     # Ask OpenAI-compatible upstreams for usage on streams (stream_options.include_usage) so
     # streamed requests are costed; turn off for servers that reject the option.
     stream_usage: bool = True
+    # What the deployment serves: chat (completions) or embeddings; embeddings deployments
+    # belong to virtual models of `type: embeddings` and answer only /v1/embeddings.
+    mode: Literal["chat", "embeddings"] = "chat"
+    # The upstream API an openai-provider chat deployment is called with: `chat` (Chat
+    # Completions) or `responses` (the Responses API; /v1/responses requests pass through).
+    api: Literal["chat", "responses"] = "chat"
 
     @field_validator("provider")
     @classmethod
@@ -137,6 +143,13 @@ class VirtualModel(_Strict):
     description: str = ""
     cascade: CascadeSettings | None = None
     hedge: HedgeSettings | None = None
+    # `embeddings` models route /v1/embeddings requests over `mode: embeddings` deployments
+    # (strategies: EMBEDDING_STRATEGIES); chat models never serve embeddings, nor the reverse.
+    type: Literal["chat", "embeddings"] = "chat"
+
+
+# Strategies that rank without reading a conversation, so they can route embeddings requests.
+EMBEDDING_STRATEGIES = ("ordered", "weighted", "balance")
 
 
 class ServerSettings(_Strict):
@@ -370,6 +383,13 @@ class Config(_Strict):
     def deployment(self, name: str) -> Deployment:
         return self._by_name()[name]
 
+    def model_type(self, name: str) -> str | None:
+        """"chat" or "embeddings" for a virtual model or deployment name; None if unknown."""
+        if name in self.models:
+            return self.models[name].type
+        deployment = self._by_name().get(name)
+        return deployment.mode if deployment is not None else None
+
     def _by_name(self) -> dict[str, Deployment]:
         cached = self.__dict__.get("_deployments_by_name")
         if cached is None:
@@ -461,6 +481,7 @@ def _check_references(config: Config) -> list[str]:
                     problems.append(
                         f"models.{vname}.{field}[{i}]: unknown deployment {ref!r} (known: {', '.join(names)})"
                     )
+    problems.extend(_check_modes(config))
     for alias, target in config.aliases.items():
         if target not in config.models and target not in seen:
             problems.append(
@@ -475,6 +496,41 @@ def _check_references(config: Config) -> list[str]:
     problems.extend(_check_policies(config))
     for check in CHECKS:
         problems.extend(check(config))
+    return problems
+
+
+def _check_modes(config: Config) -> list[str]:
+    """Embeddings and chat stay apart: each virtual model uses deployments of its own type."""
+    problems: list[str] = []
+    by_name = config._by_name()
+    for i, d in enumerate(config.deployments):
+        if d.mode == "embeddings" and d.provider != "openai":
+            problems.append(
+                f"deployments[{i}].mode: provider {d.provider!r} has no embeddings API "
+                "(embeddings deployments use provider 'openai', any OpenAI-compatible server)"
+            )
+        if d.api == "responses" and (d.provider != "openai" or d.mode != "chat"):
+            problems.append(
+                f"deployments[{i}].api: 'responses' needs provider 'openai' and mode 'chat'"
+            )
+    for vname, vm in config.models.items():
+        if vm.type == "embeddings":
+            if vm.strategy not in EMBEDDING_STRATEGIES:
+                problems.append(
+                    f"models.{vname}.strategy: {vm.strategy!r} cannot route embeddings "
+                    f"(expected one of: {', '.join(EMBEDDING_STRATEGIES)})"
+                )
+            if vm.cascade is not None:
+                problems.append(f"models.{vname}.cascade: embeddings models have no cascade")
+        for field in ("deployments", "fallbacks"):
+            for i, ref in enumerate(getattr(vm, field)):
+                target = by_name.get(ref)
+                if target is not None and target.mode != vm.type:
+                    problems.append(
+                        f"models.{vname}.{field}[{i}]: deployment {ref!r} has mode {target.mode!r} but "
+                        f"model {vname!r} has type {vm.type!r} (set `type: {target.mode}` on the model, "
+                        "or use deployments of its type)"
+                    )
     return problems
 
 

@@ -11,6 +11,8 @@ class PointsmanError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    # The request field at fault, when one is (OpenAI's `param`).
+    param: str | None = None
 
     def __init__(
         self,
@@ -30,7 +32,7 @@ class PointsmanError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {
-            "error": {"message": self.message, "type": self.type, "param": None, "code": self.code}
+            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
         }
 
 

@@ -373,10 +373,18 @@ class Masker:
 
     def mask_body(self, body: dict[str, Any], segment_paths: Sequence[tuple[int, int]]) -> dict[str, Any]:
         """A copy of `body` with every finding replaced; `segment_paths` maps each text segment
-        to its (message index, content part index or -1)."""
+        to its (message index, content part index or -1); message index -1 is an embeddings
+        request's `input` (item index, or -1 for a single string)."""
         by_segment: dict[int, list[Finding]] = {}
         for f in self.findings:
             by_segment.setdefault(f.segment, []).append(f)
+        if "messages" not in body:
+            inputs = body["input"]
+            items = list(inputs) if isinstance(inputs, list) else [inputs]
+            for segment, findings in by_segment.items():
+                item = max(segment_paths[segment][1], 0)
+                items[item] = self._replace(items[item], findings)
+            return {**body, "input": items if isinstance(inputs, list) else items[0]}
         messages = [dict(m) if isinstance(m, dict) else m for m in body["messages"]]
         for segment, findings in by_segment.items():
             mi, pi = segment_paths[segment]

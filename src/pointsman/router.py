@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -22,7 +22,8 @@ from pointsman.cascade import Cascade, JudgeReply, answer_text
 from pointsman.config import Config, Deployment, load_config
 from pointsman.decision import Decision
 from pointsman.dispatch import Dispatcher, Outcome, validate_chat_body
-from pointsman.errors import ModelNotFound, NoDeployment, PointsmanError, PolicyRefused
+from pointsman.embeddings import validate_embeddings_body
+from pointsman.errors import InvalidRequest, ModelNotFound, NoDeployment, PointsmanError, PolicyRefused
 from pointsman.keys import KeyStore, PostgresKeyStore, key_fingerprint
 from pointsman.metrics import Metrics
 from pointsman.pii import Detector
@@ -166,6 +167,11 @@ class Router:
             if vm.cascade is not None
         }
         self.dispatcher = Dispatcher(config, self._provider, self.state)
+        # Names (virtual models and deployments) that serve embeddings, not chat.
+        self.embedding_models = frozenset(
+            [n for n, vm in config.models.items() if vm.type == "embeddings"]
+            + [d.name for d in config.deployments if d.mode == "embeddings"]
+        )
         self.access.config = config
         if self.metrics is not None:
             self.metrics.known_models = set(config.models) | {d.name for d in config.deployments}
@@ -363,8 +369,10 @@ class Router:
         started: float | None = None,
         key: str | None = None,
         signals: Signals | None = None,
+        kind: Literal["chat", "embeddings"] = "chat",
     ) -> Reply:
-        """Route and dispatch one request body; always records it. Raises PointsmanError.
+        """Route and dispatch one request body (a chat request, or with kind="embeddings" an
+        OpenAI embeddings request); always records it. Raises PointsmanError.
         `signals`: the request's own, when the face that received it made them (`analyse`)."""
         call = _Call(
             request_id or new_request_id(),
@@ -380,7 +388,12 @@ class Router:
         outcome = Outcome()
         grant: Grant | None = None
         try:
-            validate_chat_body(body)
+            if kind == "chat":
+                validate_chat_body(body)
+            else:
+                validate_embeddings_body(body)
+            if self.embedding_models or kind != "chat":
+                self._check_model_type(body["model"], kind)
             if self.shared is not None and not self._shared_started:
                 await self.start()
             signals = call.signals = signals if signals is not None else self.analyse(body, headers, key=key)
@@ -433,6 +446,21 @@ class Router:
             if grant is not None:
                 self.access.settle(grant, self._cost(outcome))
             raise
+
+    def _check_model_type(self, model: str, kind: str) -> None:
+        """400 when a chat request names an embeddings model, or the reverse."""
+        routed = self.resolve_alias(model)
+        known = routed in self.strategies or routed in self.config._by_name()
+        if known and (routed in self.embedding_models) != (kind == "embeddings"):
+            served, endpoint = (
+                ("an embeddings", "/v1/embeddings")
+                if kind == "chat"
+                else ("a chat", "/v1/chat/completions or /v1/responses")
+            )
+            raise InvalidRequest(
+                f"model {model!r} is {served} model and cannot serve {kind} requests; send it to {endpoint}",
+                code="wrong_model_type",
+            )
 
     def _headers(self, decision: Decision, call: _Call, outcome: Outcome) -> dict[str, str]:
         overhead = perf_counter() - call.started - outcome.upstream_s - outcome.waited_s
@@ -621,11 +649,15 @@ class Router:
         for deployment in self.config.deployments:
             if self.state.circuit(deployment.name) == "closed":
                 continue
-            body = {
-                "model": deployment.model,
-                "messages": [{"role": "user", "content": "ping"}],
-                "max_tokens": 1,
-            }
+            body = (
+                {"model": deployment.model, "input": "ping"}
+                if deployment.mode == "embeddings"
+                else {
+                    "model": deployment.model,
+                    "messages": [{"role": "user", "content": "ping"}],
+                    "max_tokens": 1,
+                }
+            )
             try:
                 await self._provider(deployment).complete(body)
             except UpstreamError:

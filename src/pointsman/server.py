@@ -19,8 +19,10 @@ from starlette.routing import Route
 from pointsman.admin import admin_routes
 from pointsman.anthropic_api import anthropic_routes
 from pointsman.dashboard import dashboard_routes
+from pointsman.embeddings_api import embeddings_routes
 from pointsman.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, PointsmanError
 from pointsman.feedback import feedback_routes
+from pointsman.responses_api import responses_routes
 from pointsman.router import Router, new_request_id
 
 JSON = "application/json"
@@ -147,6 +149,7 @@ def create_app(router: Router) -> ASGIApp:
                 "owned_by": "pointsman",
                 "pointsman": {
                     "kind": "virtual",
+                    "type": vm.type,
                     "strategy": vm.strategy,
                     "description": vm.description,
                 },
@@ -160,6 +163,7 @@ def create_app(router: Router) -> ASGIApp:
                 "owned_by": d.provider,
                 "pointsman": {
                     "kind": "deployment",
+                    "mode": d.mode,
                     "model": d.model,
                     "region": d.region,
                     "context_window": d.context_window,
@@ -238,6 +242,8 @@ def create_app(router: Router) -> ASGIApp:
             *feedback_routes(router),
             *admin_routes(router),
             *anthropic_routes(router),
+            *responses_routes(router, authenticate),
+            *embeddings_routes(router, authenticate),
             *dashboard_routes(router),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed},

@@ -205,6 +205,18 @@ def message_text(content: Any) -> str:
     return ""
 
 
+def embedding_input_tokens(value: Any) -> int:
+    """Tokens of an embeddings request's `input`: text(s) estimated, token arrays counted."""
+    if isinstance(value, str):
+        return estimate_tokens(value)
+    if not isinstance(value, list):
+        return 0
+    if value and isinstance(value[0], int):
+        return len(value)
+    texts = [v for v in value if isinstance(v, str)]
+    return sum(map(estimate_tokens, texts)) + sum(len(v) for v in value if isinstance(v, list))
+
+
 def estimate_tokens(text: str) -> int:
     """Tokens of `text` for a cl100k/o200k-style BPE tokenizer, from character counts only
     (a few microseconds per KB)."""
@@ -513,6 +525,9 @@ class Signals:
     @lazy
     def estimated_tokens(self) -> int:
         """Prompt tokens, estimated from character counts (see `estimate_tokens`)."""
+        if "messages" not in self.body and "input" in self.body:
+            # An embeddings request: its inputs are the prompt (budgets and limits count them).
+            return embedding_input_tokens(self.body["input"])
         total = 0
         for message in self.messages:
             if not isinstance(message, dict):
@@ -630,9 +645,19 @@ class Signals:
 
     @lazy
     def text_segments(self) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
-        """Every text in the messages, with its (message index, content part index or -1)."""
+        """Every text in the messages, with its (message index, content part index or -1); for
+        an embeddings request, its input texts, with (-1, item index or -1)."""
         texts: list[str] = []
         paths: list[tuple[int, int]] = []
+        if "messages" not in self.body and "input" in self.body:
+            inputs = self.body["input"]
+            if isinstance(inputs, str):
+                return (inputs,), ((-1, -1),)
+            for j, item in enumerate(inputs if isinstance(inputs, list) else ()):
+                if isinstance(item, str):
+                    texts.append(item)
+                    paths.append((-1, j))
+            return tuple(texts), tuple(paths)
         for i, message in enumerate(self.messages):
             content = message.get("content") if isinstance(message, dict) else None
             if isinstance(content, str):

@@ -13,8 +13,14 @@ def make_provider(deployment: Deployment, client: HTTPClient) -> Provider:
         from pointsman.providers.anthropic import AnthropicProvider
 
         return AnthropicProvider(deployment, client)
-    from pointsman.providers.openai import OpenAIProvider
+    from pointsman.providers.openai import OpenAIEmbeddingsProvider, OpenAIProvider
 
+    if deployment.api == "responses":
+        from pointsman.providers.responses import ResponsesProvider
+
+        return ResponsesProvider(deployment, client)
+    if deployment.mode == "embeddings":
+        return OpenAIEmbeddingsProvider(deployment, client)
     return OpenAIProvider(deployment, client)
 
 

@@ -120,3 +120,16 @@ class OpenAIProvider(Provider):
             response.close()
             raise client_error(exc) from None
         response.release()
+
+
+class OpenAIEmbeddingsProvider(OpenAIProvider):
+    """An OpenAI-compatible `/embeddings` endpoint (a `mode: embeddings` deployment): the body
+    passes through like a chat body; usage counts prompt tokens only."""
+
+    def __init__(self, deployment: Deployment, client: HTTPClient) -> None:
+        super().__init__(deployment, client)
+        self.url = deployment.api_base.rstrip("/") + "/embeddings"
+
+    async def stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncGenerator[bytes, None]:
+        raise UpstreamError("protocol", "embeddings cannot be streamed")
+        yield b""  # a generator, like every provider's stream

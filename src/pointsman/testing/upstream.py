@@ -8,9 +8,13 @@ The module reads top to bottom: behaviour, prompt reading, the two API dialects,
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
+import math
 import random
 import re
+import struct
 import threading
 import time
 from collections import deque
@@ -481,6 +485,201 @@ class _Anthropic:
         return orjson.dumps({"data": [model], "has_more": False, "first_id": name, "last_id": name})
 
 
+# --- OpenAI Responses -------------------------------------------------------------------------
+
+
+def _responses_view(body: Json) -> Json:
+    # The Responses request seen as chat-like messages, for the prompt estimate and the echo.
+    items = body.get("input")
+    items = [{"role": "user", "content": items}] if isinstance(items, str) else items
+    messages: list[Json] = []
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "message":
+            content = item.get("content")
+            if isinstance(content, list):
+                content = [
+                    {"type": "text", "text": p.get("text", "")} if "text" in p else p
+                    for p in content
+                    if isinstance(p, dict)
+                ]
+            messages.append({"role": item.get("role"), "content": content})
+        elif kind == "function_call":
+            call = {"function": {"name": item.get("name"), "arguments": item.get("arguments") or ""}}
+            messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "content": item.get("output")})
+    return {**body, "messages": messages, "system": body.get("instructions")}
+
+
+class _Responses(_OpenAI):
+    def invalid(self, body: Json) -> bytes | None:
+        if not body.get("input"):
+            return self.error(
+                400, "Missing required parameter: 'input'.", code="missing_required_parameter", param="input"
+            )
+        return None
+
+    def tool(self, body: Json) -> str | None:
+        tools, choice = body.get("tools"), body.get("tool_choice")
+        if not tools or choice == "none" or (body["messages"] and body["messages"][-1].get("role") == "tool"):
+            return None
+        if isinstance(choice, dict) and choice.get("name"):
+            return str(choice["name"])
+        return str(tools[0].get("name"))
+
+    def max_tokens(self, body: Json) -> int | None:
+        limit = body.get("max_output_tokens")
+        return limit if isinstance(limit, int) else None
+
+    def _item(self, answer: _Answer, text: str, arguments: str, status: str) -> Json:
+        if answer.tool is not None:
+            return {
+                "type": "function_call",
+                "id": f"fc_fake{answer.ident:016d}",
+                "call_id": f"call_fake{answer.ident:016d}",
+                "name": answer.tool,
+                "arguments": arguments,
+                "status": status,
+            }
+        content = [] if status == "in_progress" else [self._text_part(text)]
+        return {
+            "type": "message",
+            "id": f"msg_fake{answer.ident:016d}",
+            "status": status,
+            "role": "assistant",
+            "content": content,
+        }
+
+    def _text_part(self, text: str) -> Json:
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+    def _response(self, answer: _Answer, body: Json, status: str, output: list[Json]) -> Json:
+        done = status != "in_progress"
+        if done and answer.finish == "length":
+            status = "incomplete"
+        usage = {
+            "input_tokens": answer.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": answer.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        }
+        return {
+            "id": f"resp_fake{answer.ident:016d}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": answer.model,
+            "output": output,
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "previous_response_id": None,
+            "store": body.get("store", True),
+            "temperature": body.get("temperature"),
+            "text": body.get("text") or {"format": {"type": "text"}},
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools") or [],
+            "top_p": body.get("top_p"),
+            "truncation": "disabled",
+            "usage": usage if done else None,
+            "metadata": body.get("metadata") or {},
+        }
+
+    def render(self, answer: _Answer, body: Json) -> bytes:
+        item = self._item(answer, answer.text, answer.tool_arguments, "completed")
+        return orjson.dumps(self._response(answer, body, "completed", [item]))
+
+    def frames(self, answer: _Answer, body: Json) -> _Frames:
+        sequence = itertools.count()
+
+        def event(kind: str, **data: Any) -> bytes:
+            return _event(kind, {"type": kind, "sequence_number": next(sequence), **data})
+
+        pending = self._response(answer, body, "in_progress", [])
+        head = [event("response.created", response=pending), event("response.in_progress", response=pending)]
+        started = self._item(answer, "", "", "in_progress")
+        head.append(event("response.output_item.added", output_index=0, item=started))
+        where: Json = {"item_id": started["id"], "output_index": 0}
+        if answer.tool is not None:
+            content = [
+                event("response.function_call_arguments.delta", **where, delta=part)
+                for part in _slices(answer.tool_arguments)
+            ]
+            arguments = answer.tool_arguments
+            name = answer.tool
+            tail = [event("response.function_call_arguments.done", **where, name=name, arguments=arguments)]
+        else:
+            empty = self._text_part("")
+            head.append(event("response.content_part.added", **where, content_index=0, part=empty))
+            content = [
+                event("response.output_text.delta", **where, content_index=0, delta=piece, logprobs=[])
+                for piece in answer.pieces or [""]
+            ]
+            done = self._text_part(answer.text)
+            tail = [
+                event("response.output_text.done", **where, content_index=0, text=answer.text, logprobs=[]),
+                event("response.content_part.done", **where, content_index=0, part=done),
+            ]
+        item = self._item(answer, answer.text, answer.tool_arguments, "completed")
+        tail.append(event("response.output_item.done", output_index=0, item=item))
+        final = self._response(answer, body, "completed", [item])
+        kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
+        tail.append(event(kind, response=final))
+        return _Frames(head, content, tail)
+
+
+# --- OpenAI Embeddings ------------------------------------------------------------------------
+
+_EMBEDDING_DIMENSIONS = 8
+
+
+def embedding_of(text: str | list[int], dimensions: int = _EMBEDDING_DIMENSIONS) -> list[float]:
+    """The fake's vector for one input: the same input always gets the same unit vector."""
+    seed = orjson.dumps(text)
+    raw = b""
+    counter = 0
+    while len(raw) < 4 * dimensions:
+        raw += hashlib.blake2b(seed + counter.to_bytes(4, "little"), digest_size=64).digest()
+        counter += 1
+    values = [int.from_bytes(raw[4 * i : 4 * i + 4], "little") / 2**31 - 1.0 for i in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]
+
+
+def _embeddings(body: Json) -> web.Response:
+    inputs = body.get("input")
+    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs or any(i in ("", []) for i in inputs):
+        message = "'$.input' is invalid: expected a non-empty string or array."
+        return _json(400, _OPENAI.error(400, message, param="input"))
+    dimensions = body.get("dimensions")
+    dimensions = dimensions if isinstance(dimensions, int) and dimensions > 0 else _EMBEDDING_DIMENSIONS
+    data = []
+    tokens = 0
+    for index, item in enumerate(inputs):
+        tokens += len(item) if isinstance(item, list) else -(-len(str(item)) // _CHARS_PER_TOKEN)
+        vector = embedding_of(item, dimensions)
+        encoded: Any = vector
+        if body.get("encoding_format") == "base64":
+            # Little-endian float32, as the OpenAI API sends (and its client decodes) them.
+            encoded = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    payload = {
+        "object": "list",
+        "data": data,
+        "model": body.get("model"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return _json(200, orjson.dumps(payload))
+
+
 def _answers_tool(message: Any) -> bool:
     content = message.get("content") if isinstance(message, dict) else None
     return isinstance(content, list) and any(
@@ -488,13 +687,18 @@ def _answers_tool(message: Any) -> bool:
     )
 
 
-_OPENAI, _ANTHROPIC = _OpenAI(), _Anthropic()
+_OPENAI, _ANTHROPIC, _RESPONSES_API = _OpenAI(), _Anthropic(), _Responses()
 
 
 # --- The server -------------------------------------------------------------------------------
 
 _CHAT, _MESSAGES, _MODELS = "chat", "messages", "models"
+_EMBEDDINGS, _RESPONSES = "embeddings", "responses"
 _ENDPOINTS = {
+    "v1/responses": _RESPONSES,
+    "responses": _RESPONSES,
+    "v1/embeddings": _EMBEDDINGS,
+    "embeddings": _EMBEDDINGS,
     "v1/chat/completions": _CHAT,
     "chat/completions": _CHAT,
     "v1/messages": _MESSAGES,
@@ -548,7 +752,8 @@ class _Deployment:
 class FakeUpstream:
     """A loopback HTTP server speaking the OpenAI Chat Completions and Anthropic Messages APIs.
 
-    `{url}/{name}/v1/chat/completions`, `{url}/{name}/v1/messages` and `{url}/{name}/v1/models`
+    `{url}/{name}/v1/chat/completions`, `{url}/{name}/v1/messages`, `{url}/{name}/v1/models`,
+    `{url}/{name}/v1/embeddings` and `{url}/{name}/v1/responses` (the OpenAI Responses API)
     are served for every deployment name; `set(name, Behaviour(...))` scripts how one answers.
     Run it in its own thread (`start`/`stop`, or `with`) or in a running loop (`astart`/`astop`).
     Each deployment remembers its last `keep_requests` requests. All methods are thread-safe.
@@ -653,6 +858,8 @@ class FakeUpstream:
             endpoint == _MODELS and "anthropic-version" in request.headers
         )
         dialect: _Dialect = _ANTHROPIC if anthropic else _OPENAI
+        if endpoint == _RESPONSES:
+            dialect = _RESPONSES_API
         if request.method != ("GET" if endpoint == _MODELS else "POST"):
             return _json(405, dialect.error(405, f"Method {request.method} not allowed."))
 
@@ -680,6 +887,10 @@ class FakeUpstream:
         if endpoint == _MODELS:
             return _json(200, dialect.models(name))
 
+        if endpoint == _EMBEDDINGS:
+            return _embeddings(body)
+        if endpoint == _RESPONSES:
+            body = _responses_view(body)
         invalid = dialect.invalid(body)
         if invalid is not None:
             return _json(400, invalid)
