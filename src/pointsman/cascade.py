@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +99,15 @@ _CALCULATION = re.compile(
 
 def arithmetic_error(text: str) -> str | None:
     """The first written calculation whose stated result is wrong, or None."""
+    return next(_wrong_calculations(text), None)
+
+
+def arithmetic_errors(text: str) -> int:
+    """How many written calculations state a wrong result."""
+    return sum(1 for _ in _wrong_calculations(text))
+
+
+def _wrong_calculations(text: str) -> Iterator[str]:
     for match in _CALCULATION.finditer(text):
         expression = match.group(1) or match.group(3)
         stated = match.group(2) or match.group(4)
@@ -107,8 +116,7 @@ def arithmetic_error(text: str) -> str | None:
         if value is None or claimed is None:
             continue
         if abs(value - claimed) > 0.01 * max(1.0, abs(value)):
-            return f"{expression.strip()} = {stated.strip()}"
-    return None
+            yield f"{expression.strip()} = {stated.strip()}"
 
 
 def _evaluate(expression: str) -> float | None:
