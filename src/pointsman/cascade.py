@@ -257,6 +257,80 @@ class LLMJudge:
         return Verdict(accepted, self.name, reason, score, reply.cost, reply.deployment)
 
 
+class VerifierJudge:
+    """A trained verifier (`pointsman.learning.verifier`) scores the answer's probability of
+    being right from the prompt and the answer (its final answer, form, length, hedging,
+    refusals, format and arithmetic checks, the rule judges' verdicts, token logprobs when
+    the upstream returned them); an answer scoring below `threshold` escalates."""
+
+    name = "verifier"
+
+    def __init__(self, artifact: Any, threshold: float) -> None:
+        self.artifact = artifact
+        self.threshold = threshold
+
+    def __call__(self, answer: dict[str, Any], request: dict[str, Any]) -> Verdict:
+        choice = (answer.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        if message.get("tool_calls"):
+            return Verdict(True, self.name, "tool_call")
+        tokens = ((choice.get("logprobs") or {}).get("content")) or []
+        logprobs = [
+            t["logprob"] for t in tokens if isinstance(t, dict) and isinstance(t.get("logprob"), (int, float))
+        ]
+        fmt = request.get("response_format") or {}
+        score = self.artifact.score(
+            last_user_text(request),
+            message.get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            logprobs=logprobs or None,
+            json_requested=fmt.get("type") in ("json_object", "json_schema"),
+        )
+        accepted = score >= self.threshold
+        return Verdict(accepted, self.name, "likely_right" if accepted else "likely_wrong", score)
+
+
+def last_user_text(request: dict[str, Any]) -> str:
+    """The text of the request's last user message (what a verifier was trained on)."""
+    from pointsman.signals import message_text
+
+    for message in reversed(request.get("messages") or ()):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message_text(message.get("content"))
+    return ""
+
+
+def load_verifier_judge(settings: CascadeSettings) -> VerifierJudge:
+    """The verifier judge of `settings`, its threshold resolved from the target given;
+    raises ValueError (the verifier's own error) naming what is wrong."""
+    # Loaded only when configured: the learning package (numpy models) stays off `import pointsman`.
+    from pointsman.learning.verifier import VerifierTarget, load_verifier
+
+    options = settings.verifier
+    artifact = load_verifier(options.artifact)
+    if options.threshold is not None:
+        threshold = options.threshold
+    elif (
+        options.escalation_share is not None or options.quality is not None or options.cost_share is not None
+    ):
+        target = VerifierTarget(options.escalation_share, options.quality, options.cost_share)
+        threshold = artifact.threshold_for(target)
+    else:
+        threshold = artifact.threshold
+    return VerifierJudge(artifact, threshold)
+
+
+def check_cascade(path: str, settings: CascadeSettings) -> list[str]:
+    """Config problems of a cascade, one line each, in the config's path style."""
+    if "verifier" not in settings.judges:
+        return []
+    try:
+        load_verifier_judge(settings)
+    except ValueError as exc:
+        return [f"{path}.verifier: {exc}"]
+    return []
+
+
 class Cascade:
     """The judges of one route, applied in order; the first rejection decides."""
 
@@ -274,7 +348,11 @@ class Cascade:
                 self.judges.append(LogprobJudge(settings.min_logprob))
             elif name == "llm" and ask_judge is not None:
                 self.judges.append(LLMJudge(settings.min_score, ask_judge))
-        self.wants_logprobs = "logprobs" in settings.judges
+            elif name == "verifier":
+                self.judges.append(load_verifier_judge(settings))
+        self.wants_logprobs = "logprobs" in settings.judges or (
+            "verifier" in settings.judges and settings.verifier.logprobs
+        )
 
     async def judge(self, answer: dict[str, Any], request: dict[str, Any]) -> list[Verdict]:
         """Each judge's verdict in order, stopping at the first rejection."""
@@ -286,3 +364,54 @@ class Cascade:
             if not verdict.accepted:
                 break
         return verdicts
+
+
+def completion_as_stream(answer: dict[str, Any], include_usage: bool) -> list[bytes]:
+    """A judged (buffered) chat completion as the SSE chunk events of a stream, so a streaming
+    client of a cascade receives the accepted answer in the shape it asked for."""
+    base = {
+        "id": answer.get("id") or "chatcmpl-pointsman",
+        "object": "chat.completion.chunk",
+        "created": answer.get("created") or 0,
+        "model": answer.get("model") or "",
+        "system_fingerprint": answer.get("system_fingerprint"),
+    }
+    events = []
+    finishes = []
+    for choice in answer.get("choices") or ():
+        message = dict(choice.get("message") or {})
+        delta: dict[str, Any] = {
+            "role": message.pop("role", "assistant"),
+            "content": message.pop("content", None),
+        }
+        calls = message.pop("tool_calls", None)
+        if calls:
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
+        delta.update({k: v for k, v in message.items() if v is not None})
+        index = choice.get("index", 0)
+        events.append(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": index,
+                        "delta": delta,
+                        "logprobs": choice.get("logprobs"),
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+        finishes.append(
+            {
+                "index": index,
+                "delta": {},
+                "logprobs": None,
+                "finish_reason": choice.get("finish_reason") or "stop",
+            }
+        )
+    for finish in finishes:
+        events.append({**base, "choices": [finish]})
+    if include_usage and answer.get("usage") is not None:
+        events.append({**base, "choices": [], "usage": answer["usage"]})
+    return [b"data: " + orjson.dumps(event) + b"\n\n" for event in events] + [b"data: [DONE]\n\n"]

@@ -103,13 +103,20 @@ class Dispatcher:
                         )
                 verdict = verdicts[-1]
                 attempt.verdict = f"{verdict.judge}:{verdict.reason}"
+                scored = {
+                    f"{v.judge}:{deployment.name}": round(v.score, 4) for v in verdicts if v.score is not None
+                }
+                if scored:
+                    # A new dict: the strategy's ranking may own the one the decision holds.
+                    decision.scores = {**decision.scores, **scored}
                 if not verdict.accepted:
                     if held is not None:
                         outcome.extra_cost += held[1].cost(held[0].prompt_tokens, held[0].completion_tokens)
                     held = (completion, deployment)
+                    score = f" (score {verdict.score:.3f})" if verdict.score is not None else ""
                     decision.reasons.append(
                         f"cascade: escalated from {deployment.name}: "
-                        f"{verdict.judge} judge said {verdict.reason}"
+                        f"{verdict.judge} judge said {verdict.reason}{score}"
                     )
                     continue
             if held is not None:

@@ -120,6 +120,11 @@ def register(subparsers: Any) -> None:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_calibrate)
 
+    # The verifier keeps its own subcommand beside its training code.
+    from pointsman.learning.verifier import register as register_verifier
+
+    register_verifier(subparsers)
+
 
 # --------------------------------------------------------------------------- helpers
 

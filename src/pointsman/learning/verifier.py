@@ -29,9 +29,7 @@ from pointsman.learning.predictors import (
     ArtifactError,
     EnsemblePredictor,
     Features,
-    LinearPredictor,
     Predictor,
-    TreesPredictor,
 )
 
 Progress = Callable[[str], None]
@@ -474,9 +472,13 @@ class VerifierArtifact:
         except (OSError, ValueError) as exc:
             raise VerifierError(f"{folder}: cannot read the verifier ({exc})") from None
         if doc.get("format") != FORMAT:
-            raise VerifierError(f"{folder}/verifier.json: not a pointsman verifier (format {doc.get('format')!r})")
+            raise VerifierError(
+                f"{folder}/verifier.json: not a pointsman verifier (format {doc.get('format')!r})"
+            )
         if list(doc.get("features", ())) != list(FEATURE_NAMES):
-            raise VerifierError(f"{folder}: trained on other features than this pointsman computes; retrain it")
+            raise VerifierError(
+                f"{folder}: trained on other features than this pointsman computes; retrain it"
+            )
         tfidf = None
         if doc.get("tfidf"):
             own = {k[len("tfidf_") :]: v for k, v in arrays.items() if k.startswith("tfidf_")}
@@ -515,7 +517,8 @@ def resolve_verifier(path: str | Path) -> Path:
         folder_shipped = shipped_verifiers_dir()
         names = sorted(p.name for p in folder_shipped.iterdir()) if folder_shipped.is_dir() else []
         raise VerifierError(
-            f"{text}: not a verifier folder (no verifier.json) nor a shipped verifier ({', '.join(names) or 'none'})"
+            f"{text}: not a verifier folder (no verifier.json) nor a shipped verifier "
+            f"({', '.join(names) or 'none'})"
         )
     return folder
 
@@ -539,7 +542,9 @@ def _joined(prompt: str, answer: str) -> str:
 # ----------------------------------------------------------------------------- calibration
 
 
-def escalation_curve(table: Mapping[str, Any], shares: Sequence[float] | None = None) -> list[dict[str, float]]:
+def escalation_curve(
+    table: Mapping[str, Any], shares: Sequence[float] | None = None
+) -> list[dict[str, float]]:
     """For each escalation share: the accuracy of the cascade (strong outcomes for escalated
     answers, where known), the share of the weak-strong gap closed, and the cost share of
     always-strong with the cheap call counted."""
@@ -587,7 +592,9 @@ def threshold_for(table: Mapping[str, Any], target: VerifierTarget) -> float:
     if target.cost_share is not None:
         ratio = table.get("cost_ratio")
         if ratio is None:
-            raise VerifierError("a cost_share target needs the cheap/strong cost ratio, which this verifier lacks")
+            raise VerifierError(
+                "a cost_share target needs the cheap/strong cost ratio, which this verifier lacks"
+            )
         share = max(0.0, target.cost_share - float(ratio))
         return at(int(math.floor(share * n + 1e-9)))
     if target.quality is not None:
@@ -677,7 +684,10 @@ def train_verifier(
     costs_known = all(e.cheap_cost is not None and e.strong_cost is not None for e in examples)
     ratio = None
     if costs_known:
-        ratio = float(sum(e.cheap_cost or 0.0 for e in examples) / max(1e-12, sum(e.strong_cost or 0.0 for e in examples)))
+        ratio = float(
+            sum(e.cheap_cost or 0.0 for e in examples)
+            / max(1e-12, sum(e.strong_cost or 0.0 for e in examples))
+        )
     say(f"features of {len(examples)} answers")
     tfidf = TfidfEncoder.fit([_joined(e.prompt, e.answer) for e in examples])
     artifact = VerifierArtifact(EnsemblePredictor([], []), tfidf, 0.5)
@@ -698,18 +708,19 @@ def train_verifier(
         pred = np.zeros(len(examples))
         for f in range(folds):
             fit_idx, val_idx = np.where(fold != f)[0], np.where(fold == f)[0]
-            predictor = candidate.fit(feats, y, fit_idx, None)
-            pred[val_idx] = predictor.predict(feats.subset(val_idx))[:, 0]
+            fold_model = candidate.fit(feats, y, fit_idx, None)
+            pred[val_idx] = fold_model.predict(feats.subset(val_idx))[:, 0]
         oof[candidate.name] = pred
     names = [c.name for c in candidates]
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             oof[f"{a} + {b}"] = (oof[a] + oof[b]) / 2
-    selection = sorted(
-        ({"candidate": name, "score": round(_selection_score(table(p)), 4), "auc": round(auc(p, right), 4)} for name, p in oof.items()),
-        key=lambda row: -float(row["score"]),
+    scored = sorted(
+        ((round(_selection_score(table(p)), 4), round(auc(p, right), 4), name) for name, p in oof.items()),
+        key=lambda row: -row[0],
     )
-    chosen = str(selection[0]["candidate"])
+    selection = [{"candidate": name, "score": score, "auc": area} for score, area, name in scored]
+    chosen = scored[0][2]
     say(f"chose {chosen}; refitting on every example")
     members = [c for c in candidates if c.name in chosen.split(" + ")]
     every = np.arange(len(examples))
@@ -743,7 +754,9 @@ def train_verifier(
         "chosen": chosen,
         "threshold": artifact.threshold,
         "target": artifact.meta["target"],
-        "curve": [{k: round(v, 4) for k, v in p.items()} for p in escalation_curve(calibration, SELECTION_SHARES)],
+        "curve": [
+            {k: round(v, 4) for k, v in p.items()} for p in escalation_curve(calibration, SELECTION_SHARES)
+        ],
     }
     return artifact, report
 
@@ -754,3 +767,165 @@ def vars_of(target: VerifierTarget) -> dict[str, float | None]:
         "quality": target.quality,
         "cost_share": target.cost_share,
     }
+
+
+# ----------------------------------------------------------------------------- loading and CLI
+
+
+def load_examples(path: str | Path) -> list[VerifierExample]:
+    """Examples from RouteLLM's GSM8K answers (a folder or ``gsm8k_responses.csv``), or a JSONL
+    file of ``{"prompt", "answer", "right"}`` objects (``right`` 0..1 or true/false; optional
+    ``strong_right``, ``finish_reason``, ``logprobs``, ``second``, ``cheap_cost``,
+    ``strong_cost``)."""
+    source = Path(path)
+    if source.is_dir() or source.suffix == ".csv":
+        return load_gsm8k_answers(source)
+    if not source.exists():
+        raise VerifierError(f"{source}: no such file")
+    out = []
+    with source.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                out.append(
+                    VerifierExample(
+                        prompt=str(row["prompt"]),
+                        answer=str(row["answer"]),
+                        right=float(row["right"]),
+                        strong_right=None if row.get("strong_right") is None else float(row["strong_right"]),
+                        finish_reason=row.get("finish_reason"),
+                        logprobs=row.get("logprobs"),
+                        second=row.get("second"),
+                        cheap_cost=row.get("cheap_cost"),
+                        strong_cost=row.get("strong_cost"),
+                    )
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise VerifierError(f"{source}:{number}: not a verifier example ({exc!r})") from None
+    return out
+
+
+def register(subparsers: Any) -> None:
+    """Add the `train-verifier` subcommand."""
+    t = subparsers.add_parser(
+        "train-verifier",
+        help="train a learned cascade verifier on answers and their correctness",
+        description="Train the learned verifier (cascade judge `verifier`): P(cheap answer right) "
+        "from the prompt and the answer. Learners are compared by cross-validation (folds by "
+        "prompt) and the escalation threshold is set on out-of-fold predictions. By default the "
+        "seeded test split of DATA is held out (--all-data trains on every row).",
+    )
+    t.add_argument("data", nargs="?", help="RouteLLM GSM8K folder/CSV with answers, or a JSONL of examples")
+    t.add_argument("--out", required=True, help="folder to write verifier.json and arrays.npz into")
+    t.add_argument("--folds", type=int, default=5)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--all-data", action="store_true", help="train on every row (no held-out test)")
+    goal = t.add_mutually_exclusive_group()
+    goal.add_argument("--escalation-share", type=float, help="escalate at most this share (default 0.25)")
+    goal.add_argument("--quality", type=float, help="keep this share of the strong model's accuracy")
+    goal.add_argument("--cost-share", type=float, help="spend at most this share of always-strong's cost")
+    logs = t.add_argument_group("from logs", "rated records with stored prompts and answers")
+    logs.add_argument("--from-logs", action="store_true", help="train on rated records instead of DATA")
+    logs.add_argument("--config", help="the server's config: its record store")
+    logs.add_argument("--db", help="the SQLite record file")
+    logs.add_argument("--since", help="only records this recent, e.g. 12h, 30d")
+    logs.add_argument("--deployments", default="", help="the cheap deployments whose answers to learn from")
+    t.add_argument("--json", action="store_true", help="print the training report as JSON")
+    t.set_defaults(func=cmd_train_verifier)
+
+
+def cmd_train_verifier(args: Any) -> int:
+    """`pointsman train-verifier`: examples -> a verifier artifact and its report."""
+    from pointsman.learning.datasets import split_by_prompt
+
+    def fail(message: str) -> int:
+        if args.json:
+            print(json.dumps({"error": message}))
+        else:
+            print(f"error: {message}", file=sys.stderr)
+        return 1
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    target = VerifierTarget(args.escalation_share, args.quality, args.cost_share)
+    given = [v for v in vars_of(target).values() if v is not None]
+    if any(not 0 < v <= 1 for v in given):
+        return fail("--escalation-share, --quality and --cost-share take a share in (0, 1]")
+    try:
+        if args.from_logs:
+            if args.data:
+                return fail("--from-logs reads the records; give no DATA")
+            examples, skipped, split = _examples_from_logs(args)
+        else:
+            if not args.data:
+                return fail("give DATA (a GSM8K answers folder/CSV or a JSONL of examples), or --from-logs")
+            examples, skipped = load_examples(args.data), {}
+            split = "all rows"
+            if not args.all_data:
+                train, _ = split_by_prompt(
+                    [e.prompt for e in examples], args.test_fraction, args.seed, "test"
+                )
+                examples = [examples[i] for i in train]
+                split = f"train split (seed {args.seed}, {args.test_fraction:.0%} of prompts held out)"
+        meta = {"command": "pointsman " + " ".join(sys.argv[1:]), "split": split, "skipped": skipped}
+        artifact, report = train_verifier(
+            examples, args.folds, args.seed, target if given else None, say, meta
+        )
+    except VerifierError as exc:
+        return fail(str(exc))
+    folder = artifact.save(args.out)
+    report = {"artifact": str(folder), "split": split, "skipped": skipped, **report}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{report['examples']} answers ({report['right_share']:.1%} right); {split}")
+    for why, n in skipped.items():
+        print(f"  skipped {n}: {why}")
+    print(f"learners ({report['selection_metric']}):")
+    for row in report["selection"]:
+        mark = "  <- chosen" if row["candidate"] == report["chosen"] else ""
+        print(f"  {row['candidate']}: {row['score']} (AUC {row['auc']}){mark}")
+    print("out-of-fold escalation curve:")
+    for point in report["curve"]:
+        extra = "".join(
+            f"  {k} {point[k]:.1%}" for k in ("accuracy", "gap_closed", "cost_share") if k in point
+        )
+        print(f"  escalate {point['escalation_share']:.1%}: wrong caught {point['wrong_caught']:.1%}{extra}")
+    print(f"wrote {folder} (threshold {artifact.threshold:.4f} for {report['target']})")
+    print(f"config: cascade: {{judges: [verifier], verifier: {{artifact: {folder}}}}}")
+    return 0
+
+
+def _examples_from_logs(args: Any) -> tuple[list[VerifierExample], dict[str, int], str]:
+    import time
+
+    from pointsman.learning.logs import LogsError, open_records
+
+    since = None
+    if args.since:
+        from pointsman.cli import _duration
+
+        since = time.time() - _duration(args.since)
+    try:
+        store = open_records(args.config, args.db)
+    except LogsError as exc:
+        raise VerifierError(str(exc)) from None
+    try:
+        records = store.feedback_records(since)
+    finally:
+        store.close()
+    if not records:
+        raise VerifierError("no rated requests in the records: rate answers with POST /v1/feedback first")
+    examples, skipped = examples_from_records(records, [d for d in args.deployments.split(",") if d] or None)
+    if not examples:
+        reasons = ", ".join(f"{n} {why}" for why, n in skipped.items())
+        hint = ""
+        if "no stored prompt or answer" in skipped:
+            hint = "; set store: {store_content: true} in the config to keep prompts and answers"
+        raise VerifierError(f"{len(records)} rated request(s), none usable ({reasons}){hint}")
+    split = "all rated records" + (f" since {args.since} ago" if args.since else "")
+    return examples, skipped, split
