@@ -71,7 +71,9 @@ class Dispatcher:
         hedge: HedgeSettings | None = None,
     ) -> Completion:
         walk = _Walk(_token_estimate(body, signals))
-        request = {**body, "logprobs": True} if cascade and cascade.wants_logprobs else body
+        # Logprobs the judges asked for are stripped from the answer; a client's own are kept.
+        wants = cascade is not None and cascade.wants_logprobs and body.get("logprobs") is not True
+        request = {**body, "logprobs": True} if wants else body
         held: tuple[Completion, Deployment] | None = None  # a rejected answer, kept as last resort
         steps = 0
         async for deployment in self._walk(decision, outcome, walk):

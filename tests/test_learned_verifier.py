@@ -1,0 +1,298 @@
+"""The learned verifier: trained on answers and their correctness, it escalates answers that
+look wrong; served as the cascade judge `verifier` through the real server (non-streaming and
+streaming), with its score in the record; trained from rated logs by `train-verifier`."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pointsman.cli import main as cli_main
+from pointsman.config import ConfigError, parse_config
+from pointsman.learning.verifier import (
+    VerifierArtifact,
+    VerifierError,
+    VerifierExample,
+    VerifierTarget,
+    load_verifier,
+    train_verifier,
+)
+from pointsman.testing import Behaviour
+from tests.conftest import deployment
+
+QUESTION = (
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast and bakes muffins with four. "
+    "She sells the rest for $2 each. How much does she make every day?"
+)
+GOOD = "She has 16 - 3 - 4 = 9 eggs left.\nShe makes 9 * 2 = $18 a day.\n#### 18"
+WRONG_LOOKING = "I think the answer might be around 7.5, but I'm not sure."
+STRONG = "16 - 3 - 4 = 9 eggs are sold, for 9 * 2 = 18 dollars.\n#### 18"
+
+
+def synthetic(n: int, seed: int) -> list[VerifierExample]:
+    """Sums and products with worked answers: right ones state the correct result; wrong ones
+    slip in arithmetic, hedge, or never state a final answer (each wrong kind varies)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b, c = rng.randint(2, 40), rng.randint(2, 40), rng.randint(2, 9)
+        prompt = f"A shop has {a} boxes and gets {b} more. Each box holds {c} pens. How many pens are there?"
+        total = (a + b) * c
+        kind = rng.random()
+        if kind < 0.5:
+            answer = f"There are {a} + {b} = {a + b} boxes.\nSo {a + b} * {c} = {total} pens.\n#### {total}"
+            right = 1.0
+        elif kind < 0.7:
+            off = total + rng.randint(1, 9)
+            answer = f"There are {a} + {b} = {a + b} boxes.\nSo {a + b} * {c} = {off} pens.\n#### {off}"
+            right = 0.0
+        elif kind < 0.85:
+            answer = f"Assuming some boxes are empty, roughly {total // 2} pens, approximately."
+            right = 0.0
+        else:
+            answer = f"The boxes are {a} and {b}, and each holds {c}, so it depends on the shop."
+            right = 0.0
+        out.append(VerifierExample(prompt, answer, right, strong_right=1.0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_verifier() -> VerifierArtifact:
+    artifact, _ = train_verifier(synthetic(160, seed=1), folds=3, seed=0)
+    return artifact
+
+
+def test_verifier_trained_on_synthetic_answers_escalates_wrong_answers_more_than_right_ones(
+    small_verifier: VerifierArtifact,
+) -> None:
+    fresh = synthetic(200, seed=2)
+    scores = small_verifier.score_batch(fresh)
+    escalated = scores < small_verifier.threshold
+    wrong = [e.right == 0 for e in fresh]
+    wrong_escalated = sum(1 for s, w in zip(escalated, wrong, strict=True) if s and w) / sum(wrong)
+    right_escalated = sum(1 for s, w in zip(escalated, wrong, strict=True) if s and not w) / (
+        len(wrong) - sum(wrong)
+    )
+    assert wrong_escalated > 0.5
+    assert wrong_escalated > right_escalated + 0.4
+
+
+def test_verifier_survives_a_save_and_load_with_identical_scores(small_verifier, tmp_path):
+    folder = small_verifier.save(tmp_path / "v")
+    loaded = VerifierArtifact.load(folder)
+    fresh = synthetic(20, seed=3)
+    assert loaded.threshold == small_verifier.threshold
+    assert list(loaded.score_batch(fresh)) == pytest.approx(list(small_verifier.score_batch(fresh)), abs=1e-9)
+
+
+def test_escalation_targets_map_to_thresholds_on_out_of_fold_scores(small_verifier):
+    table = small_verifier.calibration
+    for share in (0.1, 0.3, 0.5):
+        threshold = small_verifier.threshold_for(VerifierTarget(escalation_share=share))
+        assert (table["scores"] < threshold).mean() == pytest.approx(share, abs=0.02)
+    with pytest.raises(VerifierError, match="cost ratio"):
+        small_verifier.threshold_for(VerifierTarget(cost_share=0.3))
+
+
+def test_shipped_gsm8k_verifier_keeps_a_worked_answer_and_rejects_a_guess():
+    verifier = load_verifier("gsm8k")
+    assert verifier.score(QUESTION, GOOD) >= verifier.threshold
+    assert verifier.score(QUESTION, WRONG_LOOKING) < verifier.threshold
+    # Its out-of-fold table gives the cheap call's cost share, so a cost target resolves.
+    assert 0 < verifier.calibration["cost_ratio"] < 0.1
+    assert verifier.threshold_for(VerifierTarget(cost_share=0.25)) < verifier.threshold
+
+
+# -- served through the cascade ----------------------------------------------------------------
+
+
+def verifier_config(upstream: Any, **verifier: Any) -> dict[str, Any]:
+    return {
+        "router": {"backoff_base_s": 0.0},
+        "store": {"store_content": True},
+        "deployments": [
+            deployment(upstream, "cheap", price={"input": 0.1, "output": 0.2}),
+            deployment(upstream, "strong", price={"input": 5.0, "output": 15.0}),
+        ],
+        "models": {
+            "auto": {
+                "deployments": ["cheap", "strong"],
+                "cascade": {"judges": ["verifier"], "verifier": {"artifact": "gsm8k", **verifier}},
+            }
+        },
+    }
+
+
+def ask(server: Any, stream: bool) -> tuple[str, str]:
+    """(the deployment that answered, the answer text) as the openai client sees them."""
+    messages = [{"role": "user", "content": QUESTION}]
+    client = server.client()
+    if not stream:
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=messages)
+        return raw.headers["x-pointsman-model"], raw.parse().choices[0].message.content or ""
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+    text, usage = "", None
+    for chunk in raw.parse():
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+        usage = chunk.usage or usage
+    assert usage is not None and usage.completion_tokens > 0
+    return raw.headers["x-pointsman-model"], text
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-streaming", "streaming"])
+def test_wrong_looking_cheap_answer_escalates_to_the_strong_deployment(upstream, serve, stream):
+    server = serve(verifier_config(upstream))
+    upstream.set("cheap", Behaviour(reply=WRONG_LOOKING))
+    upstream.set("strong", Behaviour(reply=STRONG))
+    answered, text = ask(server, stream)
+    assert (answered, text) == ("strong", STRONG)
+    assert upstream.calls("cheap") == 1 and upstream.calls("strong") == 1
+    # The verifier asked the cheap upstream for token logprobs (a feature it reads).
+    assert upstream.requests("cheap")[0].body["logprobs"] is True
+    record = server.records()[-1]
+    assert record["stream"] == int(stream) and record["deployment"] == "strong"
+    assert record["attempts"][0]["verdict"] == "verifier:likely_wrong"
+    score = record["decision"]["scores"]["verifier:cheap"]
+    assert 0 <= score < load_verifier("gsm8k").threshold
+    assert any("verifier judge said likely_wrong (score" in r for r in record["decision"]["reasons"])
+    assert record["cost"] == pytest.approx(sum(a["cost"] for a in record["attempts"]))
+    assert record["answer"] == STRONG
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-streaming", "streaming"])
+def test_good_cheap_answer_is_returned_without_escalating(upstream, serve, stream):
+    server = serve(verifier_config(upstream))
+    upstream.set("cheap", Behaviour(reply=GOOD))
+    answered, text = ask(server, stream)
+    assert (answered, text) == ("cheap", GOOD)
+    assert upstream.calls("strong") == 0
+    record = server.records()[-1]
+    assert record["attempts"][0]["verdict"] == "verifier:likely_right"
+    assert record["decision"]["scores"]["verifier:cheap"] >= load_verifier("gsm8k").threshold
+
+
+def test_client_that_asked_for_logprobs_still_gets_them_from_a_judged_stream(upstream, serve):
+    server = serve(verifier_config(upstream))
+    upstream.set("cheap", Behaviour(reply=GOOD))
+    chunks = list(
+        server.client().chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": QUESTION}], stream=True, logprobs=True
+        )
+    )
+    assert chunks[0].choices[0].logprobs is not None and chunks[0].choices[0].logprobs.content
+
+
+def test_threshold_from_config_decides_escalation(upstream, serve):
+    server = serve(verifier_config(upstream, threshold=0.999))
+    upstream.set("cheap", Behaviour(reply=GOOD))
+    assert ask(server, False)[0] == "strong"
+
+
+@pytest.mark.parametrize(
+    ("verifier", "message"),
+    [
+        (
+            {"artifact": "no-such-verifier"},
+            "models.auto.cascade.verifier: no-such-verifier: not a verifier folder",
+        ),
+        ({"threshold": 0.5, "escalation_share": 0.2}, "give at most one of"),
+        ({"threshold": 2}, "models.auto.cascade.verifier.threshold"),
+    ],
+)
+def test_bad_verifier_settings_are_config_errors_naming_the_key(upstream, verifier, message):
+    config = verifier_config(upstream)
+    config["models"]["auto"]["cascade"]["verifier"] = verifier
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config)
+    assert message in str(caught.value)
+
+
+# -- trained from logs ---------------------------------------------------------------------------
+
+
+def test_train_verifier_from_rated_logs_then_serve_it(upstream, serve, tmp_path, capsys):
+    config = verifier_config(upstream)
+    config["models"]["plain"] = {"deployments": ["cheap"]}
+    server = serve(config)
+    rng = random.Random(0)
+    for i in range(24):
+        good = i % 2 == 0
+        a, b = rng.randint(2, 50), rng.randint(2, 50)
+        reply = f"{a} + {b} = {a + b}.\n#### {a + b}" if good else f"Maybe about {a}, I'm not sure."
+        upstream.set("cheap", Behaviour(reply=reply))
+        raw = server.client().chat.completions.with_raw_response.create(
+            model="plain", messages=[{"role": "user", "content": f"What is {a} plus {b}?"}]
+        )
+        rated = httpx.post(
+            f"{server.url}/v1/feedback",
+            json={"request_id": raw.headers["x-pointsman-request-id"], "thumbs": "up" if good else "down"},
+        )
+        assert rated.status_code == 200
+    out = tmp_path / "from-logs"
+    code = cli_main(
+        [
+            "train-verifier",
+            "--from-logs",
+            "--db",
+            str(server.db),
+            "--deployments",
+            "cheap",
+            "--folds",
+            "2",
+            "--escalation-share",
+            "0.5",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["examples"] == 24
+    assert report["selection_metric"].startswith("AUC")  # no strong outcomes in logs
+    assert report["target"] == {"escalation_share": 0.5}
+    # Served: a fresh wrong-looking answer escalates, a worked one is kept.
+    served = serve(verifier_config(upstream, artifact=str(out)))
+    upstream.set("cheap", Behaviour(reply="Maybe about 12, I'm not sure."))
+    assert ask(served, False)[0] == "strong"
+    upstream.set("cheap", Behaviour(reply="30 + 12 = 42.\n#### 42"))
+    assert ask(served, False)[0] == "cheap"
+
+
+def test_train_verifier_from_logs_without_stored_answers_says_what_to_change(
+    upstream, serve, tmp_path, capsys
+):
+    config = verifier_config(upstream)
+    config["store"] = {"store_content": False}
+    server = serve(config)
+    raw = server.client().chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": QUESTION}]
+    )
+    httpx.post(
+        f"{server.url}/v1/feedback", json={"request_id": raw.headers["x-pointsman-request-id"], "score": 1}
+    )
+    code = cli_main(
+        ["train-verifier", "--from-logs", "--db", str(server.db), "--out", str(tmp_path / "x"), "--json"]
+    )
+    assert code == 1
+    assert "store_content: true" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_train_verifier_on_a_jsonl_file_holds_out_the_test_split(tmp_path, capsys):
+    rows = synthetic(120, seed=4)
+    data = tmp_path / "answers.jsonl"
+    data.write_text(
+        "".join(json.dumps({"prompt": e.prompt, "answer": e.answer, "right": e.right}) + "\n" for e in rows)
+    )
+    code = cli_main(["train-verifier", str(data), "--folds", "3", "--out", str(tmp_path / "v"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert report["examples"] < 120 and "held out" in report["split"]
+    assert Path(report["artifact"], "verifier.json").exists()
