@@ -93,7 +93,9 @@ class RulesJudge:
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
 # "<<12*3=36>>" (calculator annotations) or "12 * 3 = 36" written inline.
 _CALCULATION = re.compile(
-    rf"<<([^<>=]+)=([^<>]+)>>|((?:{_NUMBER}|\()[\d\s.,+\-*/x×÷()]*[+\-*/x×÷][\d\s.,+\-*/x×÷()]*)=\s*\$?({_NUMBER})(?!\s*(?:[*/×÷]|[+\-x]\s*\d))"
+    # A zero-width check of the first character lets most positions fail at once.
+    rf"(?=[<\d(-])(?:<<([^<>=]+)=([^<>]+)>>|((?:{_NUMBER}|\()[\d\s.,+\-*/x×÷()]*[+\-*/x×÷][\d\s.,+\-*/x×÷()]*)"
+    rf"=\s*\$?({_NUMBER})(?!\s*(?:[*/×÷]|[+\-x]\s*\d)))"
 )
 
 
@@ -119,15 +121,34 @@ def _wrong_calculations(text: str) -> Iterator[str]:
             yield f"{expression.strip()} = {stated.strip()}"
 
 
+# Plain numbers and "a op b", the usual written calculations, skip the parser (it costs ~20 us);
+# integers with leading zeros are left to it, which refuses them as Python does.
+_PLAIN = re.compile(r"(-?(?:0|[1-9]\d*)(?:\.\d+)?)(?:\s*([-+*/])\s*((?:0|[1-9]\d*)(?:\.\d+)?))?")
+
+
 def _evaluate(expression: str) -> float | None:
     """Evaluate +, -, *, / and parentheses over numbers; None for anything else."""
     import ast
 
     cleaned = (
         expression.replace(",", "").replace("×", "*").replace("x", "*").replace("÷", "/").replace("$", "")
-    )
+    ).strip()
+    plain = _PLAIN.fullmatch(cleaned)
+    if plain is not None:
+        left, op, right = plain.groups()
+        a = float(left)
+        if op is None:
+            return a
+        b = float(right)
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        return a / b if b != 0 else None
     try:
-        tree = ast.parse(cleaned.strip(), mode="eval")
+        tree = ast.parse(cleaned, mode="eval")
     except SyntaxError:
         return None
 
@@ -275,9 +296,10 @@ class VerifierJudge:
         if message.get("tool_calls"):
             return Verdict(True, self.name, "tool_call")
         tokens = ((choice.get("logprobs") or {}).get("content")) or []
-        logprobs = [
-            t["logprob"] for t in tokens if isinstance(t, dict) and isinstance(t.get("logprob"), (int, float))
-        ]
+        try:
+            logprobs = [t["logprob"] for t in tokens]
+        except (KeyError, TypeError):  # an upstream's odd entries: keep the readable ones
+            logprobs = [t.get("logprob") for t in tokens if isinstance(t, dict)]
         fmt = request.get("response_format") or {}
         score = self.artifact.score(
             last_user_text(request),

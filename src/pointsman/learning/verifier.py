@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsman.cascade import REFUSAL_PATTERNS, RulesJudge, arithmetic_error, arithmetic_errors
+from pointsman.cascade import REFUSAL_PATTERNS, arithmetic_errors
 from pointsman.learning.encoders import TfidfEncoder, build_encoder
 from pointsman.learning.predictors import (
     ArtifactError,
@@ -37,28 +37,27 @@ FORMAT = "pointsman-verifier/1"
 
 # ----------------------------------------------------------------------------- features
 
-_NUMBER = re.compile(r"(?<![\w.])-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+# Each pattern starts with a zero-width check of its possible first characters: the same
+# matches, but most positions fail at once (a 1k-token answer is scanned several times).
+_NUMBER = re.compile(r"(?=[-$\d])(?<![\w.])-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 _FINAL_MARKERS = (
     re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)"),
     re.compile(r"\\boxed\{\s*\$?(-?[\d,]*\.?\d+)"),
-    re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*:?\s*\$?\s*(-?[\d,]*\.?\d+)", re.I),
+    re.compile(
+        r"(?=[fta])(?:final answer|the answer|answer)\s*(?:is|:|=)\s*:?\s*\$?\s*(-?[\d,]*\.?\d+)", re.I
+    ),
 )
 _RESULT = re.compile(r"=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)")
 _HEDGES = re.compile(
-    r"\b(?:however|assum\w*|approximately|roughly|about|round(?:ed|ing)?|actually|wait|mistake|"
+    r"(?=[harwmnicdulpe])\b(?:however|assum\w*|approximately|roughly|about|round(?:ed|ing)?|actually|wait|mistake|"
     r"re-?evaluate|reconsider|not possible|impossible|cannot be|can't be|doesn't make sense|"
     r"does not make sense|unclear|ambiguous|likely|probably|perhaps|maybe|estimate)\b",
     re.I,
 )
-_CORRECTION = re.compile(r"\b(?:correct(?:ion|ed)?|instead|let me|let's recalculate|oops|sorry)\b", re.I)
-_REFUSAL = re.compile("|".join(REFUSAL_PATTERNS), re.I)
-_RULES = RulesJudge()
-_MATH_RULES = RulesJudge(
-    extra_patterns=(r"\bhowever\b", r"\bassum(?:e|ing)\b", r"\bapproximately\b", r"\bround(?:ed|ing)?\b"),
-    require_pattern=r"(?:####|answer is|=)\s*\$?-?\d[\d,]*(?:\.\d+)?",
-    check_arithmetic=True,
+_CORRECTION = re.compile(
+    r"(?=[ciplos])\b(?:correct(?:ion|ed)?|instead|let me|let's recalculate|oops|sorry)\b", re.I
 )
-
+_REFUSAL = re.compile("(?=[iaun])(?:" + "|".join(REFUSAL_PATTERNS) + ")", re.I)
 FEATURE_NAMES = (
     "answer_chars_log",
     "answer_lines_log",
@@ -129,33 +128,37 @@ def _numbers(text: str) -> list[float]:
 def final_answer(text: str) -> tuple[float | None, bool, int]:
     """The stated final number: (value, whether a final-answer marker stated it, how many
     markers there were); without a marker, the last number in the text."""
-    markers: list[str] = []
-    for pattern in _FINAL_MARKERS:
-        markers += pattern.findall(text)
+    markers = _markers(text)
     if markers:
-        return _value(markers[-1]), True, len(markers)
+        return _value(markers[-1][1]), True, len(markers)
     numbers = _numbers(text)
     return (numbers[-1] if numbers else None), False, 0
+
+
+def _markers(text: str) -> list[tuple[int, str]]:
+    # (end, stated number) of every final-answer marker, pattern by pattern: the last entry
+    # is the final answer (a "####" line loses to a later pattern's statement).
+    return [(m.end(), m.group(1)) for pattern in _FINAL_MARKERS for m in pattern.finditer(text)]
 
 
 def _same(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-6 * max(1.0, abs(a))
 
 
-def _marker_values(text: str) -> list[float]:
-    values = []
-    for pattern in _FINAL_MARKERS:
-        for raw in pattern.findall(text):
-            value = _value(raw)
-            if value is not None:
-                values.append(value)
-    return values
-
-
 def _log_ratio(value: float | None, reference: float) -> float:
     if value is None:
         return 0.0
     return math.log1p(abs(value)) - math.log1p(reference)
+
+
+# Long texts are read through a window of their last characters (where the final answer and
+# the last steps are): the features stay cheap on 1k-token answers, and no training answer
+# of the shipped verifier is longer.
+WINDOW_CHARS = 1500
+_MATH_EXTRA = re.compile(
+    r"(?=[har])(?:\bhowever\b|\bassum(?:e|ing)\b|\bapproximately\b|\bround(?:ed|ing)?\b)", re.I
+)
+_MATH_REQUIRED = re.compile(r"(?:####|answer is|=)\s*\$?-?\d[\d,]*(?:\.\d+)?", re.I)
 
 
 def answer_features(
@@ -171,80 +174,108 @@ def answer_features(
 
     `logprobs` are the answer's token log-probabilities when the upstream returned them;
     `second` is another cheap answer to the same prompt (a second sample or deployment)."""
-    text = answer.strip()
-    final, marked, marker_count = final_answer(text)
-    prompt_numbers = _numbers(prompt)
+    whole = answer.strip()
+    text = whole[-WINDOW_CHARS:]
+    prompt_chars = len(prompt)
+    prompt = prompt[-WINDOW_CHARS:]
+    markers = _markers(text)
     answer_numbers = _numbers(text)
+    if markers:
+        final, marked, marker_count = _value(markers[-1][1]), True, len(markers)
+    else:
+        final, marked, marker_count = (answer_numbers[-1] if answer_numbers else None), False, 0
+    prompt_numbers = _numbers(prompt)
     results = [v for v in (_value(r) for r in _RESULT.findall(text)) if v is not None]
     calculations = len(results)
-    last_marker = max((m.end() for p in _FINAL_MARKERS for m in p.finditer(text)), default=len(text))
-    markers = _marker_values(text)
-    message = {"role": "assistant", "content": answer}
-    reply = {"choices": [{"message": message, "finish_reason": finish_reason or "stop"}]}
-    request: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}]}
+    last_marker = max((end for end, _ in markers), default=len(text))
+    marker_values = {round(v, 6) for v in (_value(raw) for _, raw in markers) if v is not None}
+    p_arr = np.asarray(prompt_numbers, dtype=np.float64)
+    a_arr = np.asarray(answer_numbers, dtype=np.float64)
     prompt_set = set(round(v, 6) for v in prompt_numbers)
-    answer_new = [v for v in answer_numbers if round(v, 6) not in prompt_set]
-    used = sum(1 for v in prompt_set if any(_same(v, a) for a in answer_numbers))
+    answer_new = sum(1 for v in answer_numbers if round(v, 6) not in prompt_set)
+    used = sum(
+        1 for v in prompt_set if len(a_arr) and bool((np.abs(a_arr - v) <= 1e-6 * max(1.0, abs(v))).any())
+    )
+    errors = arithmetic_errors(text)
+    refusal = _REFUSAL.search(text) is not None
+    cut_off = finish_reason == "length"
+    generic_rejects = not text or cut_off or refusal
+    math_rejects = (
+        generic_rejects
+        or _MATH_EXTRA.search(text) is not None
+        or _MATH_REQUIRED.search(text) is None
+        or errors > 0
+    )
     json_valid = 0.0
     if json_requested:
         try:
-            json.loads(text)
+            json.loads(whole)
             json_valid = 1.0
         except ValueError:
             json_valid = 0.0
-    values = [v for v in (logprobs or ()) if isinstance(v, (int, float)) and math.isfinite(v)]
-    lp = np.asarray(values, dtype=np.float64)
-    second_final = final_answer(second)[0] if second else None
+    lp = _finite(logprobs)
+    second_final = final_answer(second[-WINDOW_CHARS:])[0] if second else None
+    has_final = final is not None
+    f = final if final is not None else 0.0
     row = [
-        math.log1p(len(text)),
-        math.log1p(text.count("\n") + 1 if text else 0),
-        math.log1p(len(prompt)),
-        math.log1p(len(text)) - math.log1p(len(prompt)),
+        math.log1p(len(whole)),
+        math.log1p(whole.count("\n") + 1 if whole else 0),
+        math.log1p(prompt_chars),
+        math.log1p(len(whole)) - math.log1p(prompt_chars),
         float(marked),
-        float(final is not None),
-        float(final is not None and _same(final, round(final))),
-        float(final is not None and final < 0),
-        math.log1p(abs(final)) if final is not None else 0.0,
-        float(final is not None and not _same(final, round(final, 2))),
-        float(final is not None and any(_same(final, p) for p in prompt_numbers)),
-        float(final is not None and bool(results) and _same(final, results[-1])),
-        math.log1p(sum(1 for v in answer_numbers if final is not None and _same(v, final))),
+        float(has_final),
+        float(has_final and _same(f, round(f))),
+        float(has_final and f < 0),
+        math.log1p(abs(f)) if has_final else 0.0,
+        float(has_final and not _same(f, round(f, 2))),
+        float(has_final and len(p_arr) > 0 and bool((np.abs(f - p_arr) <= 1e-6 * max(1.0, abs(f))).any())),
+        float(has_final and bool(results) and _same(f, results[-1])),
+        math.log1p(
+            int((np.abs(a_arr - f) <= 1e-6 * np.maximum(1.0, np.abs(a_arr))).sum()) if has_final else 0
+        ),
         float(marker_count),
-        float(len({round(v, 6) for v in markers}) > 1),
+        float(len(marker_values) > 1),
         math.log1p(len(text) - last_marker) if marked else 0.0,
         math.log1p(calculations),
-        float(arithmetic_error(text) is not None),
+        float(errors > 0),
         float(len(_HEDGES.findall(text))),
         float(len(_CORRECTION.findall(text))),
-        float(_REFUSAL.search(text) is not None),
-        float(not _RULES(reply, request).accepted),
-        float(not _MATH_RULES(reply, request).accepted),
-        float(finish_reason == "length"),
-        float(not text),
+        float(refusal),
+        float(generic_rejects),
+        float(math_rejects),
+        float(cut_off),
+        float(not whole),
         math.log1p(len(prompt_numbers)),
         used / len(prompt_set) if prompt_set else 1.0,
         math.log1p(len(answer_numbers)),
-        len(answer_new) / len(answer_numbers) if answer_numbers else 0.0,
+        answer_new / len(answer_numbers) if answer_numbers else 0.0,
         float(prompt.count("?")),
         float(json_requested),
         json_valid,
-        _log_ratio(final, max((abs(v) for v in prompt_numbers), default=0.0)),
-        float(final is not None and abs(final) > sum(abs(v) for v in prompt_numbers) + 1e-9),
-        float(
-            final is not None
-            and not _same(final, round(final))
-            and all(_same(v, round(v)) for v in prompt_numbers)
-        ),
-        math.log1p(arithmetic_errors(text)),
+        _log_ratio(final, float(np.abs(p_arr).max()) if len(p_arr) else 0.0),
+        float(has_final and abs(f) > float(np.abs(p_arr).sum()) + 1e-9),
+        float(has_final and not _same(f, round(f)) and all(_same(v, round(v)) for v in prompt_numbers)),
+        math.log1p(errors),
         float(len(lp) > 0),
         float(lp.mean()) if len(lp) else 0.0,
         float(lp.min()) if len(lp) else 0.0,
         float((lp < -2.0).mean()) if len(lp) else 0.0,
         float(lp[-8:].mean()) if len(lp) else 0.0,
         float(second is not None),
-        float(second_final is not None and final is not None and _same(second_final, final)),
+        float(second_final is not None and has_final and _same(second_final, f)),
     ]
     return np.asarray(row, dtype=np.float64)
+
+
+def _finite(logprobs: Sequence[float] | None) -> np.ndarray:
+    if not logprobs:
+        return np.zeros(0)
+    try:
+        values = np.asarray(logprobs, dtype=np.float64)
+    except (TypeError, ValueError):
+        values = np.asarray([v for v in logprobs if isinstance(v, (int, float))], dtype=np.float64)
+    finite: np.ndarray = values[np.isfinite(values)]
+    return finite
 
 
 # ----------------------------------------------------------------------------- examples
@@ -536,7 +567,8 @@ def load_verifier(path: str | Path) -> VerifierArtifact:
 
 
 def _joined(prompt: str, answer: str) -> str:
-    return f"{prompt}\n{answer}"
+    # TF-IDF reads the same windows as the hand-made features.
+    return f"{prompt[-WINDOW_CHARS:]}\n{answer[-WINDOW_CHARS:]}"
 
 
 # ----------------------------------------------------------------------------- calibration
