@@ -128,9 +128,9 @@ def verifier_config(upstream: Any, **verifier: Any) -> dict[str, Any]:
     }
 
 
-def ask(server: Any, stream: bool) -> tuple[str, str]:
+def ask(server: Any, stream: bool, question: str = QUESTION) -> tuple[str, str]:
     """(the deployment that answered, the answer text) as the openai client sees them."""
-    messages = [{"role": "user", "content": QUESTION}]
+    messages = [{"role": "user", "content": question}]
     client = server.client()
     if not stream:
         raw = client.chat.completions.with_raw_response.create(model="auto", messages=messages)
@@ -296,3 +296,58 @@ def test_train_verifier_on_a_jsonl_file_holds_out_the_test_split(tmp_path, capsy
     assert code == 0
     assert report["examples"] < 120 and "held out" in report["split"]
     assert Path(report["artifact"], "verifier.json").exists()
+
+
+# -- a second cheap opinion ----------------------------------------------------------------------
+
+
+def with_second_opinions(n: int, seed: int) -> list[VerifierExample]:
+    """Answers that look alike whether right or not; a second cheap answer is right 90% of the
+    time, so agreeing with it is the only sign of a right answer."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b = rng.randint(10, 90), rng.randint(10, 90)
+        truth = a + b
+        stated = truth if rng.random() < 0.6 else truth + rng.choice([-2, -1, 1, 2])
+        second = truth if rng.random() < 0.9 else truth + 3
+        out.append(
+            VerifierExample(
+                f"Add {a} and {b}.",
+                f"Adding them gives {stated}.\n#### {stated}",
+                float(stated == truth),
+                strong_right=1.0,
+                second=f"The sum is {second}.\n#### {second}",
+            )
+        )
+    return out
+
+
+def test_second_cheap_opinion_that_disagrees_escalates(upstream, serve, tmp_path):
+    artifact, report = train_verifier(with_second_opinions(200, seed=5), folds=3, seed=0)
+    assert artifact.second_opinion and report["selection"][0]["auc"] > 0.8
+    folder = artifact.save(tmp_path / "second")
+    # Disagreements are ~46% of the training answers: a budget that escalates them all.
+    config = verifier_config(upstream, artifact=str(folder), second_opinion="second", escalation_share=0.5)
+    config["deployments"].append(deployment(upstream, "second", price={"input": 0.1, "output": 0.2}))
+    server = serve(config)
+    upstream.set("cheap", Behaviour(reply="Adding them gives 42.\n#### 42"))
+    upstream.set("second", Behaviour(reply="The sum is 42.\n#### 42"))
+    assert ask(server, False, "Add 30 and 12.")[0] == "cheap"
+    upstream.set("second", Behaviour(reply="The sum is 45.\n#### 45"))
+    assert ask(server, True, "Add 30 and 12.")[0] == "strong"
+    record = server.records()[-1]
+    judge = [a for a in record["attempts"] if a["role"] == "judge"]
+    assert [a["deployment"] for a in judge] == ["second"] and judge[0]["cost"] > 0
+    assert record["cost"] == pytest.approx(sum(a["cost"] for a in record["attempts"]))
+    # The second deployment got the client's request, not a streaming one.
+    assert "stream" not in upstream.requests("second")[-1].body
+
+
+def test_second_opinion_needs_a_verifier_trained_with_one(upstream):
+    config = verifier_config(upstream, second_opinion="cheap")
+    with pytest.raises(ConfigError, match="trained without second answers"):
+        parse_config(config)
+    config = verifier_config(upstream, second_opinion="nowhere")
+    with pytest.raises(ConfigError, match="second_opinion: unknown deployment 'nowhere'"):
+        parse_config(config)

@@ -286,15 +286,39 @@ class VerifierJudge:
 
     name = "verifier"
 
-    def __init__(self, artifact: Any, threshold: float) -> None:
+    def __init__(
+        self,
+        artifact: Any,
+        threshold: float,
+        ask_second: Callable[[dict[str, Any]], Awaitable[JudgeReply]] | None = None,
+    ) -> None:
         self.artifact = artifact
         self.threshold = threshold
+        # A second cheap opinion: another deployment's (or another sample's) answer to the
+        # same request; agreement of the final answers is a feature.
+        self.ask_second = ask_second
 
-    def __call__(self, answer: dict[str, Any], request: dict[str, Any]) -> Verdict:
+    def __call__(self, answer: dict[str, Any], request: dict[str, Any]) -> Verdict | Awaitable[Verdict]:
         choice = (answer.get("choices") or [{}])[0]
         message = choice.get("message") or {}
         if message.get("tool_calls"):
             return Verdict(True, self.name, "tool_call")
+        if self.ask_second is not None:
+            return self._with_second(answer, request)
+        return self.verdict(answer, request)
+
+    async def _with_second(self, answer: dict[str, Any], request: dict[str, Any]) -> Verdict:
+        assert self.ask_second is not None
+        body = {k: v for k, v in request.items() if k not in ("stream", "stream_options", "logprobs", "n")}
+        reply = await self.ask_second(body)
+        verdict = self.verdict(answer, request, reply.text)
+        verdict.cost, verdict.judged_by = reply.cost, reply.deployment
+        return verdict
+
+    def verdict(self, answer: dict[str, Any], request: dict[str, Any], second: str | None = None) -> Verdict:
+        """The verdict on `answer`, given the second opinion's text when there is one."""
+        choice = (answer.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
         tokens = ((choice.get("logprobs") or {}).get("content")) or []
         try:
             logprobs = [t["logprob"] for t in tokens]
@@ -306,6 +330,7 @@ class VerifierJudge:
             message.get("content") or "",
             finish_reason=choice.get("finish_reason"),
             logprobs=logprobs or None,
+            second=second,
             json_requested=fmt.get("type") in ("json_object", "json_schema"),
         )
         accepted = score >= self.threshold
@@ -322,7 +347,9 @@ def last_user_text(request: dict[str, Any]) -> str:
     return ""
 
 
-def load_verifier_judge(settings: CascadeSettings) -> VerifierJudge:
+def load_verifier_judge(
+    settings: CascadeSettings, ask_second: Callable[[dict[str, Any]], Awaitable[JudgeReply]] | None = None
+) -> VerifierJudge:
     """The verifier judge of `settings`, its threshold resolved from the target given;
     raises ValueError (the verifier's own error) naming what is wrong."""
     # Loaded only when configured: the learning package (numpy models) stays off `import pointsman`.
@@ -330,6 +357,16 @@ def load_verifier_judge(settings: CascadeSettings) -> VerifierJudge:
 
     options = settings.verifier
     artifact = load_verifier(options.artifact)
+    if options.second_opinion and not artifact.second_opinion:
+        raise ValueError(
+            f"second_opinion: the verifier {options.artifact!r} was trained without second answers, so "
+            "it would ignore this one: train it on examples with a `second` answer, or drop second_opinion"
+        )
+    if artifact.second_opinion and not options.second_opinion:
+        raise ValueError(
+            f"second_opinion: the verifier {options.artifact!r} was trained with a second cheap answer "
+            "per prompt: name the deployment that gives it"
+        )
     if options.threshold is not None:
         threshold = options.threshold
     elif (
@@ -339,7 +376,7 @@ def load_verifier_judge(settings: CascadeSettings) -> VerifierJudge:
         threshold = artifact.threshold_for(target)
     else:
         threshold = artifact.threshold
-    return VerifierJudge(artifact, threshold)
+    return VerifierJudge(artifact, threshold, ask_second)
 
 
 def check_cascade(path: str, settings: CascadeSettings) -> list[str]:
@@ -360,6 +397,7 @@ class Cascade:
         self,
         settings: CascadeSettings,
         ask_judge: Callable[[dict[str, Any]], Awaitable[JudgeReply]] | None,
+        ask_second: Callable[[dict[str, Any]], Awaitable[JudgeReply]] | None = None,
     ) -> None:
         self.settings = settings
         self.judges: list[Any] = []
@@ -371,7 +409,7 @@ class Cascade:
             elif name == "llm" and ask_judge is not None:
                 self.judges.append(LLMJudge(settings.min_score, ask_judge))
             elif name == "verifier":
-                self.judges.append(load_verifier_judge(settings))
+                self.judges.append(load_verifier_judge(settings, ask_second))
         self.wants_logprobs = "logprobs" in settings.judges or (
             "verifier" in settings.judges and settings.verifier.logprobs
         )

@@ -115,6 +115,9 @@ class VerifierSettings(_Strict):
     # Ask OpenAI-compatible upstreams for token log-probabilities (a verifier feature); the
     # client gets them only if it asked.
     logprobs: bool = True
+    # A deployment asked for a second cheap answer to each judged request (the cheap one
+    # itself for another sample); needs a verifier trained with second answers.
+    second_opinion: str | None = None
 
     @model_validator(mode="after")
     def _one_knob(self) -> VerifierSettings:
@@ -481,6 +484,12 @@ def _check_references(config: Config) -> list[str]:
             problems.append(
                 f"models.{vname}.cascade.judge_deployment: unknown deployment "
                 f"{vm.cascade.judge_deployment!r} (known: {', '.join(names)})"
+            )
+        second = vm.cascade.verifier.second_opinion if vm.cascade else None
+        if second is not None and second not in seen:
+            problems.append(
+                f"models.{vname}.cascade.verifier.second_opinion: unknown deployment {second!r} "
+                f"(known: {', '.join(names)})"
             )
         if vm.cascade and "llm" in vm.cascade.judges and not vm.cascade.judge_deployment:
             problems.append(f"models.{vname}.cascade.judge_deployment: required by the 'llm' judge")

@@ -173,7 +173,11 @@ class Router:
         self.strategies = strategies
         self._pools = pools
         self.cascades: dict[str, Cascade] = {
-            name: Cascade(vm.cascade, self._judge_caller(vm.cascade.judge_deployment))
+            name: Cascade(
+                vm.cascade,
+                self._judge_caller(vm.cascade.judge_deployment),
+                self._judge_caller(vm.cascade.verifier.second_opinion),
+            )
             for name, vm in config.models.items()
             if vm.cascade is not None
         }

@@ -426,6 +426,11 @@ class VerifierArtifact:
         out: np.ndarray = np.clip(self.predictor.predict(self.features(examples))[:, 0], 0.0, 1.0)
         return out
 
+    @property
+    def second_opinion(self) -> bool:
+        """Whether it was trained with a second cheap answer per prompt (and needs one)."""
+        return bool(self.meta.get("second_opinion", False))
+
     def score(
         self,
         prompt: str,
@@ -772,6 +777,8 @@ def train_verifier(
             "folds": folds,
             "seed": seed,
             "chosen": chosen,
+            # Served with a second cheap answer only if trained with one (else it is ignored).
+            "second_opinion": all(e.second is not None for e in examples),
             "target": {k: v for k, v in vars_of(goal).items() if v is not None},
             "selection": selection,
         },
