@@ -155,8 +155,8 @@ def test_wrong_looking_cheap_answer_escalates_to_the_strong_deployment(upstream,
     answered, text = ask(server, stream)
     assert (answered, text) == ("strong", STRONG)
     assert upstream.calls("cheap") == 1 and upstream.calls("strong") == 1
-    # The verifier asked the cheap upstream for token logprobs (a feature it reads).
-    assert upstream.requests("cheap")[0].body["logprobs"] is True
+    # Trained on answers without logprobs, it does not ask upstreams for them.
+    assert "logprobs" not in upstream.requests("cheap")[0].body
     record = server.records()[-1]
     assert record["stream"] == int(stream) and record["deployment"] == "strong"
     assert record["attempts"][0]["verdict"] == "verifier:likely_wrong"
@@ -351,3 +351,28 @@ def test_second_opinion_needs_a_verifier_trained_with_one(upstream):
     config = verifier_config(upstream, second_opinion="nowhere")
     with pytest.raises(ConfigError, match="second_opinion: unknown deployment 'nowhere'"):
         parse_config(config)
+
+
+def test_verifier_trained_with_logprobs_asks_the_cheap_upstream_for_them(upstream, serve, tmp_path):
+    examples = synthetic(120, seed=6)
+    for e in examples:
+        # Right answers come with confident tokens, wrong ones with unsure ones.
+        e.logprobs = [-0.05] * 10 if e.right else [-2.5] * 10
+    artifact, _ = train_verifier(examples, folds=3, seed=0)
+    assert artifact.uses_logprobs
+    # Half the training answers are wrong: a budget that escalates every one that looks it.
+    folder = artifact.save(tmp_path / "lp")
+    server = serve(verifier_config(upstream, artifact=str(folder), escalation_share=0.5))
+    question = "A shop has 12 boxes and gets 30 more. Each box holds 3 pens. How many pens are there?"
+    upstream.set("cheap", Behaviour(reply="There are 12 + 30 = 42 boxes.\nSo 42 * 3 = 126 pens.\n#### 126"))
+    assert ask(server, False, question)[0] == "cheap"
+    assert upstream.requests("cheap")[-1].body["logprobs"] is True
+    upstream.set(
+        "cheap",
+        Behaviour(reply="There are 12 + 30 = 42 boxes.\nSo 42 * 3 = 126 pens.\n#### 126", logprob=-2.5),
+    )
+    answered, _ = ask(server, False, question)
+    assert answered == "strong"
+    # The client did not ask for logprobs, so the answer it got carries none.
+    record = server.records()[-1]
+    assert record["attempts"][0]["verdict"] == "verifier:likely_wrong"

@@ -410,8 +410,9 @@ class Cascade:
                 self.judges.append(LLMJudge(settings.min_score, ask_judge))
             elif name == "verifier":
                 self.judges.append(load_verifier_judge(settings, ask_second))
-        self.wants_logprobs = "logprobs" in settings.judges or (
-            "verifier" in settings.judges and settings.verifier.logprobs
+        self.wants_logprobs = "logprobs" in settings.judges or any(
+            isinstance(j, VerifierJudge) and j.artifact.uses_logprobs and settings.verifier.logprobs
+            for j in self.judges
         )
 
     async def judge(self, answer: dict[str, Any], request: dict[str, Any]) -> list[Verdict]:

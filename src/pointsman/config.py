@@ -112,8 +112,8 @@ class VerifierSettings(_Strict):
     escalation_share: float | None = Field(None, ge=0, le=1)
     quality: float | None = Field(None, gt=0, le=1)
     cost_share: float | None = Field(None, ge=0, le=1)
-    # Ask OpenAI-compatible upstreams for token log-probabilities (a verifier feature); the
-    # client gets them only if it asked.
+    # Ask OpenAI-compatible upstreams for token log-probabilities when the verifier learned
+    # from them (the client gets them only if it asked); false never asks.
     logprobs: bool = True
     # A deployment asked for a second cheap answer to each judged request (the cheap one
     # itself for another sample); needs a verifier trained with second answers.

@@ -427,6 +427,11 @@ class VerifierArtifact:
         return out
 
     @property
+    def uses_logprobs(self) -> bool:
+        """Whether it learned from token logprobs (most training answers had them)."""
+        return bool(self.meta.get("logprobs", False))
+
+    @property
     def second_opinion(self) -> bool:
         """Whether it was trained with a second cheap answer per prompt (and needs one)."""
         return bool(self.meta.get("second_opinion", False))
@@ -779,6 +784,8 @@ def train_verifier(
             "chosen": chosen,
             # Served with a second cheap answer only if trained with one (else it is ignored).
             "second_opinion": all(e.second is not None for e in examples),
+            # Token logprobs are asked of upstreams only for a verifier that learned from them.
+            "logprobs": sum(1 for e in examples if e.logprobs) > len(examples) / 2,
             "target": {k: v for k, v in vars_of(goal).items() if v is not None},
             "selection": selection,
         },
