@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import pytest
 
@@ -376,3 +379,43 @@ def test_verifier_trained_with_logprobs_asks_the_cheap_upstream_for_them(upstrea
     # The client did not ask for logprobs, so the answer it got carries none.
     record = server.records()[-1]
     assert record["attempts"][0]["verdict"] == "verifier:likely_wrong"
+
+
+def test_anthropic_streaming_client_gets_the_strong_answer_after_escalation(upstream, serve):
+    server = serve(verifier_config(upstream))
+    upstream.set("cheap", Behaviour(reply=WRONG_LOOKING))
+    upstream.set("strong", Behaviour(reply=STRONG))
+    client = anthropic.Anthropic(base_url=server.url, api_key="sk-ant-test", max_retries=0)
+    messages = [{"role": "user", "content": QUESTION}]
+    with client.messages.stream(model="auto", max_tokens=200, messages=messages) as stream:
+        events = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert final.content[0].text == STRONG and final.usage.output_tokens > 0
+    assert server.records()[-1]["attempts"][0]["verdict"] == "verifier:likely_wrong"
+
+
+def test_latency_benchmark_reports_percentiles(tmp_path):
+    out = tmp_path / "latency.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.verifier_latency",
+            "--iterations",
+            "20",
+            "--warmup",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())["results"][0]
+    assert result["iterations"] == 20 and 0 < result["judge"]["p50_ms"] <= result["judge"]["p99_ms"]
+    assert 0 < result["judge_cpu"]["p50_ms"]
+    assert "target p50 <= 3 ms" in done.stdout
