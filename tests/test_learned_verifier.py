@@ -261,6 +261,9 @@ def test_train_verifier_from_rated_logs_then_serve_it(upstream, serve, tmp_path,
     assert code == 0 and report["examples"] == 24
     assert report["selection_metric"].startswith("AUC")  # no strong outcomes in logs
     assert report["target"] == {"escalation_share": 0.5}
+    # Logs hold no strong-model outcome per prompt: a quality target cannot be met, and says so.
+    with pytest.raises(ConfigError, match="needs the strong model's outcomes"):
+        parse_config(verifier_config(upstream, artifact=str(out), quality=0.9))
     # Served: a fresh wrong-looking answer escalates, a worked one is kept.
     served = serve(verifier_config(upstream, artifact=str(out)))
     upstream.set("cheap", Behaviour(reply="Maybe about 12, I'm not sure."))
@@ -419,3 +422,11 @@ def test_latency_benchmark_reports_percentiles(tmp_path):
     assert result["iterations"] == 20 and 0 < result["judge"]["p50_ms"] <= result["judge"]["p99_ms"]
     assert 0 < result["judge_cpu"]["p50_ms"]
     assert "target p50 <= 3 ms" in done.stdout
+
+
+def test_train_verifier_names_missing_columns_of_a_csv(tmp_path, capsys):
+    data = tmp_path / "other.csv"
+    data.write_text("prompt,model-a\nWhat is 2+2?,True\n")
+    code = cli_main(["train-verifier", str(data), "--out", str(tmp_path / "v"), "--json"])
+    assert code == 1
+    assert "missing column(s)" in json.loads(capsys.readouterr().out)["error"]

@@ -323,8 +323,15 @@ def load_gsm8k_answers(folder: str | Path) -> list[VerifierExample]:
                 contaminated.add(row.get("eval_prompt") or row.get("prompt", ""))
     csv.field_size_limit(sys.maxsize)
     out = []
+    needed = ["prompt", GSM8K_WEAK, GSM8K_STRONG, f"{GSM8K_WEAK}_response", f"{GSM8K_STRONG}_response"]
     with path.open(encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
+        reader = csv.DictReader(f)
+        missing = [c for c in needed if c not in (reader.fieldnames or ())]
+        if missing:
+            raise VerifierError(
+                f"{path}: missing column(s) {', '.join(missing)} (expected RouteLLM's GSM8K file)"
+            )
+        for row in reader:
             if row["prompt"] in contaminated:
                 continue
             prompt_tokens = len(row["prompt"]) / _CHARS_PER_TOKEN
