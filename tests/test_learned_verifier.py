@@ -430,3 +430,24 @@ def test_train_verifier_names_missing_columns_of_a_csv(tmp_path, capsys):
     code = cli_main(["train-verifier", str(data), "--out", str(tmp_path / "v"), "--json"])
     assert code == 1
     assert "missing column(s)" in json.loads(capsys.readouterr().out)["error"]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "9" * 20_000,  # a number too long for a float
+        "1+" * 20_000,  # a long run of arithmetic that never states a result
+        "<<" + "1" * 5_000 + "=1>>",  # more digits than Python will parse
+        ("= " + " " * 4_000) * 5,
+    ],
+    ids=["huge-number", "endless-sum", "too-many-digits", "blank-results"],
+)
+def test_hostile_cheap_answers_are_judged_not_crashed_on(upstream, serve, reply):
+    server = serve(verifier_config(upstream))
+    config_rules = verifier_config(upstream)
+    config_rules["models"]["auto"]["cascade"] = {"judges": ["rules", "verifier"], "check_arithmetic": True}
+    rules_server = serve(config_rules)
+    upstream.set("cheap", Behaviour(reply=reply))
+    for each in (server, rules_server):
+        assert ask(each, False)[0] == "strong"
+        assert each.records()[-1]["status"] == 200

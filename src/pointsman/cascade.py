@@ -91,12 +91,39 @@ class RulesJudge:
 
 
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
-# "<<12*3=36>>" (calculator annotations) or "12 * 3 = 36" written inline.
-_CALCULATION = re.compile(
-    # A zero-width check of the first character lets most positions fail at once.
-    rf"(?=[<\d(-])(?:<<([^<>=]+)=([^<>]+)>>|((?:{_NUMBER}|\()[\d\s.,+\-*/x×÷()]*[+\-*/x×÷][\d\s.,+\-*/x×÷()]*)"
-    rf"=\s*\$?({_NUMBER})(?!\s*(?:[*/×÷]|[+\-x]\s*\d)))"
-)
+# Written calculations: "<<12*3=36>>" (calculator annotations) or "12 * 3 = 36" inline: a run
+# of digits, spaces, operators and parentheses that starts with a number or "(", holds an
+# operator after its first number, and ends at "=", then the stated number (not itself the
+# start of more arithmetic). Found by a scan that reads each run once: a single regular
+# expression for this backtracks quadratically (or worse) on long runs without "=".
+_ANNOTATION = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
+_CANDIDATE = re.compile(r"<<|\(|-?\d")
+_RUN = re.compile(r"[\d\s.,+\-*/x×÷()]*+")
+_OPERATOR_THEN_EQUALS = re.compile(r"[\d\s.,()]*+[+\-*/x×÷][\d\s.,+\-*/x×÷()]*+=")
+_STATED = re.compile(rf"=\s*\$?({_NUMBER})(?!\s*(?:[*/×÷]|[+\-x]\s*\d))")
+
+
+def calculations(text: str) -> Iterator[tuple[str, str]]:
+    """(expression, stated result) of each written calculation, left to right."""
+    pos = 0
+    while (candidate := _CANDIDATE.search(text, pos)) is not None:
+        start = candidate.start()
+        if candidate.group() == "<<":
+            annotation = _ANNOTATION.match(text, start)
+            if annotation is not None:
+                yield annotation.group(1), annotation.group(2)
+                pos = annotation.end()
+            else:
+                pos = start + 1
+            continue
+        inline = _OPERATOR_THEN_EQUALS.match(text, candidate.end() if text[start] == "-" else start + 1)
+        stated = _STATED.match(text, inline.end() - 1) if inline is not None else None
+        if inline is not None and stated is not None:
+            yield text[start : inline.end() - 1], stated.group(1)
+            pos = stated.end()
+        else:
+            # Every later start in this run ends at the same place and fails the same way.
+            pos = max(_RUN.match(text, start).end(), start + 1)  # type: ignore[union-attr]
 
 
 def arithmetic_error(text: str) -> str | None:
@@ -110,9 +137,7 @@ def arithmetic_errors(text: str) -> int:
 
 
 def _wrong_calculations(text: str) -> Iterator[str]:
-    for match in _CALCULATION.finditer(text):
-        expression = match.group(1) or match.group(3)
-        stated = match.group(2) or match.group(4)
+    for expression, stated in calculations(text):
         value = _evaluate(expression)
         claimed = _evaluate(stated)
         if value is None or claimed is None:
@@ -149,7 +174,7 @@ def _evaluate(expression: str) -> float | None:
         return a / b if b != 0 else None
     try:
         tree = ast.parse(cleaned, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: too many digits
         return None
 
     def walk(node: ast.AST) -> float:
@@ -173,7 +198,7 @@ def _evaluate(expression: str) -> float | None:
 
     try:
         return walk(tree)
-    except (ValueError, ZeroDivisionError, RecursionError):
+    except (ValueError, ZeroDivisionError, RecursionError, OverflowError):
         return None
 
 

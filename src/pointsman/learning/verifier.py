@@ -110,10 +110,13 @@ def _value(text: str) -> float | None:
     try:
         if "/" in text:
             top, bottom = text.split("/", 1)
-            return float(top) / float(bottom)
-        return float(text)
+            value = float(top) / float(bottom)
+        else:
+            value = float(text)
     except (ValueError, ZeroDivisionError):
         return None
+    # A number too long for a float is no answer to compare (and would poison the features).
+    return value if math.isfinite(value) else None
 
 
 def _numbers(text: str) -> list[float]:
