@@ -106,6 +106,11 @@ FEATURE_NAMES = (
 
 
 def _value(text: str) -> float | None:
+    try:
+        value = float(text)  # most numbers are plain
+        return value if math.isfinite(value) else None
+    except ValueError:
+        pass
     text = text.replace(",", "").replace("$", "").strip()
     try:
         if "/" in text:
