@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from pointsman.config import CascadeSettings
+from pointsman.signals import message_text
 
 # Answers that decline, hedge into ignorance or give up: a stronger model may do better.
 REFUSAL_PATTERNS = (
@@ -287,8 +288,6 @@ class LLMJudge:
         self.ask = ask
 
     async def __call__(self, answer: dict[str, Any], request: dict[str, Any]) -> Verdict:
-        from pointsman.signals import message_text
-
         conversation = "\n".join(
             f"{m.get('role')}: {message_text(m.get('content'))}" for m in request.get("messages", [])
         )
@@ -364,8 +363,6 @@ class VerifierJudge:
 
 def last_user_text(request: dict[str, Any]) -> str:
     """The text of the request's last user message (what a verifier was trained on)."""
-    from pointsman.signals import message_text
-
     for message in reversed(request.get("messages") or ()):
         if isinstance(message, dict) and message.get("role") == "user":
             return message_text(message.get("content"))

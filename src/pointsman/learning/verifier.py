@@ -14,22 +14,28 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pointsman.cascade import REFUSAL_PATTERNS, arithmetic_errors
+from pointsman.learning.datasets import split_by_prompt
 from pointsman.learning.encoders import TfidfEncoder, build_encoder
+from pointsman.learning.logs import LogsError, open_records, user_text
 from pointsman.learning.predictors import (
     ArtifactError,
     EnsemblePredictor,
     Features,
     Predictor,
+    load_predictor,
 )
 
 Progress = Callable[[str], None]
@@ -367,8 +373,6 @@ def examples_from_records(
     """Rated records (`POST /v1/feedback`) as examples: the stored prompt, the stored answer
     and its rating. Only answers of `deployments` (the cheap ones a cascade judges; default:
     all) count; the rest are skipped and counted by reason."""
-    from pointsman.learning.logs import user_text
-
     wanted = set(deployments or ())
     skipped: dict[str, int] = {}
     out = []
@@ -489,8 +493,6 @@ class VerifierArtifact:
 
     def save(self, path: str | Path) -> Path:
         """Write ``verifier.json`` and ``arrays.npz`` into the folder `path` (created)."""
-        import os
-
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         spec, arrays = self.predictor.export("p_")
@@ -518,8 +520,6 @@ class VerifierArtifact:
 
     @classmethod
     def load(cls, path: str | Path) -> VerifierArtifact:
-        from pointsman.learning.predictors import load_predictor
-
         folder = resolve_verifier(path)
         try:
             doc = json.loads((folder / "verifier.json").read_text(encoding="utf-8"))
@@ -554,8 +554,6 @@ _TABLE = ("scores", "right", "strong_right")
 
 
 def shipped_verifiers_dir() -> Path:
-    from importlib import resources
-
     return Path(str(resources.files("pointsman") / "data" / "verifiers"))
 
 
@@ -704,6 +702,7 @@ def _selection_score(table: Mapping[str, Any]) -> float:
 
 
 def _candidates() -> list[Any]:
+    # The training code (and scikit-learn behind it) loads only to train.
     from pointsman.learning.training import linear_candidate, trees_candidate
 
     return [
@@ -728,7 +727,7 @@ def train_verifier(
         import sklearn  # noqa: F401
     except ImportError:
         raise VerifierError("training needs scikit-learn: pip install 'pointsman[train]'") from None
-    from pointsman.learning.training import fold_ids
+    from pointsman.learning.training import fold_ids  # training-only, as above
 
     say = progress or (lambda _message: None)
     if len(examples) < 2 * folds:
@@ -900,7 +899,6 @@ def register(subparsers: Any) -> None:
 
 def cmd_train_verifier(args: Any) -> int:
     """`pointsman train-verifier`: examples -> a verifier artifact and its report."""
-    from pointsman.learning.datasets import split_by_prompt
 
     def fail(message: str) -> int:
         if args.json:
@@ -962,13 +960,9 @@ def cmd_train_verifier(args: Any) -> int:
 
 
 def _examples_from_logs(args: Any) -> tuple[list[VerifierExample], dict[str, int], str]:
-    import time
-
-    from pointsman.learning.logs import LogsError, open_records
-
     since = None
     if args.since:
-        from pointsman.cli import _duration
+        from pointsman.cli import _duration  # the CLI imports this module: no cycle at load
 
         since = time.time() - _duration(args.since)
     try:
