@@ -1,6 +1,6 @@
 """Decision latency of the learned verifier (the cascade judge `verifier`) on ~1k-token answers.
 
-    python -m bench.verifier_latency                   # the shipped gsm8k verifier, 2000 answers
+    python -m bench.verifier_latency [--data PATH/routellm/gsm8k]   # shipped gsm8k verifier, 2000 answers
     python -m bench.verifier_latency --iterations 300 --json
     python -m bench.verifier_latency --verifier PATH   # an artifact of your own
 
@@ -31,7 +31,7 @@ from typing import Any  # noqa: E402
 from bench.learned_latency import percentiles  # noqa: E402
 
 ANSWER_CHARS = 4000
-DEFAULT_DATA = Path("/work/shared/data/routellm/gsm8k")
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routellm" / "gsm8k"
 
 
 def cases(count: int, data: Path, seed: int = 0) -> list[tuple[dict[str, Any], dict[str, Any]]]:
