@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "facts and services",
         (
-            "signals", "signals_vocab", "pii", "language", "schemas", "embeddings",
+            "signals", "signals_vocab", "pii", "language", "answers", "schemas", "embeddings",
             "responses_format", "state", "state_redis", "budgets", "keys", "store",
             "store_postgres", "metrics", "tracing", "providers.*", "testing.*",
         ),

@@ -11,19 +11,9 @@ from typing import Any
 
 import orjson
 
-from pointsman.config import CascadeSettings
+from pointsman.answers import REFUSAL_PATTERNS, arithmetic_error
+from pointsman.config import CascadeSettings, Config, register_check
 from pointsman.signals import message_text
-
-# Answers that decline, hedge into ignorance or give up: a stronger model may do better.
-REFUSAL_PATTERNS = (
-    r"\bI (?:don't|do not) know\b",
-    r"\bI(?:'m| am) not (?:sure|certain|able)\b",
-    r"\bI can(?:not|'t) (?:help|answer|assist|determine|solve|provide)\b",
-    r"\bI(?:'m| am) (?:unable|sorry, but)\b",
-    r"\bas an AI\b",
-    r"\b(?:insufficient|not enough) information\b",
-    r"\bunable to (?:determine|answer|solve)\b",
-)
 
 
 @dataclass(slots=True)
@@ -89,64 +79,6 @@ class RulesJudge:
             if problem:
                 return Verdict(False, self.name, f"schema_mismatch: {problem}")
         return Verdict(True, self.name, "passed")
-
-
-_NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
-# "<<12*3=36>>" (calculator annotations) or "12 * 3 = 36" written inline.
-_CALCULATION = re.compile(
-    rf"<<([^<>=]+)=([^<>]+)>>|((?:{_NUMBER}|\()[\d\s.,+\-*/x×÷()]*[+\-*/x×÷][\d\s.,+\-*/x×÷()]*)=\s*\$?({_NUMBER})(?!\s*(?:[*/×÷]|[+\-x]\s*\d))"
-)
-
-
-def arithmetic_error(text: str) -> str | None:
-    """The first written calculation whose stated result is wrong, or None."""
-    for match in _CALCULATION.finditer(text):
-        expression = match.group(1) or match.group(3)
-        stated = match.group(2) or match.group(4)
-        value = _evaluate(expression)
-        claimed = _evaluate(stated)
-        if value is None or claimed is None:
-            continue
-        if abs(value - claimed) > 0.01 * max(1.0, abs(value)):
-            return f"{expression.strip()} = {stated.strip()}"
-    return None
-
-
-def _evaluate(expression: str) -> float | None:
-    """Evaluate +, -, *, / and parentheses over numbers; None for anything else."""
-    import ast
-
-    cleaned = (
-        expression.replace(",", "").replace("×", "*").replace("x", "*").replace("÷", "/").replace("$", "")
-    )
-    try:
-        tree = ast.parse(cleaned.strip(), mode="eval")
-    except SyntaxError:
-        return None
-
-    def walk(node: ast.AST) -> float:
-        if isinstance(node, ast.Expression):
-            return walk(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return float(node.value)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            value = walk(node.operand)
-            return -value if isinstance(node.op, ast.USub) else value
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
-            left, right = walk(node.left), walk(node.right)
-            if isinstance(node.op, ast.Add):
-                return left + right
-            if isinstance(node.op, ast.Sub):
-                return left - right
-            if isinstance(node.op, ast.Mult):
-                return left * right
-            return left / right
-        raise ValueError("not arithmetic")
-
-    try:
-        return walk(tree)
-    except (ValueError, ZeroDivisionError, RecursionError):
-        return None
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -248,6 +180,116 @@ class LLMJudge:
         return Verdict(accepted, self.name, reason, score, reply.cost, reply.deployment)
 
 
+class VerifierJudge:
+    """A trained verifier (`pointsman.learning.verifier`) scores the answer's probability of
+    being right from the prompt and the answer (its final answer, form, length, hedging,
+    refusals, format and arithmetic checks, the rule judges' verdicts, token logprobs when
+    the upstream returned them); an answer scoring below `threshold` escalates."""
+
+    name = "verifier"
+
+    def __init__(
+        self,
+        artifact: Any,
+        threshold: float,
+        ask_second: Callable[[dict[str, Any]], Awaitable[JudgeReply]] | None = None,
+    ) -> None:
+        self.artifact = artifact
+        self.threshold = threshold
+        # A second cheap opinion: another deployment's (or another sample's) answer to the
+        # same request; agreement of the final answers is a feature.
+        self.ask_second = ask_second
+
+    def __call__(self, answer: dict[str, Any], request: dict[str, Any]) -> Verdict | Awaitable[Verdict]:
+        choice = (answer.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        if message.get("tool_calls"):
+            return Verdict(True, self.name, "tool_call")
+        if self.ask_second is not None:
+            return self._with_second(answer, request)
+        return self.verdict(answer, request)
+
+    async def _with_second(self, answer: dict[str, Any], request: dict[str, Any]) -> Verdict:
+        assert self.ask_second is not None
+        body = {k: v for k, v in request.items() if k not in ("stream", "stream_options", "logprobs", "n")}
+        reply = await self.ask_second(body)
+        verdict = self.verdict(answer, request, reply.text)
+        verdict.cost, verdict.judged_by = reply.cost, reply.deployment
+        return verdict
+
+    def verdict(self, answer: dict[str, Any], request: dict[str, Any], second: str | None = None) -> Verdict:
+        """The verdict on `answer`, given the second opinion's text when there is one."""
+        choice = (answer.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        tokens = ((choice.get("logprobs") or {}).get("content")) or []
+        try:
+            logprobs = [t["logprob"] for t in tokens]
+        except (KeyError, TypeError):  # an upstream's odd entries: keep the readable ones
+            logprobs = [t.get("logprob") for t in tokens if isinstance(t, dict)]
+        fmt = request.get("response_format") or {}
+        score = self.artifact.score(
+            last_user_text(request),
+            message.get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            logprobs=logprobs or None,
+            second=second,
+            json_requested=fmt.get("type") in ("json_object", "json_schema"),
+        )
+        accepted = score >= self.threshold
+        return Verdict(accepted, self.name, "likely_right" if accepted else "likely_wrong", score)
+
+
+def last_user_text(request: dict[str, Any]) -> str:
+    """The text of the request's last user message (what a verifier was trained on)."""
+    for message in reversed(request.get("messages") or ()):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message_text(message.get("content"))
+    return ""
+
+
+def load_verifier_judge(
+    settings: CascadeSettings, ask_second: Callable[[dict[str, Any]], Awaitable[JudgeReply]] | None = None
+) -> VerifierJudge:
+    """The verifier judge of `settings`, its threshold resolved from the target given;
+    raises ValueError (the verifier's own error) naming what is wrong."""
+    # Loaded only when configured: the learning package (numpy models) stays off `import pointsman`.
+    from pointsman.learning.verifier import VerifierTarget, load_verifier
+
+    options = settings.verifier
+    artifact = load_verifier(options.artifact)
+    if options.second_opinion and not artifact.second_opinion:
+        raise ValueError(
+            f"second_opinion: the verifier {options.artifact!r} was trained without second answers, so "
+            "it would ignore this one: train it on examples with a `second` answer, or drop second_opinion"
+        )
+    if artifact.second_opinion and not options.second_opinion:
+        raise ValueError(
+            f"second_opinion: the verifier {options.artifact!r} was trained with a second cheap answer "
+            "per prompt: name the deployment that gives it"
+        )
+    if options.threshold is not None:
+        threshold = options.threshold
+    elif (
+        options.escalation_share is not None or options.quality is not None or options.cost_share is not None
+    ):
+        target = VerifierTarget(options.escalation_share, options.quality, options.cost_share)
+        threshold = artifact.threshold_for(target)
+    else:
+        threshold = artifact.threshold
+    return VerifierJudge(artifact, threshold, ask_second)
+
+
+def check_cascade(path: str, settings: CascadeSettings) -> list[str]:
+    """Config problems of a cascade, one line each, in the config's path style."""
+    if "verifier" not in settings.judges:
+        return []
+    try:
+        load_verifier_judge(settings)
+    except ValueError as exc:
+        return [f"{path}.verifier: {exc}"]
+    return []
+
+
 class Cascade:
     """The judges of one route, applied in order; the first rejection decides."""
 
@@ -255,6 +297,7 @@ class Cascade:
         self,
         settings: CascadeSettings,
         ask_judge: Callable[[dict[str, Any]], Awaitable[JudgeReply]] | None,
+        ask_second: Callable[[dict[str, Any]], Awaitable[JudgeReply]] | None = None,
     ) -> None:
         self.settings = settings
         self.judges: list[Any] = []
@@ -265,7 +308,12 @@ class Cascade:
                 self.judges.append(LogprobJudge(settings.min_logprob))
             elif name == "llm" and ask_judge is not None:
                 self.judges.append(LLMJudge(settings.min_score, ask_judge))
-        self.wants_logprobs = "logprobs" in settings.judges
+            elif name == "verifier":
+                self.judges.append(load_verifier_judge(settings, ask_second))
+        self.wants_logprobs = "logprobs" in settings.judges or any(
+            isinstance(j, VerifierJudge) and j.artifact.uses_logprobs and settings.verifier.logprobs
+            for j in self.judges
+        )
 
     async def judge(self, answer: dict[str, Any], request: dict[str, Any]) -> list[Verdict]:
         """Each judge's verdict in order, stopping at the first rejection."""
@@ -277,3 +325,65 @@ class Cascade:
             if not verdict.accepted:
                 break
         return verdicts
+
+
+def completion_as_stream(answer: dict[str, Any], include_usage: bool) -> list[bytes]:
+    """A judged (buffered) chat completion as the SSE chunk events of a stream, so a streaming
+    client of a cascade receives the accepted answer in the shape it asked for."""
+    base = {
+        "id": answer.get("id") or "chatcmpl-pointsman",
+        "object": "chat.completion.chunk",
+        "created": answer.get("created") or 0,
+        "model": answer.get("model") or "",
+        "system_fingerprint": answer.get("system_fingerprint"),
+    }
+    events = []
+    finishes = []
+    for choice in answer.get("choices") or ():
+        message = dict(choice.get("message") or {})
+        delta: dict[str, Any] = {
+            "role": message.pop("role", "assistant"),
+            "content": message.pop("content", None),
+        }
+        calls = message.pop("tool_calls", None)
+        if calls:
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
+        delta.update({k: v for k, v in message.items() if v is not None})
+        index = choice.get("index", 0)
+        events.append(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": index,
+                        "delta": delta,
+                        "logprobs": choice.get("logprobs"),
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+        finishes.append(
+            {
+                "index": index,
+                "delta": {},
+                "logprobs": None,
+                "finish_reason": choice.get("finish_reason") or "stop",
+            }
+        )
+    for finish in finishes:
+        events.append({**base, "choices": [finish]})
+    if include_usage and answer.get("usage") is not None:
+        events.append({**base, "choices": [], "usage": answer["usage"]})
+    return [b"data: " + orjson.dumps(event) + b"\n\n" for event in events] + [b"data: [DONE]\n\n"]
+
+
+@register_check
+def _check_cascades(config: Config) -> list[str]:
+    """Each cascade's verifier loads and its target resolves, as it will at serving."""
+    return [
+        problem
+        for name, model in config.models.items()
+        if model.cascade is not None
+        for problem in check_cascade(f"models.{name}.cascade", model.cascade)
+    ]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROVIDERS = ("openai", "anthropic")
 
@@ -105,11 +105,44 @@ class Deployment(_Strict):
         return (prompt_tokens * self.price.input + completion_tokens * self.price.output) / 1e6
 
 
+class VerifierSettings(_Strict):
+    """The learned verifier judge: a trained artifact (`pointsman train-verifier`, or the
+    shipped `gsm8k`) scores each cheap answer P(right); answers scoring below the threshold
+    escalate. Give at most one of threshold, escalation_share, quality, cost_share (none: the
+    artifact's own threshold)."""
+
+    artifact: str = "gsm8k"
+    threshold: float | None = Field(None, ge=0, le=1)
+    # Targets met on the verifier's out-of-fold table: at most this share of answers escalated;
+    # this share of the strong model's accuracy kept; at most this share of always-strong's
+    # cost with the cheap call counted.
+    escalation_share: float | None = Field(None, ge=0, le=1)
+    quality: float | None = Field(None, gt=0, le=1)
+    cost_share: float | None = Field(None, ge=0, le=1)
+    # Ask OpenAI-compatible upstreams for token log-probabilities when the verifier learned
+    # from them (the client gets them only if it asked); false never asks.
+    logprobs: bool = True
+    # A deployment asked for a second cheap answer to each judged request (the cheap one
+    # itself for another sample); needs a verifier trained with second answers.
+    second_opinion: str | None = None
+
+    @model_validator(mode="after")
+    def _one_knob(self) -> VerifierSettings:
+        knobs = ("threshold", "escalation_share", "quality", "cost_share")
+        given = [k for k in knobs if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of {', '.join(knobs)} (got {', '.join(given)})")
+        return self
+
+
 class CascadeSettings(_Strict):
     """Try the plan's deployments in order (cheap first) and accept an answer only when every
-    judge accepts it; otherwise escalate to the next. Non-streaming requests only."""
+    judge accepts it; otherwise escalate to the next. Streaming requests are judged too: the
+    cheap answer is buffered and released as a stream once accepted."""
 
-    judges: tuple[Literal["rules", "logprobs", "llm"], ...] = ("rules",)
+    judges: tuple[Literal["rules", "logprobs", "llm", "verifier"], ...] = ("rules",)
+    # verifier judge: the trained artifact and its threshold or target.
+    verifier: VerifierSettings = VerifierSettings()
     # logprobs judge: the mean token log-probability an answer needs.
     min_logprob: float = -1.0
     # llm judge: the deployment that grades answers 1-10, and the score an answer needs.
@@ -472,6 +505,12 @@ def _check_references(config: Config) -> list[str]:
             problems.append(
                 f"models.{vname}.cascade.judge_deployment: unknown deployment "
                 f"{vm.cascade.judge_deployment!r} (known: {', '.join(names)})"
+            )
+        second = vm.cascade.verifier.second_opinion if vm.cascade else None
+        if second is not None and second not in seen:
+            problems.append(
+                f"models.{vname}.cascade.verifier.second_opinion: unknown deployment {second!r} "
+                f"(known: {', '.join(names)})"
             )
         if vm.cascade and "llm" in vm.cascade.judges and not vm.cascade.judge_deployment:
             problems.append(f"models.{vname}.cascade.judge_deployment: required by the 'llm' judge")

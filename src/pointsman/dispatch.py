@@ -71,7 +71,9 @@ class Dispatcher:
         hedge: HedgeSettings | None = None,
     ) -> Completion:
         walk = _Walk(_token_estimate(body, signals))
-        request = {**body, "logprobs": True} if cascade and cascade.wants_logprobs else body
+        # Logprobs the judges asked for are stripped from the answer; a client's own are kept.
+        wants = cascade is not None and cascade.wants_logprobs and body.get("logprobs") is not True
+        request = {**body, "logprobs": True} if wants else body
         held: tuple[Completion, Deployment] | None = None  # a rejected answer, kept as last resort
         steps = 0
         async for deployment in self._walk(decision, outcome, walk):
@@ -103,13 +105,20 @@ class Dispatcher:
                         )
                 verdict = verdicts[-1]
                 attempt.verdict = f"{verdict.judge}:{verdict.reason}"
+                scored = {
+                    f"{v.judge}:{deployment.name}": round(v.score, 4) for v in verdicts if v.score is not None
+                }
+                if scored:
+                    # A new dict: the strategy's ranking may own the one the decision holds.
+                    decision.scores = {**decision.scores, **scored}
                 if not verdict.accepted:
                     if held is not None:
                         outcome.extra_cost += held[1].cost(held[0].prompt_tokens, held[0].completion_tokens)
                     held = (completion, deployment)
+                    score = f" (score {verdict.score:.3f})" if verdict.score is not None else ""
                     decision.reasons.append(
                         f"cascade: escalated from {deployment.name}: "
-                        f"{verdict.judge} judge said {verdict.reason}"
+                        f"{verdict.judge} judge said {verdict.reason}{score}"
                     )
                     continue
             if held is not None:

@@ -18,7 +18,7 @@ import orjson
 
 from pointsman.access import AccessControl, Grant
 from pointsman.budgets import BudgetLedger
-from pointsman.cascade import Cascade, JudgeReply, answer_text
+from pointsman.cascade import Cascade, JudgeReply, answer_text, completion_as_stream
 from pointsman.config import Config, Deployment, load_config
 from pointsman.decision import Decision
 from pointsman.dispatch import Dispatcher, Outcome, validate_chat_body
@@ -162,7 +162,11 @@ class Router:
         self.strategies = strategies
         self._pools = pools
         self.cascades: dict[str, Cascade] = {
-            name: Cascade(vm.cascade, self._judge_caller(vm.cascade.judge_deployment))
+            name: Cascade(
+                vm.cascade,
+                self._judge_caller(vm.cascade.judge_deployment),
+                self._judge_caller(vm.cascade.verifier.second_opinion),
+            )
             for name, vm in config.models.items()
             if vm.cascade is not None
         }
@@ -414,6 +418,10 @@ class Router:
             # originals are put back into the answer before the client sees it.
             masker = self.pii.masker(signals, decision.reasons) if self.pii is not None else None
             upstream_body = masker.mask_body(body, signals.text_segments[1]) if masker else body
+            if call.stream and routed in self.cascades:
+                return await self._judged_stream(
+                    call, decision, outcome, dispatcher, upstream_body, signals, routed, masker
+                )
             if call.stream:
                 first, rest = await dispatcher.open_stream(decision, upstream_body, outcome, signals)
                 if masker:
@@ -472,6 +480,51 @@ class Router:
         if decision.answered_by:
             headers["x-pointsman-model"] = decision.answered_by
         return headers
+
+    async def _judged_stream(
+        self,
+        call: _Call,
+        decision: Decision,
+        outcome: Outcome,
+        dispatcher: Dispatcher,
+        body: dict[str, Any],
+        signals: Signals,
+        routed: str,
+        masker: Any,
+    ) -> Reply:
+        """A streaming request to a cascade: buffer-then-release. Each cheap answer is taken
+        whole and judged before any byte reaches the client, so escalation happens before the
+        first byte; the accepted answer is then streamed as chunks."""
+        plain = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        route = self.config.models.get(routed)
+        completion = await dispatcher.complete(
+            decision,
+            plain,
+            outcome,
+            signals,
+            cascade=self.cascades[routed],
+            hedge=route.hedge if route is not None else None,
+        )
+        answer_body = masker.restore_completion(completion.body) if masker else completion.body
+        answer = orjson.loads(answer_body)
+        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        chunks = completion_as_stream(answer, include_usage)
+        text = answer_text(answer) if self.config.store.store_content else None
+        headers = self._headers(decision, call, outcome)
+        return Reply(decision, headers, stream=self._released(chunks, decision, call, outcome, text))
+
+    async def _released(
+        self, chunks: list[bytes], decision: Decision, call: _Call, outcome: Outcome, answer: str | None
+    ) -> AsyncIterator[bytes]:
+        status, error = 200, None
+        try:
+            for chunk in chunks:
+                yield chunk
+        except (asyncio.CancelledError, GeneratorExit):
+            status, error = 499, "client disconnected mid-stream"
+            raise
+        finally:
+            self._record(call, decision, outcome, status, error, answer)
 
     async def _relay(
         self,

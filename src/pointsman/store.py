@@ -246,6 +246,22 @@ class RecordStore:
         self._db.close()
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like 90s, 30m, 24h, 7d or 2w (or a plain number of seconds)."""
+    text = text.strip()
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in _UNITS else (text, "s")
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise ValueError(f"expected a duration like 30m, 24h or 7d, got {text!r}") from None
+    if not seconds > 0:
+        raise ValueError(f"expected a positive duration, got {text!r}")
+    return seconds
+
+
 def read_window(path: str | Path, since: float, until: float) -> list[dict[str, Any]]:
     """The records with `since <= ts < until`, oldest first, JSON columns decoded."""
     path = Path(path)

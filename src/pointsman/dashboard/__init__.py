@@ -16,9 +16,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pointsman.admin import bearer
-from pointsman.dashboard.summary import budget_burn, key_names, parse_duration, summarise
+from pointsman.dashboard.summary import budget_burn, key_names, summarise
 from pointsman.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, PointsmanError
 from pointsman.keys import VirtualKey, key_fingerprint
+from pointsman.store import parse_duration
 
 if TYPE_CHECKING:
     from pointsman.router import Router

@@ -122,6 +122,11 @@ def register(subparsers: Any) -> None:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_calibrate)
 
+    # The verifier keeps its own subcommand beside its training code.
+    from pointsman.learning.verifier import register as register_verifier
+
+    register_verifier(subparsers)
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -273,7 +278,7 @@ def cmd_train_from_logs(args: argparse.Namespace) -> int:
     if args.since:
         import time
 
-        from pointsman.dashboard.summary import parse_duration
+        from pointsman.store import parse_duration
 
         try:
             since = time.time() - parse_duration(args.since)
