@@ -126,6 +126,59 @@ class HedgeSettings(_Strict):
     min_samples: int = Field(20, ge=1)
 
 
+class SemanticCacheSettings(_Strict):
+    """Also answer a request whose last user turn is close in meaning to a cached one (cosine
+    similarity of the bundled encoder's embeddings at least `threshold`), when everything else
+    (earlier turns, system prompt, tools, parameters, tenant) is identical."""
+
+    # Fitted on the paraphrase set in pointsman/data/paraphrase (see docs/cache-and-tracing.md).
+    threshold: float = Field(0.95, gt=0, le=1)
+    # Nearest neighbours examined per lookup before the exact-context check.
+    candidates: int = Field(8, ge=1, le=256)
+
+
+class CacheSettings(_Strict):
+    """A virtual model's response cache (`models.<name>.cache`): identical requests (same model
+    as asked, messages, tools and answer-changing parameters) from the same tenant are answered
+    from the cache, at no cost."""
+
+    enabled: bool = True
+    ttl_s: float = Field(3600.0, gt=0)
+    # "tenant": one cache per virtual key's team (else per key); "shared": every caller's.
+    scope: Literal["tenant", "shared"] = "tenant"
+    # "deterministic": only requests with temperature <= max_temperature (a request without a
+    # temperature has the API's default of 1) and one choice; "always": every request.
+    policy: Literal["deterministic", "always"] = "deterministic"
+    max_temperature: float = Field(0.0, ge=0)
+    # "all": every caller; "opted_in": only virtual keys with metadata `cache: "on"`. A key
+    # with metadata `cache: "off"` is never cached either way.
+    keys: Literal["all", "opted_in"] = "all"
+    semantic: SemanticCacheSettings | None = None
+
+
+class CacheStoreSettings(_Strict):
+    """Where cached answers live: in this process (an LRU bounded by entries and bytes), or
+    in Redis when `state.url` is set, so every replica shares them (`backend: memory` keeps
+    them local even then)."""
+
+    backend: Literal["auto", "memory", "redis"] = "auto"
+    max_entries: int = Field(10_000, ge=1)
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    # The most a lookup or store waits on Redis; past it the request goes on as a miss.
+    timeout_s: float = Field(0.05, gt=0)
+
+
+class TracingSettings(_Strict):
+    """OpenTelemetry traces over OTLP/HTTP (the `otel` extra), configured by the standard
+    OTEL_* environment variables. On when `enabled` is true, or when unset and
+    OTEL_TRACES_EXPORTER=otlp or an OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set."""
+
+    enabled: bool | None = None
+    # Export prompts and answers as span attributes (off: never exported).
+    capture_content: bool = False
+    service_name: str = "pointsman"
+
+
 class VirtualModel(_Strict):
     """A name clients may ask for (`auto`, `fast`, ...) that is routed by a strategy."""
 
@@ -136,6 +189,7 @@ class VirtualModel(_Strict):
     description: str = ""
     cascade: CascadeSettings | None = None
     hedge: HedgeSettings | None = None
+    cache: CacheSettings | None = None
 
 
 class ServerSettings(_Strict):
@@ -353,6 +407,8 @@ class Config(_Strict):
     aliases: dict[str, str] = {}
     policies: PoliciesSettings = PoliciesSettings()
     signals: SignalsSettings = SignalsSettings()
+    cache: CacheStoreSettings = CacheStoreSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @field_validator("store", mode="before")
     @classmethod
@@ -460,6 +516,8 @@ def _check_references(config: Config) -> list[str]:
                     problems.append(
                         f"models.{vname}.{field}[{i}]: unknown deployment {ref!r} (known: {', '.join(names)})"
                     )
+    if config.cache.backend == "redis" and not config.state.url:
+        problems.append("cache.backend: 'redis' needs state.url (the Redis the replicas share)")
     for alias, target in config.aliases.items():
         if target not in config.models and target not in seen:
             problems.append(

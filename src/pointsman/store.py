@@ -40,6 +40,10 @@ COLUMNS = (
     ("prompt", "TEXT"),
     ("answer", "TEXT"),
     ("language", "TEXT"),
+    # The response cache: "hit", "miss", "bypass" or "refresh" (NULL: no cache for the model),
+    # and what a hit saved (the cost of the answer when it was made).
+    ("cache", "TEXT"),
+    ("saved_cost", "REAL"),
 )
 # Audit queries filter on these.
 INDEXES = ("ts", "key_id", "requested_model", "deployment", "reason", "region", "team", "user", "language")

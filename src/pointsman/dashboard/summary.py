@@ -24,6 +24,7 @@ FIELDS = (
     "request_id", "ts", "api_key", "key_id", "team", "user", "requested_model", "route", "reason",
     "decision", "attempts", "deployment", "status", "error", "prompt_tokens", "completion_tokens",
     "cost", "latency_ms", "upstream_ms", "first_token_ms", "overhead_ms", "language",
+    "cache", "saved_cost",
 )  # fmt: skip
 # Chart buckets: the smallest of these that cuts the records' time span into at most MAX_BUCKETS.
 BUCKETS_S = (1, 5, 10, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
@@ -372,6 +373,7 @@ def summarise(
             str(status): n
             for status, n in sorted(Counter(r["status"] for r in records if r["status"] != 200).items())
         },
+        "cache": cache_summary(records),
         "series": _series(records, premium),
         "deployments": deployments,
         "tiers": tiers,
@@ -384,6 +386,20 @@ def summarise(
             "by_key": _fairness(routed, lambda r: key_label(r, names), tier_names, served_names),
         },
         "recent": _recent(records, names, recent),
+    }
+
+
+def cache_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The response cache's part: hits, misses (stored answers), bypasses, the hit rate among
+    the requests that looked the cache up, and the dollars hits saved."""
+    counts = Counter(r.get("cache") for r in records if r.get("cache"))
+    hits, misses = counts["hit"], counts["miss"]
+    return {
+        "hits": hits,
+        "misses": misses,
+        "bypasses": counts["bypass"] + counts["refresh"],
+        "hit_rate": _ratio(hits, hits + misses),
+        "saved": sum(r.get("saved_cost") or 0.0 for r in records if r.get("cache") == "hit"),
     }
 
 
