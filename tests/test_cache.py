@@ -67,9 +67,12 @@ def test_changed_parameter_or_message_is_a_miss(upstream, serve):
     client = server.client()
     ask(client)
     assert ask(client, max_tokens=50)[1]["x-pointsman-cache"] == "miss"
-    assert ask(client, messages=[{"role": "user", "content": "What is the capital of Spain?"}])[1][
-        "x-pointsman-cache"
-    ] == "miss"
+    assert (
+        ask(client, messages=[{"role": "user", "content": "What is the capital of Spain?"}])[1][
+            "x-pointsman-cache"
+        ]
+        == "miss"
+    )
     assert upstream.calls("small") == 3
     # What does not change the answer is not part of the key.
     assert ask(client, user="someone-else")[1]["x-pointsman-cache"] == "hit"
@@ -96,7 +99,9 @@ def test_streamed_hit_arrives_as_a_valid_stream(upstream, serve):
     client = server.client()
     streamed_miss = "".join(
         chunk.choices[0].delta.content or ""
-        for chunk in client.chat.completions.create(model="auto", messages=QUESTION, temperature=0, stream=True)
+        for chunk in client.chat.completions.create(
+            model="auto", messages=QUESTION, temperature=0, stream=True
+        )
         if chunk.choices
     )
     raw = client.chat.completions.with_raw_response.create(

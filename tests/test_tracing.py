@@ -83,7 +83,12 @@ def attributes(span: Span) -> dict[str, Any]:
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OTLPReceiver]:
     receiver = OTLPReceiver()
-    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"):
+    for name in (
+        "OTEL_SDK_DISABLED",
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_SERVICE_NAME",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{receiver.url}/v1/traces")
     yield receiver
@@ -163,7 +168,8 @@ def test_routing_span_names_removed_candidates_and_why(upstream, serve, receiver
     server = serve(traced_config(upstream))
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
     server.client().chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": [{"type": "text", "text": "what is this"}, image]}]
+        model="auto",
+        messages=[{"role": "user", "content": [{"type": "text", "text": "what is this"}, image]}],
     )
     exported(server, receiver)
     (route,) = receiver.named("route")
