@@ -210,3 +210,18 @@ def test_tracing_is_off_unless_configured_or_asked_for_by_otel_variables(upstrea
     assert tracing_wanted(TracingSettings(), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
     assert not tracing_wanted(TracingSettings(enabled=True), {"OTEL_SDK_DISABLED": "true"})
     assert tracing_wanted(TracingSettings(enabled=True), {})
+
+
+def test_cache_hit_is_a_request_span_without_attempts(upstream, serve, receiver):
+    config = traced_config(upstream)
+    config["models"]["auto"]["cache"] = {}
+    server = serve(config)
+    for _ in range(2):
+        server.client().chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "hi"}], temperature=0
+        )
+    exported(server, receiver)
+    miss, hit = sorted(receiver.named("chat auto"), key=lambda s: s.start_time_unix_nano)
+    assert attributes(miss)["pointsman.cache"] == "miss" and attributes(hit)["pointsman.cache"] == "hit"
+    assert attributes(hit)["gen_ai.response.finish_reasons"] == ["stop"]
+    assert [s.parent_span_id for s in receiver.named("chat model-small")] == [miss.span_id]

@@ -406,7 +406,11 @@ class ResponseCache:
         if opted == "off" or (settings.keys == "opted_in" and opted != "on"):
             return None
         tenant = "shared" if settings.scope == "shared" else tenant_of(grant, key)
-        exact = request_key(body, tenant)
+        try:
+            exact = request_key(body, tenant)
+        except (TypeError, orjson.JSONEncodeError):
+            # A library caller's body that is not plain JSON data: answered, never cached.
+            return CacheTicket(settings, "bypass", False, False, "", "bypass")
         if mode == "bypass" or not cacheable(settings, body):
             return CacheTicket(settings, "bypass", False, False, exact, "bypass")
         ticket = CacheTicket(
