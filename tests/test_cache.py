@@ -5,8 +5,10 @@ refresh it, entries expire, and replicas share it through Redis."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+import urllib.request
 import uuid
 from typing import Any
 
@@ -14,7 +16,9 @@ import anthropic
 import pytest
 
 from pointsman.cache import StreamAssembler, completion_events
+from pointsman.cli import main
 from pointsman.dashboard.summary import summarise
+from pointsman.report import money
 from pointsman.testing import Behaviour
 from tests.conftest import deployment
 
@@ -246,3 +250,66 @@ def test_unreachable_redis_makes_the_cache_miss_never_fail(upstream, serve):
         text, headers, _ = ask(client)
         assert text and headers["x-pointsman-cache"] == "miss"
     assert upstream.calls("small") == 2
+
+
+MASTER = "mk-cache-master"
+
+
+def create_key(server: Any, **spec: Any) -> str:
+    request = urllib.request.Request(
+        f"{server.url}/admin/keys",
+        method="POST",
+        data=json.dumps(spec).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {MASTER}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(json.loads(response.read())["key"])
+
+
+def test_virtual_keys_share_their_teams_cache_and_may_opt_out(upstream, serve, monkeypatch):
+    monkeypatch.setenv("POINTSMAN_MASTER_KEY", MASTER)
+    server = serve(cache_config(upstream))
+    alice = create_key(server, name="alice", metadata={"team": "search"})
+    bob = create_key(server, name="bob", metadata={"team": "search"})
+    carol = create_key(server, name="carol", metadata={"team": "billing"})
+    dave = create_key(server, name="dave", metadata={"team": "search", "cache": "off"})
+    ask(server.client(api_key=alice))
+    assert ask(server.client(api_key=bob))[1]["x-pointsman-cache"] == "hit"
+    assert ask(server.client(api_key=carol))[1]["x-pointsman-cache"] == "miss"
+    assert "x-pointsman-cache" not in ask(server.client(api_key=dave))[1]
+    assert upstream.calls("small") == 3
+    hit = server.records()[1]
+    assert hit["team"] == "search" and hit["cache"] == "hit" and hit["cost"] == 0
+
+
+def test_opted_in_policy_caches_only_keys_that_opted_in(upstream, serve, monkeypatch):
+    monkeypatch.setenv("POINTSMAN_MASTER_KEY", MASTER)
+    server = serve(cache_config(upstream, keys="opted_in"))
+    opted = create_key(server, name="opted", metadata={"cache": "on"})
+    other = create_key(server, name="other")
+    for _ in range(2):
+        ask(server.client(api_key=other))
+    assert ask(server.client(api_key=opted))[1]["x-pointsman-cache"] == "miss"
+    assert ask(server.client(api_key=opted))[1]["x-pointsman-cache"] == "hit"
+    assert upstream.calls("small") == 3
+
+
+def test_dashboard_summary_and_report_show_hits_and_savings(upstream, serve, monkeypatch, capsys):
+    monkeypatch.setenv("POINTSMAN_MASTER_KEY", MASTER)
+    server = serve(cache_config(upstream))
+    client = server.client(api_key=create_key(server, name="app"))
+    for _ in range(4):
+        ask(client)
+    records = server.records()
+    request = urllib.request.Request(
+        f"{server.url}/dashboard/api/summary?since=1h", headers={"authorization": f"Bearer {MASTER}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        cache = json.loads(response.read())["cache"]
+    assert cache["hits"] == 3 and cache["misses"] == 1 and cache["hit_rate"] == pytest.approx(0.75)
+    assert cache["saved"] == pytest.approx(3 * records[0]["cost"])
+    assert main(["report", "--since", "1h", "--db", str(server.db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cache"]["hits"] == 3
+    assert main(["report", "--since", "1h", "--db", str(server.db)]) == 0
+    out = capsys.readouterr().out
+    assert "3 hits, 1 misses" in out and "hit rate 75.0%" in out and money(cache["saved"]) in out
