@@ -26,15 +26,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 
 from pointsman.config import CacheSettings, CacheStoreSettings, Config, StateSettings
 from pointsman.errors import InvalidRequest
+from pointsman.learning.encoders import WordLlamaEncoder
 from pointsman.signals import message_text
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from pointsman.access import Grant
 
 # Request fields that never change the answer; everything else is part of the key, so an
@@ -289,8 +289,6 @@ class SemanticIndex:
             raise RuntimeError(
                 "a semantic cache needs the usearch package: pip install 'pointsman[cache]'"
             ) from None
-        from pointsman.learning.encoders import WordLlamaEncoder
-
         self._index_type = Index
         self.encoder = WordLlamaEncoder()
         self.max_entries = max_entries
@@ -335,8 +333,6 @@ class SemanticIndex:
         return None
 
     def add(self, name: tuple[str, str], context: str, key: str, vector: np.ndarray, ttl_s: float) -> None:
-        import numpy as np
-
         with self._lock:
             known = self._ids.get((context, key))
             if known is not None:
