@@ -74,3 +74,39 @@ def test_shipped_threshold_keeps_precision_on_held_out_pairs():
     assert result["precision"] >= 0.95
     assert result["recall"] >= 0.5
     assert result["negatives"] >= result["positives"]
+
+
+def redis_available() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not redis_available(), reason="Redis is not running on 127.0.0.1:6379")
+def test_paraphrase_is_a_hit_on_the_replica_that_did_not_see_the_original(upstream, serve):
+    import time
+    import uuid
+
+    config = semantic_config(upstream)
+    config["state"] = {"url": "redis://127.0.0.1:6379/0", "prefix": f"pm-semantic-{uuid.uuid4().hex[:8]}"}
+    one, two = serve(config), serve(config)
+    answer, status = ask(one.client(), ASKED)
+    assert status == "miss"
+    # The other replica adds the published entry to its own index.
+    deadline = time.monotonic() + 5
+    while len(two.router.cache.semantic) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again, status = ask(two.client(), PARAPHRASE)
+    assert status == "hit" and again == answer
+    assert upstream.calls("small") == 1
+    # A replica started later builds its index from what was published before it.
+    three = serve(config)
+    deadline = time.monotonic() + 5
+    while len(three.router.cache.semantic) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ask(three.client(), PARAPHRASE)[1] == "hit"
+    assert upstream.calls("small") == 1

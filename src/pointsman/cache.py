@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -264,6 +265,26 @@ class RedisBackend:
         self.errors += 1
         self.healthy = False
 
+    # -- semantic entries, shared: a Redis stream every replica's index is built from ----------
+
+    @property
+    def stream(self) -> str:
+        return self.prefix + "semantic"
+
+    async def publish(self, fields: dict[str, bytes | str], max_entries: int) -> None:
+        """Append one semantic entry for the other replicas (bounded, approximately, to
+        `max_entries`); a failure only means the others will not see it."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._client().xadd(self.stream, fields, maxlen=max_entries, approximate=True)
+        except Exception:
+            self._failed()
+
+    async def entries_after(self, last: str, block_ms: int) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Semantic entries published after id `last` (waiting up to `block_ms` for some)."""
+        found = await self._client().xread({self.stream: last}, count=500, block=block_ms)
+        return [(ident.decode(), fields) for _, entries in found for ident, fields in entries]
+
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         client = self._clients.pop(loop, None)
@@ -367,6 +388,10 @@ class ResponseCache:
         self.settings: CacheStoreSettings = config.cache
         self.backend: Backend = self._backend(config)
         self.semantic: SemanticIndex | None = None
+        # With Redis, semantic entries are published to a stream and every replica adds the
+        # others' to its own index (`start`); this replica's own entries carry its id.
+        self.replica = os.urandom(8).hex()
+        self._follower: asyncio.Task[None] | None = None
         self.apply(config)
 
     @staticmethod
@@ -455,13 +480,56 @@ class ResponseCache:
         await self.backend.put(ticket.key, CachedAnswer(body, deployment, cost, time.time()), ttl)
         if self.semantic is not None and ticket.context is not None and ticket.index is not None:
             assert ticket.text is not None
-            self.semantic.add(ticket.index, ticket.context, ticket.key, self.semantic.embed(ticket.text), ttl)
+            vector = self.semantic.embed(ticket.text)
+            self.semantic.add(ticket.index, ticket.context, ticket.key, vector, ttl)
+            if isinstance(self.backend, RedisBackend):
+                fields: dict[str, bytes | str] = {
+                    "replica": self.replica,
+                    "tenant": ticket.index[0],
+                    "model": ticket.index[1],
+                    "context": ticket.context,
+                    "key": ticket.key,
+                    "expires": repr(time.time() + ttl),
+                    "vector": vector.astype(np.float32).tobytes(),
+                }
+                await self.backend.publish(fields, self.settings.max_entries)
+
+    async def start(self) -> None:
+        """With Redis and a semantic cache: build this replica's index from the entries the
+        replicas published, then follow new ones until `close`."""
+        if self._follower is None and self.semantic is not None and isinstance(self.backend, RedisBackend):
+            self._follower = asyncio.ensure_future(self._follow(self.backend, self.semantic))
+
+    async def _follow(self, backend: RedisBackend, index: SemanticIndex) -> None:
+        last = "0"
+        while True:
+            try:
+                # Shorter than the client's socket timeout, so a quiet stream is not an error.
+                entries = await backend.entries_after(last, block_ms=250)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away: the index keeps what it has; try again shortly
+                await asyncio.sleep(1.0)
+                continue
+            now = time.time()
+            for ident, fields in entries:
+                last = ident
+                left = float(fields[b"expires"]) - now
+                if fields[b"replica"].decode() == self.replica or left <= 0:
+                    continue
+                vector = np.frombuffer(fields[b"vector"], dtype=np.float32)
+                name = (fields[b"tenant"].decode(), fields[b"model"].decode())
+                index.add(name, fields[b"context"].decode(), fields[b"key"].decode(), vector, left)
 
     @property
     def healthy(self) -> bool:
         return getattr(self.backend, "healthy", True)
 
     async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+            self._follower = None
         await self.backend.close()
 
 

@@ -682,6 +682,8 @@ class Router:
         if self.shared is not None and not self._shared_started:
             self._shared_started = True
             await self.shared.start()
+        if self.cache is not None:
+            await self.cache.start()
 
     @property
     def degraded(self) -> list[str]:
@@ -691,6 +693,8 @@ class Router:
             out.append("state")
         if self.store is not None and not getattr(self.store, "healthy", True):
             out.append("store")
+        if self.cache is not None and not self.cache.healthy:
+            out.append("cache")
         return out
 
     async def probe_resting(self) -> dict[str, bool]:
