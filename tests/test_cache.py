@@ -313,3 +313,17 @@ def test_dashboard_summary_and_report_show_hits_and_savings(upstream, serve, mon
     assert main(["report", "--since", "1h", "--db", str(server.db)]) == 0
     out = capsys.readouterr().out
     assert "3 hits, 1 misses" in out and "hit rate 75.0%" in out and money(cache["saved"]) in out
+
+
+def test_cache_settings_are_validated_with_the_key_named(upstream):
+    from pointsman.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(cache_config(upstream, ttl_s=-1, scope="everyone"))
+    problems = "\n".join(caught.value.problems)
+    assert "models.auto.cache.ttl_s" in problems and "models.auto.cache.scope" in problems
+    config = cache_config(upstream)
+    config["cache"] = {"backend": "redis"}
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert caught.value.problems == ["cache.backend: 'redis' needs state.url (the Redis the replicas share)"]

@@ -7,6 +7,7 @@ Every problem becomes one line naming the key path and the reason, e.g.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -493,6 +494,13 @@ def describe_error(error: Any) -> str:
     return f"{error['msg'][0].lower()}{error['msg'][1:]} (got {error['input']!r})"
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 def _check_references(config: Config) -> list[str]:
     problems: list[str] = []
     names = list(dict.fromkeys(d.name for d in config.deployments))
@@ -519,6 +527,13 @@ def _check_references(config: Config) -> list[str]:
                     )
     if config.cache.backend == "redis" and not config.state.url:
         problems.append("cache.backend: 'redis' needs state.url (the Redis the replicas share)")
+    for vname, vm in config.models.items():
+        if vm.cache is not None and vm.cache.semantic is not None and not _installed("usearch"):
+            problems.append(
+                f"models.{vname}.cache.semantic: needs the usearch package: pip install 'pointsman[cache]'"
+            )
+    if config.tracing.enabled and not _installed("opentelemetry.sdk"):
+        problems.append("tracing.enabled: needs OpenTelemetry: pip install 'pointsman[otel]'")
     for alias, target in config.aliases.items():
         if target not in config.models and target not in seen:
             problems.append(

@@ -85,7 +85,8 @@ class Tracing:
 
     def start(self, request_id: str, body: Any, headers: Mapping[str, str] | None) -> RequestTrace:
         """Open the request's span, as a child of the caller's `traceparent` if any."""
-        parent = self.propagator.extract(headers) if headers else None
+        # Only a request that carries trace context pays for parsing it.
+        parent = self.propagator.extract(headers) if headers and headers.get("traceparent") else None
         model = body.get("model") if isinstance(body, dict) else None
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
