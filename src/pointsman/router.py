@@ -777,7 +777,8 @@ class Router:
         if self.cache is not None:
             await self.cache.close()
         if self.tracing is not None:
-            self.tracing.flush()
+            # Export what is left (an HTTP call: off the event loop).
+            await asyncio.to_thread(self.tracing.flush)
         if self.shared is not None and self._shared_started:
             await self.shared.close()
             self._shared_started = False

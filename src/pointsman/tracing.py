@@ -186,7 +186,10 @@ class Tracing:
         data = event[6:].strip()
         if not data.startswith(b"{"):
             return
-        chunk = orjson.loads(data)
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:  # the client gets the chunk as it came; the span goes without
+            return
         if trace.response_model is None:
             trace.response_model = chunk.get("model")
             trace.response_id = chunk.get("id")
