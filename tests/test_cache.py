@@ -327,3 +327,17 @@ def test_cache_settings_are_validated_with_the_key_named(upstream):
     with pytest.raises(ConfigError) as caught:
         load_config(config)
     assert caught.value.problems == ["cache.backend: 'redis' needs state.url (the Redis the replicas share)"]
+
+
+def test_memory_cache_keeps_only_the_most_recently_used_entries(upstream, serve):
+    config = cache_config(upstream)
+    config["cache"] = {"max_entries": 2}
+    client = serve(config).client()
+    questions = [[{"role": "user", "content": f"Question number {i}?"}] for i in range(3)]
+    for messages in questions:
+        ask(client, messages=messages)
+    # The first question was the least recently used of three: evicted; the last two stay.
+    assert ask(client, messages=questions[2])[1]["x-pointsman-cache"] == "hit"
+    assert ask(client, messages=questions[1])[1]["x-pointsman-cache"] == "hit"
+    assert ask(client, messages=questions[0])[1]["x-pointsman-cache"] == "miss"
+    assert upstream.calls("small") == 4
