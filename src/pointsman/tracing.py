@@ -213,39 +213,44 @@ class Tracing:
         self._live.pop(request_id, None)
         now = time.time_ns()
         for attempt, span, _ in trace.attempts:
+            # One set_attributes call a span: the SDK takes its lock once, not per attribute.
+            found: dict[str, Any] = {"pointsman.attempt.latency_ms": round(attempt.latency_ms, 3)}
             if attempt.status is not None:
-                span.set_attribute("http.response.status_code", attempt.status)
-            span.set_attribute("pointsman.attempt.latency_ms", round(attempt.latency_ms, 3))
+                found["http.response.status_code"] = attempt.status
             if attempt.error:
-                span.set_attribute("error.type", attempt.error.split(" ", 1)[0])
+                found["error.type"] = attempt.error.split(" ", 1)[0]
                 span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, attempt.error))
             if attempt.verdict:
-                span.set_attribute("pointsman.attempt.verdict", attempt.verdict)
+                found["pointsman.attempt.verdict"] = attempt.verdict
+            span.set_attributes(found)
             # Ended when the request ends, dated when the call did (its start plus its latency).
             span.end(end_time=span.start_time + int(attempt.latency_ms * 1e6) if attempt.latency_ms else now)
         span = trace.span
-        span.set_attribute("http.response.status_code", status)
+        ended: dict[str, Any] = {
+            "http.response.status_code": status,
+            "gen_ai.usage.input_tokens": usage[0],
+            "gen_ai.usage.output_tokens": usage[1],
+            "pointsman.cost_usd": cost,
+        }
         if deployment is not None:
-            span.set_attribute("gen_ai.provider.name", deployment.provider)
-            span.set_attribute("pointsman.deployment", deployment.name)
+            ended["gen_ai.provider.name"] = deployment.provider
+            ended["pointsman.deployment"] = deployment.name
         model = trace.response_model or (deployment.model if deployment is not None else None)
         if model:
-            span.set_attribute("gen_ai.response.model", model)
+            ended["gen_ai.response.model"] = model
         if trace.response_id:
-            span.set_attribute("gen_ai.response.id", trace.response_id)
+            ended["gen_ai.response.id"] = trace.response_id
         if trace.finish_reasons:
-            span.set_attribute("gen_ai.response.finish_reasons", trace.finish_reasons)
-        span.set_attribute("gen_ai.usage.input_tokens", usage[0])
-        span.set_attribute("gen_ai.usage.output_tokens", usage[1])
-        span.set_attribute("pointsman.cost_usd", cost)
+            ended["gen_ai.response.finish_reasons"] = trace.finish_reasons
         if decision is not None:
-            span.set_attribute("pointsman.route", decision.route)
-            span.set_attribute("pointsman.fallbacks", decision.fallbacks)
+            ended["pointsman.route"] = decision.route
+            ended["pointsman.fallbacks"] = decision.fallbacks
         if cache is not None:
-            span.set_attribute("pointsman.cache", cache)
+            ended["pointsman.cache"] = cache
         if status != 200:
-            span.set_attribute("error.type", str(status))
+            ended["error.type"] = str(status)
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, error or str(status)))
+        span.set_attributes(ended)
         span.end()
 
     def flush(self, timeout_ms: int = 5000) -> bool:
