@@ -87,6 +87,8 @@ class CacheTicket:
     context: str | None = None
     text: str | None = None
     index: tuple[str, str] | None = None
+    # The last user turn's embedding, once computed (lookup and store share it).
+    vector: np.ndarray | None = None
 
 
 def tenant_of(grant: Grant | None, key: str | None) -> str:
@@ -340,7 +342,8 @@ class SemanticIndex:
             now = time.time()
             for ident, distance in zip(matches.keys, matches.distances, strict=True):
                 similarity = 1.0 - float(distance)
-                if similarity < threshold:
+                # `not >=` so that a NaN (a zero vector) ends the search instead of matching.
+                if not similarity >= threshold:
                     break
                 entry = self._entries.get(int(ident))
                 if entry is None:
@@ -426,14 +429,14 @@ class ResponseCache:
         opted = grant.key.metadata.get("cache") if grant is not None and grant.key is not None else None
         if opted == "off" or (settings.keys == "opted_in" and opted != "on"):
             return None
+        if mode == "bypass" or not cacheable(settings, body):
+            return CacheTicket(settings, "bypass", False, False, "", "bypass")
         tenant = "shared" if settings.scope == "shared" else tenant_of(grant, key)
         try:
             exact = request_key(body, tenant)
         except (TypeError, orjson.JSONEncodeError):
             # A library caller's body that is not plain JSON data: answered, never cached.
             return CacheTicket(settings, "bypass", False, False, "", "bypass")
-        if mode == "bypass" or not cacheable(settings, body):
-            return CacheTicket(settings, "bypass", False, False, exact, "bypass")
         ticket = CacheTicket(
             settings,
             "bypass" if mode == "refresh" else "miss",
@@ -460,12 +463,11 @@ class ResponseCache:
         if semantic is None or self.semantic is None or ticket.context is None or ticket.index is None:
             return None
         assert ticket.text is not None
+        ticket.vector = self.semantic.embed(ticket.text)
+        if not np.any(ticket.vector):
+            return None
         near = self.semantic.search(
-            ticket.index,
-            ticket.context,
-            self.semantic.embed(ticket.text),
-            semantic.threshold,
-            semantic.candidates,
+            ticket.index, ticket.context, ticket.vector, semantic.threshold, semantic.candidates
         )
         if near is None:
             return None
@@ -480,7 +482,9 @@ class ResponseCache:
         await self.backend.put(ticket.key, CachedAnswer(body, deployment, cost, time.time()), ttl)
         if self.semantic is not None and ticket.context is not None and ticket.index is not None:
             assert ticket.text is not None
-            vector = self.semantic.embed(ticket.text)
+            vector = ticket.vector if ticket.vector is not None else self.semantic.embed(ticket.text)
+            if not np.any(vector):  # nothing the encoder knows: no neighbour can be meaningful
+                return
             self.semantic.add(ticket.index, ticket.context, ticket.key, vector, ttl)
             if isinstance(self.backend, RedisBackend):
                 fields: dict[str, bytes | str] = {
