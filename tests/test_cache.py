@@ -195,6 +195,21 @@ def test_anthropic_messages_share_the_cache(upstream, serve):
     assert upstream.calls("small") == 1
 
 
+def test_anthropic_streamed_hit_is_a_valid_messages_stream(upstream, serve):
+    server = serve(cache_config(upstream))
+    client = anthropic.Anthropic(base_url=server.url, api_key="sk-client", max_retries=0)
+    params = {"model": "auto", "max_tokens": 64, "messages": QUESTION, "extra_body": {"temperature": 0}}
+    texts = []
+    for _ in range(2):
+        with client.messages.stream(**params) as stream:
+            texts.append("".join(stream.text_stream))
+            final = stream.get_final_message()
+        assert final.stop_reason == "end_turn"
+    assert texts[0] and texts[1] == texts[0]
+    assert upstream.calls("small") == 1
+    assert [r["cache"] for r in server.records()] == ["miss", "hit"]
+
+
 def test_summary_counts_hits_and_what_they_saved(upstream, serve):
     server = serve(cache_config(upstream))
     client = server.client()
