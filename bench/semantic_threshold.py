@@ -15,7 +15,7 @@ threshold just above the few near misses it happened to contain. Precision and r
 reported on the held-out half at that threshold and at the shipped default
 (config.SemanticCacheSettings.threshold).
 
-    python -m bench.semantic_threshold [--target 0.98] [--z 3.29] [--json]
+    python -m bench.semantic_threshold [--target 0.98] [--z 3.29] [--json] [--export PAIRS.jsonl]
 """
 
 from __future__ import annotations
@@ -93,9 +93,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--target", type=float, default=0.98, help="precision the fit half must reach")
     parser.add_argument("--z", type=float, default=3.29, help="standard deviations above the near misses")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--export", type=Path, help="also write the labelled pairs (a, b, label, split) as JSON lines here"
+    )
     args = parser.parse_args(argv)
     encoder = WordLlamaEncoder()
     split = labelled_pairs(load_items())
+    if args.export is not None:
+        args.export.write_text(
+            "".join(
+                json.dumps({"a": a, "b": b, "label": label, "split": name}, ensure_ascii=False) + "\n"
+                for name, pairs in split.items()
+                for a, b, label in pairs
+            ),
+            encoding="utf-8",
+        )
     fit_scores, fit_labels = similarities(encoder, split["fit"])
     held_scores, held_labels = similarities(encoder, split["held_out"])
     fitted = fit(fit_scores, fit_labels, args.target, args.z)
