@@ -260,11 +260,15 @@ def test_unreachable_redis_makes_the_cache_miss_never_fail(upstream, serve):
         dead = probe.getsockname()[1]
     config = cache_config(upstream)
     config["state"] = {"url": f"redis://127.0.0.1:{dead}/0", "prefix": f"pm-cache-{uuid.uuid4().hex[:8]}"}
-    client = serve(config).client()
+    server = serve(config)
+    client = server.client()
     for _ in range(2):
         text, headers, _ = ask(client)
         assert text and headers["x-pointsman-cache"] == "miss"
     assert upstream.calls("small") == 2
+    with urllib.request.urlopen(f"{server.url}/readyz", timeout=5) as response:
+        ready = json.loads(response.read())
+    assert ready["status"] == "degraded" and "cache" in ready["degraded"]
 
 
 MASTER = "mk-cache-master"
