@@ -110,3 +110,20 @@ def test_paraphrase_is_a_hit_on_the_replica_that_did_not_see_the_original(upstre
         time.sleep(0.05)
     assert ask(three.client(), PARAPHRASE)[1] == "hit"
     assert upstream.calls("small") == 1
+
+
+def test_same_question_about_another_image_is_never_a_hit(upstream, serve):
+    config = semantic_config(upstream)
+    config["deployments"][0]["capabilities"] = {"vision": True}
+    client = serve(config).client()
+
+    def about(image: str, text: str) -> str:
+        content = [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": image}}]
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": content}], temperature=0
+        )
+        return raw.headers["x-pointsman-cache"]
+
+    assert about("data:image/png;base64,AAAA", "What is in this picture?") == "miss"
+    assert about("data:image/png;base64,BBBB", "What is shown in this picture?") == "miss"
+    assert about("data:image/png;base64,AAAA", "What is shown in this picture?") == "hit"

@@ -125,7 +125,14 @@ def semantic_parts(body: Mapping[str, Any], tenant: str) -> tuple[str, str] | No
             text = message_text(message.get("content"))
             if not text.strip():
                 return None
-            rest = [*messages[:i], {**message, "content": None}, *messages[i + 1 :]]
+            content = message.get("content")
+            # Only the turn's text is compared by meaning; its images, audio or files must match.
+            others = (
+                [p for p in content if not (isinstance(p, dict) and p.get("type") == "text")]
+                if isinstance(content, list)
+                else None
+            )
+            rest = [*messages[:i], {**message, "content": others}, *messages[i + 1 :]]
             fields = {k: v for k, v in body.items() if k not in IGNORED_FIELDS and k != "messages"}
             return _digest(tenant, fields, rest), text
     return None
