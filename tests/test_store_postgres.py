@@ -173,6 +173,8 @@ def test_a_record_round_trips_with_every_column(open_store):
         "prompt": "Écris une fonction",
         "answer": "def f(): ...",
         "language": LanguageOf("Bonjour, pouvez-vous écrire une fonction qui trie une liste de nombres ?"),
+        "cache": "hit",
+        "saved_cost": 0.00042,
     }
     assert set(full) == set(NAMES)
     store.add(full)

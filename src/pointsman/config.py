@@ -7,6 +7,7 @@ Every problem becomes one line naming the key path and the reason, e.g.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -166,6 +167,60 @@ class HedgeSettings(_Strict):
     min_samples: int = Field(20, ge=1)
 
 
+class SemanticCacheSettings(_Strict):
+    """Also answer a request whose last user turn is close in meaning to a cached one (cosine
+    similarity of the bundled encoder's embeddings at least `threshold`), when everything else
+    (earlier turns, system prompt, tools, parameters, tenant) is identical."""
+
+    # Fitted by `python -m bench.semantic_threshold` (docs/cache-and-tracing.md): on held-out
+    # pairs, precision 0.97 and recall 0.75 with the bundled encoder.
+    threshold: float = Field(0.84, gt=0, le=1)
+    # Nearest neighbours examined per lookup before the exact-context check.
+    candidates: int = Field(8, ge=1, le=256)
+
+
+class CacheSettings(_Strict):
+    """A virtual model's response cache (`models.<name>.cache`): identical requests (same model
+    as asked, messages, tools and answer-changing parameters) from the same tenant are answered
+    from the cache, at no cost."""
+
+    enabled: bool = True
+    ttl_s: float = Field(3600.0, gt=0)
+    # "tenant": one cache per virtual key's team (else per key); "shared": every caller's.
+    scope: Literal["tenant", "shared"] = "tenant"
+    # "deterministic": only requests with temperature <= max_temperature (a request without a
+    # temperature has the API's default of 1) and one choice; "always": every request.
+    policy: Literal["deterministic", "always"] = "deterministic"
+    max_temperature: float = Field(0.0, ge=0)
+    # "all": every caller; "opted_in": only virtual keys with metadata `cache: "on"`. A key
+    # with metadata `cache: "off"` is never cached either way.
+    keys: Literal["all", "opted_in"] = "all"
+    semantic: SemanticCacheSettings | None = None
+
+
+class CacheStoreSettings(_Strict):
+    """Where cached answers live: in this process (an LRU bounded by entries and bytes), or
+    in Redis when `state.url` is set, so every replica shares them (`backend: memory` keeps
+    them local even then)."""
+
+    backend: Literal["auto", "memory", "redis"] = "auto"
+    max_entries: int = Field(10_000, ge=1)
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    # The most a lookup or store waits on Redis; past it the request goes on as a miss.
+    timeout_s: float = Field(0.05, gt=0)
+
+
+class TracingSettings(_Strict):
+    """OpenTelemetry traces over OTLP/HTTP (the `otel` extra), configured by the standard
+    OTEL_* environment variables. On when `enabled` is true, or when unset and
+    OTEL_TRACES_EXPORTER=otlp or an OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set."""
+
+    enabled: bool | None = None
+    # Export prompts and answers as span attributes (off: never exported).
+    capture_content: bool = False
+    service_name: str = "pointsman"
+
+
 class VirtualModel(_Strict):
     """A name clients may ask for (`auto`, `fast`, ...) that is routed by a strategy."""
 
@@ -176,6 +231,7 @@ class VirtualModel(_Strict):
     description: str = ""
     cascade: CascadeSettings | None = None
     hedge: HedgeSettings | None = None
+    cache: CacheSettings | None = None
     # `embeddings` models route /v1/embeddings requests over `mode: embeddings` deployments
     # (strategies: EMBEDDING_STRATEGIES); chat models never serve embeddings, nor the reverse.
     type: Literal["chat", "embeddings"] = "chat"
@@ -400,6 +456,8 @@ class Config(_Strict):
     aliases: dict[str, str] = {}
     policies: PoliciesSettings = PoliciesSettings()
     signals: SignalsSettings = SignalsSettings()
+    cache: CacheStoreSettings = CacheStoreSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @field_validator("store", mode="before")
     @classmethod
@@ -490,6 +548,13 @@ def describe_error(error: Any) -> str:
     return f"{error['msg'][0].lower()}{error['msg'][1:]} (got {error['input']!r})"
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 def _check_references(config: Config) -> list[str]:
     problems: list[str] = []
     names = list(dict.fromkeys(d.name for d in config.deployments))
@@ -521,6 +586,15 @@ def _check_references(config: Config) -> list[str]:
                         f"models.{vname}.{field}[{i}]: unknown deployment {ref!r} (known: {', '.join(names)})"
                     )
     problems.extend(_check_modes(config))
+    if config.cache.backend == "redis" and not config.state.url:
+        problems.append("cache.backend: 'redis' needs state.url (the Redis the replicas share)")
+    for vname, vm in config.models.items():
+        if vm.cache is not None and vm.cache.semantic is not None and not _installed("usearch"):
+            problems.append(
+                f"models.{vname}.cache.semantic: needs the usearch package: pip install 'pointsman[cache]'"
+            )
+    if config.tracing.enabled and not _installed("opentelemetry.sdk"):
+        problems.append("tracing.enabled: needs OpenTelemetry: pip install 'pointsman[otel]'")
     for alias, target in config.aliases.items():
         if target not in config.models and target not in seen:
             problems.append(

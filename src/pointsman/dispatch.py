@@ -12,7 +12,7 @@ import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -23,6 +23,9 @@ from pointsman.errors import InvalidRequest, PointsmanError, UpstreamFailed
 from pointsman.providers import Completion, Provider, StreamUsage, UpstreamError
 from pointsman.signals import Signals
 from pointsman.state import MemoryState
+
+if TYPE_CHECKING:
+    from pointsman.tracing import Tracing
 
 
 @dataclass(slots=True)
@@ -58,6 +61,8 @@ class Dispatcher:
         self.settings = config.router
         self.provider = provider
         self.state = state
+        # Set by the router when tracing is on: a span per upstream attempt.
+        self.tracing: Tracing | None = None
 
     # -- non-streaming ------------------------------------------------------------------------
 
@@ -166,6 +171,8 @@ class Dispatcher:
         started = perf_counter()
         attempt = Attempt(deployment.name, role=role)
         decision.attempts.append(attempt)
+        if self.tracing is not None:
+            self.tracing.attempt(decision, attempt, deployment)
         walk.tried.add(deployment.name)
         self.state.count_request(deployment.name, walk.tokens)
         try:
@@ -250,6 +257,8 @@ class Dispatcher:
             started = perf_counter()
             attempt = Attempt(deployment.name)
             decision.attempts.append(attempt)
+            if self.tracing is not None:
+                self.tracing.attempt(decision, attempt, deployment)
             walk.tried.add(deployment.name)
             self.state.count_request(deployment.name, walk.tokens)
             usage = StreamUsage()

@@ -85,6 +85,13 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
     headline.add_row(
         "fallback rate", f"{pct(t['fallback_rate'])} ({t['fallbacks']:,} answered after a failover)"
     )
+    cache = summary.get("cache")
+    if cache and cache["hits"] + cache["misses"] + cache["bypasses"]:
+        headline.add_row(
+            "cache",
+            f"{cache['hits']:,} hits, {cache['misses']:,} misses, {cache['bypasses']:,} bypassed; "
+            f"hit rate {pct(cache['hit_rate'])}, saved [green]{money(cache['saved'])}[/green]",
+        )
     console.print(headline)
 
     table = Table(title="share per deployment", title_justify="left")

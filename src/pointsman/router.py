@@ -18,6 +18,7 @@ import orjson
 
 from pointsman.access import AccessControl, Grant
 from pointsman.budgets import BudgetLedger
+from pointsman.cache import CachedAnswer, CacheTicket, ResponseCache, StreamAssembler, completion_events
 from pointsman.cascade import Cascade, JudgeReply, answer_text, completion_as_stream
 from pointsman.config import Config, Deployment, load_config
 from pointsman.decision import Decision
@@ -34,6 +35,7 @@ from pointsman.state import BreakerSettings, MemoryState
 from pointsman.state_redis import SharedState
 from pointsman.store import LanguageOf, RecordStore, default_db_path
 from pointsman.strategies import Strategy, build_strategy
+from pointsman.tracing import RequestTrace, build_tracing
 
 _random_hex: list[str] = []
 # A forked child must not hand out the random parts its parent already drew.
@@ -78,6 +80,11 @@ class _Call:
     grant: Grant | None = None
     body: Any = None
     signals: Signals | None = None
+    # The response cache's part: "hit", "miss", "bypass" or "refresh", and a hit's saving.
+    cache: CacheTicket | None = None
+    cache_status: str | None = None
+    saved_cost: float | None = None
+    trace: RequestTrace | None = None
 
     def last_user_text(self) -> str:
         """For the record's language: the routing's own Signals when there are some."""
@@ -131,6 +138,8 @@ class Router:
         self._sync_loop: asyncio.AbstractEventLoop | None = None
         self.config_path: Path | None = None
         self.config_version = 0
+        self.tracing = build_tracing(config)
+        self.cache: ResponseCache | None = None
         self._apply(config)
 
     def _apply(self, config: Config) -> None:
@@ -176,6 +185,11 @@ class Router:
             [n for n, vm in config.models.items() if vm.type == "embeddings"]
             + [d.name for d in config.deployments if d.mode == "embeddings"]
         )
+        self.dispatcher.tracing = self.tracing
+        if self.cache is not None:
+            self.cache.apply(config)
+        elif any(vm.cache is not None for vm in config.models.values()):
+            self.cache = ResponseCache(config)
         self.access.config = config
         if self.metrics is not None:
             self.metrics.known_models = set(config.models) | {d.name for d in config.deployments}
@@ -387,6 +401,8 @@ class Router:
             bool(body.get("stream")) if isinstance(body, dict) else False,
         )
         call.body = body
+        if self.tracing is not None:
+            call.trace = self.tracing.start(call.request_id, body, headers)
         dispatcher = self.dispatcher  # the config this request started with, whatever reloads
         decision: Decision | None = None
         outcome = Outcome()
@@ -403,6 +419,7 @@ class Router:
             signals = call.signals = signals if signals is not None else self.analyse(body, headers, key=key)
             grant = call.grant = await self.access.admit(key, body, lambda: signals.estimated_tokens)
             signals.trust(self.access.trusted_metadata(grant))
+            routing_ns = time.time_ns() if call.trace is not None else 0
             decision, _ = self.route(body, headers, call.request_id, signals=signals)
             routed = self.resolve_alias(body["model"])
             downgrade = self.access.downgrade_target(grant, routed)
@@ -414,6 +431,16 @@ class Router:
                 decision.requested_model = body["model"]
                 decision.reasons.append(f"budget: soft limit reached; routed as {downgrade!r}")
             await self.access.charge_plan(grant, decision, signals)
+            if call.trace is not None and self.tracing is not None:
+                self.tracing.routed(call.trace, decision, routing_ns)
+            # -- response cache hook: after every policy and limit, before any upstream call.
+            if self.cache is not None:
+                call.cache = self.cache.ticket(self.resolve_alias(body["model"]), body, headers, grant, key)
+                if call.cache is not None:
+                    call.cache_status = call.cache.recorded
+                    found = await self.cache.get(call.cache)
+                    if found is not None:
+                        return self._cached_reply(call, decision, outcome, *found)
             # -- PII masking hook (policies.pii, action: mask): placeholders go upstream, the
             # originals are put back into the answer before the client sees it.
             masker = self.pii.masker(signals, decision.reasons) if self.pii is not None else None
@@ -442,6 +469,10 @@ class Router:
             )
             headers_out = self._headers(decision, call, outcome)
             answer_body = masker.restore_completion(completion.body) if masker else completion.body
+            if call.cache is not None and self.cache is not None:
+                await self.cache.put(call.cache, answer_body, decision.answered_by, self._cost(outcome))
+            if call.trace is not None and self.tracing is not None:
+                self.tracing.answer(call.trace, answer_body)
             answer = answer_text(orjson.loads(answer_body)) if self.config.store.store_content else None
             self._record(call, decision, outcome, 200, None, answer)
             return Reply(decision, headers_out, body=answer_body)
@@ -479,6 +510,8 @@ class Router:
         }
         if decision.answered_by:
             headers["x-pointsman-model"] = decision.answered_by
+        if call.cache is not None:
+            headers["x-pointsman-cache"] = call.cache.status
         return headers
 
     async def _judged_stream(
@@ -525,6 +558,26 @@ class Router:
             raise
         finally:
             self._record(call, decision, outcome, status, error, answer)
+    def _cached_reply(
+        self, call: _Call, decision: Decision, outcome: Outcome, found: CachedAnswer, similarity: float | None
+    ) -> Reply:
+        """Answer from the cache: recorded like any request, at cost 0, with what it saved."""
+        call.cache_status, call.saved_cost = "hit", found.cost
+        kind = "exact" if similarity is None else f"semantic, similarity {similarity:.3f}"
+        decision.reasons.append(
+            f"cache: hit ({kind}); answer made by {found.deployment} saved ${found.cost:.6f}"
+        )
+        headers = self._headers(decision, call, outcome)
+        headers["x-pointsman-cache"] = "hit"
+        if call.trace is not None and self.tracing is not None:
+            self.tracing.answer(call.trace, found.body)
+        answer = answer_text(orjson.loads(found.body)) if self.config.store.store_content else None
+        self._record(call, decision, outcome, 200, None, answer)
+        if not call.stream:
+            return Reply(decision, headers, body=found.body)
+        options = call.body.get("stream_options") if isinstance(call.body, dict) else None
+        usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        return Reply(decision, headers, stream=_replay(completion_events(found.body, usage)))
 
     async def _relay(
         self,
@@ -538,14 +591,32 @@ class Router:
         status, error, health_failure = 200, None, False
         # Content is collected only when the config keeps it.
         pieces: list[str] | None = [] if self.config.store.store_content else None
+        # A streamed miss is stored once the whole answer is in.
+        assembler = StreamAssembler() if call.cache is not None and call.cache.store else None
+        trace = call.trace
         try:
             yield first
             if pieces is not None:
                 pieces.append(_delta_text(first))
+            if assembler is not None:
+                assembler.feed(first)
+            if trace is not None and self.tracing is not None:
+                self.tracing.chunk(trace, first)
             async for chunk in rest:
                 if pieces is not None:
                     pieces.append(_delta_text(chunk))
+                if assembler is not None:
+                    assembler.feed(chunk)
+                if trace is not None and self.tracing is not None:
+                    self.tracing.chunk(trace, chunk)
                 yield chunk
+            whole = (
+                assembler.completion((outcome.usage.prompt_tokens, outcome.usage.completion_tokens))
+                if assembler is not None
+                else None
+            )
+            if whole is not None and call.cache is not None and self.cache is not None:
+                await self.cache.put(call.cache, whole, decision.answered_by, self._cost(outcome))
         except UpstreamError as exc:
             # Bytes already reached the client: end the stream with an error event the
             # OpenAI client raises, never a silent truncation.
@@ -589,6 +660,12 @@ class Router:
         total = perf_counter() - call.started
         if self.metrics is not None:
             self._observe(call, decision, outcome, status, cost, total)
+        if call.trace is not None and self.tracing is not None:
+            usage = outcome.usage
+            self.tracing.finish(
+                call.request_id, call.trace, decision, outcome.deployment,
+                (usage.prompt_tokens, usage.completion_tokens), status, error, call.cache_status, cost,
+            )  # fmt: skip
         if self.store is None:
             return
         deployment = outcome.deployment
@@ -625,6 +702,8 @@ class Router:
                 # Routing's own detection when it ran, else a short sample detected by the
                 # writer thread: a full detection per record would cost more than the routing.
                 "language": routed_language or LanguageOf(call.last_user_text()),
+                "cache": call.cache_status,
+                "saved_cost": call.saved_cost,
             }
         )
 
@@ -684,6 +763,8 @@ class Router:
         if self.shared is not None and not self._shared_started:
             self._shared_started = True
             await self.shared.start()
+        if self.cache is not None:
+            await self.cache.start()
 
     @property
     def degraded(self) -> list[str]:
@@ -693,6 +774,8 @@ class Router:
             out.append("state")
         if self.store is not None and not getattr(self.store, "healthy", True):
             out.append("store")
+        if self.cache is not None and not self.cache.healthy:
+            out.append("cache")
         return out
 
     async def probe_resting(self) -> dict[str, bool]:
@@ -776,6 +859,11 @@ class Router:
         return self._sync_loop
 
     async def aclose(self) -> None:
+        if self.cache is not None:
+            await self.cache.close()
+        if self.tracing is not None:
+            # Export what is left (an HTTP call: off the event loop).
+            await asyncio.to_thread(self.tracing.flush)
         if self.shared is not None and self._shared_started:
             await self.shared.close()
             self._shared_started = False
@@ -791,6 +879,13 @@ class Router:
             self._sync_loop = None
         if self.store is not None:
             self.store.close()
+        if self.tracing is not None:
+            self.tracing.close()
+
+
+async def _replay(events: list[bytes]) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
 
 
 async def _chunks(stream: AsyncIterator[bytes]) -> AsyncIterator[Any]:

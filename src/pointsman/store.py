@@ -42,6 +42,10 @@ COLUMNS = (
     ("prompt", "TEXT"),
     ("answer", "TEXT"),
     ("language", "TEXT"),
+    # The response cache: "hit", "miss", "bypass" or "refresh" (NULL: no cache for the model),
+    # and what a hit saved (the cost of the answer when it was made).
+    ("cache", "TEXT"),
+    ("saved_cost", "REAL"),
 )
 # Audit queries filter on these.
 INDEXES = ("ts", "key_id", "requested_model", "deployment", "reason", "region", "team", "user", "language")
@@ -54,6 +58,7 @@ WINDOW_FIELDS = (
     "request_id", "ts", "api_key", "key_id", "team", "user", "requested_model", "route", "reason",
     "decision", "attempts", "deployment", "status", "error", "prompt_tokens", "completion_tokens",
     "cost", "latency_ms", "upstream_ms", "first_token_ms", "overhead_ms", "language",
+    "cache", "saved_cost",
 )  # fmt: skip
 
 

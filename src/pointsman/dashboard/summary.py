@@ -323,6 +323,7 @@ def summarise(
             str(status): n
             for status, n in sorted(Counter(r["status"] for r in records if r["status"] != 200).items())
         },
+        "cache": cache_summary(records),
         "series": _series(records, premium),
         "deployments": deployments,
         "tiers": tiers,
@@ -335,6 +336,20 @@ def summarise(
             "by_key": _fairness(routed, lambda r: key_label(r, names), tier_names, served_names),
         },
         "recent": _recent(records, names, recent),
+    }
+
+
+def cache_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The response cache's part: hits, misses (stored answers), bypasses, the hit rate among
+    the requests that looked the cache up, and the dollars hits saved."""
+    counts = Counter(r.get("cache") for r in records if r.get("cache"))
+    hits, misses = counts["hit"], counts["miss"]
+    return {
+        "hits": hits,
+        "misses": misses,
+        "bypasses": counts["bypass"] + counts["refresh"],
+        "hit_rate": _ratio(hits, hits + misses),
+        "saved": sum(r.get("saved_cost") or 0.0 for r in records if r.get("cache") == "hit"),
     }
 
 

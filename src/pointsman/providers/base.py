@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from time import time
@@ -12,6 +13,9 @@ from typing import Any
 from pointsman.config import Deployment
 from pointsman.providers.http import HTTPClient, Response
 from pointsman.providers.http import UpstreamError as UpstreamError  # adapters import it from here
+
+# Extra headers for this task's upstream calls: tracing puts the attempt's `traceparent` here.
+upstream_headers: ContextVar[dict[str, str] | None] = ContextVar("upstream_headers", default=None)
 
 
 @dataclass(slots=True)
@@ -68,6 +72,9 @@ class Provider:
 
     async def _post(self, url: str, payload: bytes, headers: dict[str, str], stream: bool) -> Response:
         t = self.deployment.timeouts
+        extra = upstream_headers.get()
+        if extra is not None:
+            headers = {**headers, **extra}
         try:
             return await self.client.post(
                 url,

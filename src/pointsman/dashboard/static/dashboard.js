@@ -254,6 +254,13 @@ function renderLatency(s) {
     ["fallback rate", fmt.pct(t.fallback_rate), "fallback-rate"],
     ["answered after failover", fmt.int(t.fallbacks), "fallbacks"],
   ];
+  const c = s.cache;
+  if (c && c.hits + c.misses + c.bypasses > 0) {
+    facts.push(
+      ["cache hits", `${fmt.int(c.hits)} (${fmt.pct(c.hit_rate)} of lookups)`, "cache-hits"],
+      ["saved by the cache", fmt.money(c.saved), "cache-saved"],
+    );
+  }
   fill(document.querySelector("#errors tbody"), facts.map(([label, value, id]) =>
     el("tr", { "data-fact": id }, el("td", {}, label), el("td", { class: "n value" }, value))), 2, "");
 }
