@@ -121,6 +121,15 @@ class Response:
                 return
             await self._wait()
 
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, for binary framings (AWS event streams)."""
+        while True:
+            while self._chunks:
+                yield self._chunks.popleft()
+            if self._complete:
+                return
+            await self._wait()
+
     def release(self) -> None:
         """Done with this response: its connection is reused when the answer was read to its
         end and the upstream keeps the connection alive, and closed otherwise."""
