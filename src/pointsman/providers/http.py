@@ -160,6 +160,9 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.keep_alive = True
+        # Through a forward proxy (plain HTTP), reused only when the proxy says it keeps the
+        # connection open: some (tinyproxy) close after every answer without saying so.
+        self.forwarded = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -208,6 +211,9 @@ class _Connection(asyncio.Protocol):
         response._head = True
         self.keep_alive = self.parser.should_keep_alive()
         headers = response.headers
+        if self.forwarded and self.keep_alive:
+            said = headers.get("connection", headers.get("proxy-connection", "")).lower()
+            self.keep_alive = said == "keep-alive"
         response._eof_ends = "content-length" not in headers and "chunked" not in headers.get(
             "transfer-encoding", ""
         ).lower()
@@ -391,6 +397,7 @@ class HTTPClient:
                     )
                 elif context is None:
                     _, conn = await loop.create_connection(lambda: _Connection(pool), route.host, route.port)
+                    conn.forwarded = True
                 else:
                     conn = await self._tunnel(pool, route, host, port, context)
         except TimeoutError:
