@@ -7,6 +7,7 @@ Every problem becomes one line naming the key path and the reason, e.g.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from pointsman.prices import catalogue_price
+from pointsman.prices import catalogue_price, describe_unpriced
 
 PROVIDERS = ("openai", "anthropic", "gemini", "bedrock")
 # Where a provider's API lives when a deployment names no api_base.
@@ -555,7 +556,15 @@ def parse_config(data: Any, source: str = "config") -> Config:
     problems.extend(_check_references(config))
     if problems:
         raise ConfigError(problems, source)
+    unpriced = unpriced_deployments(config)
+    if unpriced:
+        logging.getLogger("pointsman.config").warning("%s: %s", source, describe_unpriced(unpriced))
     return config
+
+
+def unpriced_deployments(config: Config) -> list[str]:
+    """Deployments with neither a configured nor a catalogue price (they count as free)."""
+    return [d.name for d in config.deployments if d.price_source == "unknown"]
 
 
 def _references_despite(data: dict[str, Any], errors: list[Any]) -> list[str]:
