@@ -15,7 +15,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from pointsman.testing.bedrock_upstream import Behaviour, BedrockUpstream
+from pointsman.testing.bedrock_upstream import BedrockUpstream, Behaviour
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 SONNET = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -72,7 +72,9 @@ def test_fake_answers_boto3_converse_with_text_usage_and_stop_reason(bedrock):
         system=[{"text": "Be brief."}],
         inferenceConfig={"maxTokens": 100},
     )
-    assert answer["output"]["message"]["content"] == [{"text": f"Simulated answer from {HAIKU}. You said: Hello there"}]
+    assert answer["output"]["message"]["content"] == [
+        {"text": f"Simulated answer from {HAIKU}. You said: Hello there"}
+    ]
     assert answer["stopReason"] == "end_turn"
     assert answer["usage"]["outputTokens"] == 8
     sent = bedrock.requests(HAIKU)[0]
@@ -81,7 +83,9 @@ def test_fake_answers_boto3_converse_with_text_usage_and_stop_reason(bedrock):
 
 
 def test_fake_streams_event_stream_frames_boto3_decodes(bedrock):
-    answer = runtime(bedrock).converse_stream(modelId=HAIKU, messages=[{"role": "user", "content": [{"text": "Hi you"}]}])
+    answer = runtime(bedrock).converse_stream(
+        modelId=HAIKU, messages=[{"role": "user", "content": [{"text": "Hi you"}]}]
+    )
     events = list(answer["stream"])
     text = "".join(e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e)
     assert text == f"Simulated answer from {HAIKU}. You said: Hi you"
@@ -92,21 +96,43 @@ def test_fake_streams_event_stream_frames_boto3_decodes(bedrock):
 
 def test_fake_calls_a_tool_and_reads_its_result_with_an_image_turn(bedrock):
     client = runtime(bedrock)
-    tools = {"tools": [{"toolSpec": {"name": "get_weather", "inputSchema": {"json": TOOL["function"]["parameters"]}}}]}
+    tools = {
+        "tools": [
+            {"toolSpec": {"name": "get_weather", "inputSchema": {"json": TOOL["function"]["parameters"]}}}
+        ]
+    }
     bedrock.set(HAIKU, Behaviour(tool_arguments='{"city": "Lima"}'))
-    question = {"role": "user", "content": [
-        {"text": "Weather where this photo was taken?"},
-        {"image": {"format": "png", "source": {"bytes": base64.b64decode(PNG)}}},
-    ]}
+    question = {
+        "role": "user",
+        "content": [
+            {"text": "Weather where this photo was taken?"},
+            {"image": {"format": "png", "source": {"bytes": base64.b64decode(PNG)}}},
+        ],
+    }
     first = client.converse(modelId=HAIKU, messages=[question], toolConfig=tools)
     use = first["output"]["message"]["content"][0]["toolUse"]
-    assert first["stopReason"] == "tool_use" and use["name"] == "get_weather" and use["input"] == {"city": "Lima"}
-    second = client.converse(modelId=HAIKU, toolConfig=tools, messages=[
-        question,
-        first["output"]["message"],
-        {"role": "user", "content": [{"toolResult": {"toolUseId": use["toolUseId"], "content": [{"json": {"sky": "grey"}}]}}]},
-    ])
-    assert second["output"]["message"]["content"][0]["text"].startswith(f"Simulated answer from {HAIKU}. I see 1 image(s).")
+    assert (
+        first["stopReason"] == "tool_use"
+        and use["name"] == "get_weather"
+        and use["input"] == {"city": "Lima"}
+    )
+    second = client.converse(
+        modelId=HAIKU,
+        toolConfig=tools,
+        messages=[
+            question,
+            first["output"]["message"],
+            {
+                "role": "user",
+                "content": [
+                    {"toolResult": {"toolUseId": use["toolUseId"], "content": [{"json": {"sky": "grey"}}]}}
+                ],
+            },
+        ],
+    )
+    assert second["output"]["message"]["content"][0]["text"].startswith(
+        f"Simulated answer from {HAIKU}. I see 1 image(s)."
+    )
 
 
 def test_fake_errors_read_as_bedrock_exceptions(bedrock):
@@ -121,7 +147,9 @@ def test_fake_errors_read_as_bedrock_exceptions(bedrock):
         )
     assert forged.value.response["Error"]["Code"] == "InvalidSignatureException"
     with pytest.raises(ClientError) as invalid:
-        runtime(bedrock).converse(modelId=SONNET, messages=[{"role": "assistant", "content": [{"text": "x"}]}])
+        runtime(bedrock).converse(
+            modelId=SONNET, messages=[{"role": "assistant", "content": [{"text": "x"}]}]
+        )
     assert invalid.value.response["Error"]["Code"] == "ValidationException"
 
 
@@ -168,7 +196,10 @@ def test_chat_completion_through_bedrock_is_signed_translated_and_catalogue_pric
     assert sent.body["system"] == [{"text": "Be brief."}]
     assert [m["role"] for m in sent.body["messages"]] == ["user", "assistant", "user"]
     assert sent.body["inferenceConfig"] == {"maxTokens": 50}
-    assert f"Credential={ACCESS}/" in sent.headers["authorization"] and "/us-east-1/bedrock/" in sent.headers["authorization"]
+    assert (
+        f"Credential={ACCESS}/" in sent.headers["authorization"]
+        and "/us-east-1/bedrock/" in sent.headers["authorization"]
+    )
     # Claude 3 Haiku on Bedrock: $0.25 / $1.25 per million tokens, from the catalogue.
     expected = (answer.usage.prompt_tokens * 0.25 + answer.usage.completion_tokens * 1.25) / 1e6
     assert server.records()[-1]["cost"] == pytest.approx(expected)
@@ -176,18 +207,22 @@ def test_chat_completion_through_bedrock_is_signed_translated_and_catalogue_pric
 
 def test_temporary_credentials_send_their_session_token(bedrock, serve, monkeypatch):
     monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token-from-sts")
-    serve(config(bedrock)).client().chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    serve(config(bedrock)).client().chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}]
+    )
     assert bedrock.requests(HAIKU)[0].headers["x-amz-security-token"] == "session-token-from-sts"
 
 
 def test_streamed_bedrock_answer_arrives_as_openai_chunks_with_usage(bedrock, serve):
     server = serve(config(bedrock))
-    chunks = list(server.client().chat.completions.create(
-        model="auto",
-        messages=[{"role": "user", "content": "stream please"}],
-        stream=True,
-        stream_options={"include_usage": True},
-    ))
+    chunks = list(
+        server.client().chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": "stream please"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == f"Simulated answer from {HAIKU}. You said: stream please"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
@@ -200,7 +235,9 @@ def test_tool_call_round_trip_through_bedrock(bedrock, serve):
     bedrock.set(HAIKU, Behaviour(tool_arguments='{"city": "Paris"}'))
     client = serve(config(bedrock)).client()
     messages: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
-    first = client.chat.completions.create(model="auto", messages=messages, tools=[TOOL], tool_choice="required")
+    first = client.chat.completions.create(
+        model="auto", messages=messages, tools=[TOOL], tool_choice="required"
+    )
     call = first.choices[0].message.tool_calls[0]
     assert first.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
@@ -212,30 +249,48 @@ def test_tool_call_round_trip_through_bedrock(bedrock, serve):
     assert second.choices[0].message.content.startswith("Simulated answer")
     sent = bedrock.requests(HAIKU)
     assert sent[0].body["toolConfig"]["toolChoice"] == {"any": {}}
-    assert sent[0].body["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"] == {"json": TOOL["function"]["parameters"]}
+    assert sent[0].body["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"] == {
+        "json": TOOL["function"]["parameters"]
+    }
     result = sent[1].body["messages"][2]["content"][0]["toolResult"]
     assert result == {"toolUseId": call.id, "content": [{"json": {"sky": "sunny"}}]}
 
 
 def test_streamed_tool_call_through_bedrock_accumulates_arguments(bedrock, serve):
     bedrock.set(HAIKU, Behaviour(tool_arguments='{"city": "Reykjavik", "unit": "celsius"}'))
-    stream = serve(config(bedrock)).client().chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": "Weather?"}], tools=[TOOL], stream=True
+    stream = (
+        serve(config(bedrock))
+        .client()
+        .chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "Weather?"}], tools=[TOOL], stream=True
+        )
     )
     chunks = [c for c in stream if c.choices]
     calls = [tc for c in chunks for tc in c.choices[0].delta.tool_calls or ()]
     assert calls[0].function.name == "get_weather" and len(calls) > 2
-    assert json.loads("".join(tc.function.arguments or "" for tc in calls)) == {"city": "Reykjavik", "unit": "celsius"}
+    assert json.loads("".join(tc.function.arguments or "" for tc in calls)) == {
+        "city": "Reykjavik",
+        "unit": "celsius",
+    }
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
 def test_image_data_url_reaches_bedrock_as_image_bytes(bedrock, serve):
-    answer = serve(config(bedrock)).client().chat.completions.create(
-        model="auto",
-        messages=[{"role": "user", "content": [
-            {"type": "text", "text": "What is this?"},
-            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
-        ]}],
+    answer = (
+        serve(config(bedrock))
+        .client()
+        .chat.completions.create(
+            model="auto",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is this?"},
+                        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                    ],
+                }
+            ],
+        )
     )
     assert "I see 1 image(s)" in answer.choices[0].message.content
     block = bedrock.requests(HAIKU)[0].body["messages"][0]["content"][1]
@@ -245,7 +300,9 @@ def test_image_data_url_reaches_bedrock_as_image_bytes(bedrock, serve):
 def test_throttled_bedrock_fails_over_and_cools_down_for_retry_after(bedrock, serve):
     bedrock.set(HAIKU, Behaviour(status=429, retry_after=30))
     client = serve(config(bedrock)).client()
-    first = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    first = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}]
+    )
     assert first.headers["x-pointsman-model"] == "sonnet"
     client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "again"}])
     assert bedrock.calls(HAIKU) == 1 and bedrock.calls(SONNET) == 2
@@ -253,8 +310,10 @@ def test_throttled_bedrock_fails_over_and_cools_down_for_retry_after(bedrock, se
 
 def test_bedrock_server_errors_fail_over(bedrock, serve):
     bedrock.set(HAIKU, Behaviour(status=503))
-    answer = serve(config(bedrock)).client().chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": "hi"}]
+    answer = (
+        serve(config(bedrock))
+        .client()
+        .chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
     )
     assert answer.choices[0].message.content.startswith(f"Simulated answer from {SONNET}")
 

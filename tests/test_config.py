@@ -99,6 +99,7 @@ def test_good_config_round_trips_every_deployment_setting(tmp_path: Path) -> Non
             provider: anthropic
             model: claude-sonnet
             api_base: https://api.anthropic.com
+            price: {{input: 3, output: 15}}
         models:
           smart:
             strategy: ordered
@@ -242,7 +243,8 @@ def test_unknown_provider_lists_the_known_ones(tmp_path: Path) -> None:
     assert_rejected(
         path,
         [
-            "deployments[1].provider: unknown provider 'cohere' (expected one of: openai, anthropic, gemini, bedrock)",
+            "deployments[1].provider: unknown provider 'cohere' "
+            "(expected one of: openai, anthropic, gemini, bedrock)",
         ],
     )
 
@@ -446,7 +448,8 @@ def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
         "deployments[0].model: missing required key",
         "deployments[0].price.input: wrong type: expected a number, got 'cheap'",
         "deployments[0].contxt_window: unknown key",
-        "deployments[1].provider: unknown provider 'cohere' (expected one of: openai, anthropic, gemini, bedrock)",
+        "deployments[1].provider: unknown provider 'cohere' "
+        "(expected one of: openai, anthropic, gemini, bedrock)",
         f"deployments[1].api_key: environment variable {UNSET} is not set",
     ]
 

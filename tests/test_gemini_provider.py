@@ -83,7 +83,9 @@ def test_fake_calls_a_declared_function_and_reads_its_response(gemini, google):
     )
     gemini.set("gemini-2.5-flash", Behaviour(tool_arguments='{"city": "Paris"}'))
     config = types.GenerateContentConfig(tools=[types.Tool(function_declarations=[declaration])])
-    first = client.models.generate_content(model="gemini-2.5-flash", contents="Weather in Paris?", config=config)
+    first = client.models.generate_content(
+        model="gemini-2.5-flash", contents="Weather in Paris?", config=config
+    )
     assert first.function_calls[0].name == "get_weather"
     assert first.function_calls[0].args == {"city": "Paris"}
     second = client.models.generate_content(
@@ -91,9 +93,10 @@ def test_fake_calls_a_declared_function_and_reads_its_response(gemini, google):
         contents=[
             types.Content(role="user", parts=[types.Part(text="Weather in Paris?")]),
             first.candidates[0].content,
-            types.Content(role="user", parts=[
-                types.Part.from_function_response(name="get_weather", response={"sky": "sunny"})
-            ]),
+            types.Content(
+                role="user",
+                parts=[types.Part.from_function_response(name="get_weather", response={"sky": "sunny"})],
+            ),
         ],
         config=config,
     )
@@ -180,8 +183,10 @@ def test_chat_completion_through_gemini_is_translated_costed_from_the_catalogue(
 
 
 def test_max_tokens_cut_reads_as_length(gemini, serve):
-    answer = serve(config(gemini)).client().chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    answer = (
+        serve(config(gemini))
+        .client()
+        .chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     )
     assert answer.choices[0].finish_reason == "length"
     assert answer.choices[0].message.content == "Simulated answer"
@@ -223,13 +228,20 @@ def test_tool_call_round_trip_through_gemini(gemini, serve):
     assert sent[0].body["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
     contents = sent[1].body["contents"]
     assert contents[1]["parts"][0]["functionCall"] == {"name": "get_weather", "args": {"city": "Paris"}}
-    assert contents[2]["parts"][0]["functionResponse"] == {"name": "get_weather", "response": {"sky": "sunny"}}
+    assert contents[2]["parts"][0]["functionResponse"] == {
+        "name": "get_weather",
+        "response": {"sky": "sunny"},
+    }
 
 
 def test_streamed_tool_call_through_gemini(gemini, serve):
     gemini.set("gemini-2.5-flash", Behaviour(tool_arguments='{"city": "Oslo"}'))
-    stream = serve(config(gemini)).client().chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": "Weather?"}], tools=[TOOL], stream=True
+    stream = (
+        serve(config(gemini))
+        .client()
+        .chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "Weather?"}], tools=[TOOL], stream=True
+        )
     )
     chunks = [c for c in stream if c.choices]
     calls = [tc for c in chunks for tc in c.choices[0].delta.tool_calls or ()]
@@ -239,12 +251,21 @@ def test_streamed_tool_call_through_gemini(gemini, serve):
 
 
 def test_image_data_url_reaches_gemini_inline(gemini, serve):
-    answer = serve(config(gemini)).client().chat.completions.create(
-        model="auto",
-        messages=[{"role": "user", "content": [
-            {"type": "text", "text": "What is this?"},
-            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
-        ]}],
+    answer = (
+        serve(config(gemini))
+        .client()
+        .chat.completions.create(
+            model="auto",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is this?"},
+                        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                    ],
+                }
+            ],
+        )
     )
     assert "I see 1 image(s)" in answer.choices[0].message.content
     part = gemini.requests("gemini-2.5-flash")[0].body["contents"][0]["parts"][1]
@@ -256,9 +277,14 @@ def test_image_by_remote_url_is_a_clear_client_error_not_a_failover(gemini, serv
     with pytest.raises(openai.BadRequestError) as caught:
         server.client().chat.completions.create(
             model="auto",
-            messages=[{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
-            ]}],
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                    ],
+                }
+            ],
         )
     assert "data:" in caught.value.message
     assert gemini.calls("gemini-2.5-pro") == 0
@@ -280,8 +306,10 @@ def test_rate_limited_gemini_with_retry_info_fails_over_and_cools_down(gemini, s
 
 def test_gemini_server_errors_fail_over(gemini, serve):
     gemini.set("gemini-2.5-flash", Behaviour(status=500))
-    answer = serve(config(gemini)).client().chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": "hi"}]
+    answer = (
+        serve(config(gemini))
+        .client()
+        .chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
     )
     assert answer.choices[0].message.content.startswith("Simulated answer from gemini-2.5-pro")
 
@@ -292,9 +320,11 @@ def test_a_wrong_gemini_key_is_the_deployments_fault_and_fails_over(gemini, serv
         model="auto", messages=[{"role": "user", "content": "hi"}]
     )
     assert answer.headers["x-pointsman-model"] == "gemini-2.5-pro"
-    attempts = json.loads(server.records()[-1]["attempts"]) if isinstance(
-        server.records()[-1]["attempts"], str
-    ) else server.records()[-1]["attempts"]
+    attempts = (
+        json.loads(server.records()[-1]["attempts"])
+        if isinstance(server.records()[-1]["attempts"], str)
+        else server.records()[-1]["attempts"]
+    )
     assert "API key not valid" in attempts[0]["error"]
 
 

@@ -19,8 +19,19 @@ import pytest
 from pointsman.providers import HTTPClient
 from tests.conftest import deployment
 
-pytestmark = pytest.mark.skipif(shutil.which("tinyproxy") is None, reason="needs tinyproxy (apt-get install tinyproxy)")
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+pytestmark = pytest.mark.skipif(
+    shutil.which("tinyproxy") is None, reason="needs tinyproxy (apt-get install tinyproxy)"
+)
+PROXY_VARIABLES = (
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+)
 
 
 def free_port() -> int:
@@ -34,7 +45,9 @@ class Tinyproxy:
         self.port = free_port()
         self.log = workdir / "tinyproxy.log"
         config = workdir / "tinyproxy.conf"
-        config.write_text(f"Port {self.port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Info\nMaxClients 50\nAllow 127.0.0.1\n")
+        config.write_text(
+            f"Port {self.port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Info\nMaxClients 50\nAllow 127.0.0.1\n"
+        )
         self.process = subprocess.Popen(
             ["tinyproxy", "-d", "-c", str(config)], stdout=self.log.open("w"), stderr=subprocess.STDOUT
         )
@@ -82,7 +95,10 @@ def direct_client(server) -> openai.OpenAI:
 
 
 def config(upstream, **fields) -> dict:
-    return {"deployments": [deployment(upstream, "gpt", **fields)], "models": {"auto": {"deployments": ["gpt"]}}}
+    return {
+        "deployments": [deployment(upstream, "gpt", **fields)],
+        "models": {"auto": {"deployments": ["gpt"]}},
+    }
 
 
 def test_upstream_calls_go_through_the_proxy_named_by_http_proxy(upstream, serve, tinyproxy, clean_env):
@@ -92,8 +108,12 @@ def test_upstream_calls_go_through_the_proxy_named_by_http_proxy(upstream, serve
     for word in ("one", "two"):
         answer = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": word}])
         assert answer.choices[0].message.content.endswith(f"You said: {word}")
-    streamed = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "three"}], stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices).endswith("You said: three")
+    streamed = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "three"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices).endswith(
+        "You said: three"
+    )
     assert tinyproxy.requests(rf"POST {upstream.url}/gpt/v1/chat/completions") - before == 3
     assert all("tinyproxy" in r.headers.get("via", "") for r in upstream.requests("gpt"))
 
@@ -112,14 +132,16 @@ def test_hosts_listed_in_no_proxy_bypass_the_proxy(upstream, serve, tinyproxy, c
 
 def test_a_deployments_proxy_setting_overrides_the_environment(upstream, serve, tinyproxy, clean_env):
     clean_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    server = serve({
-        "router": {"max_attempts": 1},
-        "deployments": [
-            deployment(upstream, "direct", proxy="none"),
-            deployment(upstream, "proxied", proxy=tinyproxy.url),
-            deployment(upstream, "env"),
-        ],
-    })
+    server = serve(
+        {
+            "router": {"max_attempts": 1},
+            "deployments": [
+                deployment(upstream, "direct", proxy="none"),
+                deployment(upstream, "proxied", proxy=tinyproxy.url),
+                deployment(upstream, "env"),
+            ],
+        }
+    )
     client = direct_client(server)
     client.chat.completions.create(model="direct", messages=[{"role": "user", "content": "hi"}])
     client.chat.completions.create(model="proxied", messages=[{"role": "user", "content": "hi"}])
@@ -145,7 +167,7 @@ def test_https_upstream_is_reached_through_one_reused_connect_tunnel(tmp_path, t
     clean_env.setenv("SSL_CERT_FILE", str(cert))
     clean_env.setenv("HTTPS_PROXY", tinyproxy.url)
     connections: list[str] = []
-    ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
+    ok = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append("tls")
@@ -169,8 +191,12 @@ def test_https_upstream_is_reached_through_one_reused_connect_tunnel(tmp_path, t
             client = HTTPClient()
             for _ in range(3):
                 response = await client.post(
-                    f"https://localhost:{port}/v1/chat/completions", b"{}", {"content-type": "application/json"},
-                    connect_s=2, read_s=5, total_s=10,
+                    f"https://localhost:{port}/v1/chat/completions",
+                    b"{}",
+                    {"content-type": "application/json"},
+                    connect_s=2,
+                    read_s=5,
+                    total_s=10,
                 )
                 assert await response.read() == b'{"ok":true}'
                 statuses.append(response.status)
@@ -188,7 +214,12 @@ def test_a_proxy_that_refuses_connect_is_a_connect_error_naming_the_proxy(tinypr
         client = HTTPClient()
         try:
             await client.post(
-                "https://localhost:1/v1/chat/completions", b"{}", {}, connect_s=2, read_s=2, total_s=5,
+                "https://localhost:1/v1/chat/completions",
+                b"{}",
+                {},
+                connect_s=2,
+                read_s=2,
+                total_s=5,
                 proxy=tinyproxy.url,
             )
         finally:

@@ -36,12 +36,19 @@ def test_an_unknown_model_has_no_catalogue_price():
 
 
 def deployments(*extra):
-    return {"deployments": [
-        {"name": "flash", "provider": "gemini", "model": "gemini-2.5-flash", "api_key": "k"},
-        {"name": "pinned", "provider": "openai", "model": "gpt-4o-mini", "api_base": "https://api.openai.com/v1",
-         "price": {"input": 0.1, "output": 0.2}},
-        *extra,
-    ]}
+    return {
+        "deployments": [
+            {"name": "flash", "provider": "gemini", "model": "gemini-2.5-flash", "api_key": "k"},
+            {
+                "name": "pinned",
+                "provider": "openai",
+                "model": "gpt-4o-mini",
+                "api_base": "https://api.openai.com/v1",
+                "price": {"input": 0.1, "output": 0.2},
+            },
+            *extra,
+        ]
+    }
 
 
 def test_config_price_wins_and_a_missing_one_comes_from_the_catalogue():
@@ -53,7 +60,12 @@ def test_config_price_wins_and_a_missing_one_comes_from_the_catalogue():
 
 
 def test_an_unknown_price_is_a_warning_at_load_not_silence(caplog):
-    local = {"name": "local", "provider": "openai", "model": "my-finetune", "api_base": "http://127.0.0.1:9/v1"}
+    local = {
+        "name": "local",
+        "provider": "openai",
+        "model": "my-finetune",
+        "api_base": "http://127.0.0.1:9/v1",
+    }
     with caplog.at_level(logging.WARNING, logger="pointsman.config"):
         config = load_config(deployments(local))
     assert config.deployment("local").price_source == "unknown"

@@ -33,7 +33,7 @@ try:  # the optional `bedrock` extra
     from botocore.awsrequest import AWSRequest
     from botocore.eventstream import EventStreamBuffer
 except ImportError:  # pragma: no cover - checked when a bedrock deployment is made
-    botocore = None  # type: ignore[assignment]
+    botocore = None
 
 Json = dict[str, Any]
 
@@ -53,7 +53,13 @@ _STREAM_EXCEPTIONS = {
     "modelStreamErrorException": 502,
     "validationException": 400,
 }
-_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
 _CONTEXT = re.compile(r"too long|too many (input )?tokens|context (length|window)|maximum context", re.I)
 
 
@@ -72,7 +78,9 @@ def _blocks(content: Any) -> list[Json]:
             image = part.get("image_url")
             mime, data = parse_data_url(str((image.get("url") if isinstance(image, dict) else image) or ""))
             if mime not in _IMAGE_FORMATS:
-                raise RequestNotTranslatable(f"image type {mime} is not supported by Bedrock (png, jpeg, gif, webp)")
+                raise RequestNotTranslatable(
+                    f"image type {mime} is not supported by Bedrock (png, jpeg, gif, webp)"
+                )
             blocks.append({"image": {"format": _IMAGE_FORMATS[mime], "source": {"bytes": data}}})
         else:
             raise RequestNotTranslatable(f"content part type {kind!r} is not supported for Bedrock")
@@ -82,7 +90,9 @@ def _blocks(content: Any) -> list[Json]:
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "".join(p.get("text", "") for p in content or () if isinstance(p, dict) and p.get("type") == "text")
+    return "".join(
+        p.get("text", "") for p in content or () if isinstance(p, dict) and p.get("type") == "text"
+    )
 
 
 def to_converse_request(body: Json, max_output_tokens: int | None) -> Json:
@@ -118,7 +128,15 @@ def to_converse_request(body: Json, max_output_tokens: int | None) -> Json:
                     arguments = orjson.loads(function.get("arguments") or "{}")
                 except orjson.JSONDecodeError:
                     raise RequestNotTranslatable("tool call arguments are not valid JSON") from None
-                blocks.append({"toolUse": {"toolUseId": call.get("id"), "name": function.get("name"), "input": arguments}})
+                blocks.append(
+                    {
+                        "toolUse": {
+                            "toolUseId": call.get("id"),
+                            "name": function.get("name"),
+                            "input": arguments,
+                        }
+                    }
+                )
             add("assistant", blocks)
         elif role == "tool":
             text = _text(content)
@@ -149,7 +167,10 @@ def to_converse_request(body: Json, max_output_tokens: int | None) -> Json:
     if tools:
         specs = []
         for function in tools:
-            spec: Json = {"name": function.get("name"), "inputSchema": {"json": function.get("parameters") or {"type": "object"}}}
+            spec: Json = {
+                "name": function.get("name"),
+                "inputSchema": {"json": function.get("parameters") or {"type": "object"}},
+            }
             if function.get("description"):
                 spec["description"] = function["description"]
             specs.append({"toolSpec": spec})
@@ -180,11 +201,16 @@ def from_converse_response(answer: Json, model: str) -> Json:
             texts.append(str(block["text"]))
         elif "toolUse" in block:
             use = block["toolUse"]
-            calls.append({
-                "id": use.get("toolUseId"),
-                "type": "function",
-                "function": {"name": use.get("name"), "arguments": orjson.dumps(use.get("input") or {}).decode()},
-            })
+            calls.append(
+                {
+                    "id": use.get("toolUseId"),
+                    "type": "function",
+                    "function": {
+                        "name": use.get("name"),
+                        "arguments": orjson.dumps(use.get("input") or {}).decode(),
+                    },
+                }
+            )
     message: Json = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
@@ -193,11 +219,13 @@ def from_converse_response(answer: Json, model: str) -> Json:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "finish_reason": STOP_REASONS.get(str(answer.get("stopReason")), "stop"),
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": STOP_REASONS.get(str(answer.get("stopReason")), "stop"),
+            }
+        ],
         "usage": _usage(answer.get("usage")),
     }
 
@@ -254,21 +282,38 @@ class ConverseStreamTranslator:
             use = (data.get("start") or {}).get("toolUse")
             if use:
                 index = self.tools[data.get("contentBlockIndex", 0)] = len(self.tools)
-                return [self._chunk({"tool_calls": [{
-                    "index": index,
-                    "id": use.get("toolUseId"),
-                    "type": "function",
-                    "function": {"name": use.get("name"), "arguments": ""},
-                }]})]
+                return [
+                    self._chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": index,
+                                    "id": use.get("toolUseId"),
+                                    "type": "function",
+                                    "function": {"name": use.get("name"), "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
+                ]
         elif kind == "contentBlockDelta":
             delta = data.get("delta") or {}
             if "text" in delta:
                 return [self._chunk({"content": delta["text"]})]
             if "toolUse" in delta:
                 index = self.tools.get(data.get("contentBlockIndex", 0), 0)
-                return [self._chunk({"tool_calls": [{
-                    "index": index, "function": {"arguments": delta["toolUse"].get("input", "")},
-                }]})]
+                return [
+                    self._chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": index,
+                                    "function": {"arguments": delta["toolUse"].get("input", "")},
+                                }
+                            ]
+                        }
+                    )
+                ]
         elif kind == "messageStop":
             self.finish = STOP_REASONS.get(str(data.get("stopReason")), "stop")
         elif kind == "metadata":
@@ -309,7 +354,9 @@ class BedrockProvider(Provider):
             )
         frozen = credentials.get_frozen_credentials()
         request = AWSRequest(
-            method="POST", url=url, data=payload,
+            method="POST",
+            url=url,
+            data=payload,
             headers={"content-type": "application/json", **self.deployment.headers},
         )
         SigV4Auth(frozen, "bedrock", self.region).add_auth(request)
@@ -341,7 +388,9 @@ class BedrockProvider(Provider):
         if response.status != 200:
             raise error_from_bedrock(response.status, raw, response.headers)
         try:
-            answer = from_converse_response(orjson.loads(raw), str(body.get("model") or self.deployment.model))
+            answer = from_converse_response(
+                orjson.loads(raw), str(body.get("model") or self.deployment.model)
+            )
         except (orjson.JSONDecodeError, AttributeError, TypeError):
             raise UpstreamError("protocol", "Bedrock answered 200 with an unreadable body") from None
         usage = answer["usage"]
@@ -366,10 +415,13 @@ class BedrockProvider(Provider):
                         kind = str(headers.get(":exception-type") or headers.get(":error-code") or "error")
                         detail = orjson.loads(message.payload or b"{}").get("message", "")
                         raise UpstreamError(
-                            "protocol", f"upstream stream error: {kind}: {detail}",
+                            "protocol",
+                            f"upstream stream error: {kind}: {detail}",
                             status=_STREAM_EXCEPTIONS.get(kind, 500),
                         )
-                    chunks = translator.feed(str(headers.get(":event-type")), orjson.loads(message.payload or b"{}"))
+                    chunks = translator.feed(
+                        str(headers.get(":event-type")), orjson.loads(message.payload or b"{}")
+                    )
                     for chunk in chunks:
                         yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             for chunk in translator.close():

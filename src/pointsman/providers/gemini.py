@@ -162,10 +162,9 @@ def to_gemini_request(body: Json, max_output_tokens: int | None) -> Json:
             add("model", parts)
         elif role == "tool":
             call_id = str(message.get("tool_call_id"))
-            name = names.get(call_id)
-            if name is None:
+            if call_id not in names:
                 raise RequestNotTranslatable(f"tool result {call_id!r} answers no earlier tool call")
-            add("user", [{"functionResponse": {"name": name, "response": _tool_result(content)}}])
+            add("user", [{"functionResponse": {"name": names[call_id], "response": _tool_result(content)}}])
         else:
             raise RequestNotTranslatable(f"message role {role!r} is not supported for Gemini")
     if not contents:
@@ -228,7 +227,7 @@ def _call_id() -> str:
     return "call_" + base64.b32encode(time.time_ns().to_bytes(8, "big")).decode().lower().rstrip("=")
 
 
-def _message(parts: list[Any]) -> tuple[str | None, list[Json]]:
+def _message(parts: Any) -> tuple[str | None, list[Json]]:
     texts: list[str] = []
     calls: list[Json] = []
     for part in parts:
@@ -238,11 +237,16 @@ def _message(parts: list[Any]) -> tuple[str | None, list[Json]]:
             texts.append(str(part["text"]))
         elif "functionCall" in part:
             call = part["functionCall"]
-            calls.append({
-                "id": call.get("id") or f"{_call_id()}{len(calls)}",
-                "type": "function",
-                "function": {"name": call.get("name"), "arguments": orjson.dumps(call.get("args") or {}).decode()},
-            })
+            calls.append(
+                {
+                    "id": call.get("id") or f"{_call_id()}{len(calls)}",
+                    "type": "function",
+                    "function": {
+                        "name": call.get("name"),
+                        "arguments": orjson.dumps(call.get("args") or {}).decode(),
+                    },
+                }
+            )
     return ("".join(texts) if texts or not calls else None), calls
 
 
@@ -262,7 +266,9 @@ def from_gemini_response(answer: Json, model: str) -> Json:
             message["tool_calls"] = calls
         choices.append({"index": index, "message": message, "finish_reason": _finish(candidate, bool(calls))})
     if not choices:  # the prompt itself was blocked (promptFeedback.blockReason)
-        choices.append({"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "content_filter"})
+        choices.append(
+            {"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "content_filter"}
+        )
     return {
         "id": "chatcmpl-" + str(answer.get("responseId") or _call_id()),
         "object": "chat.completion",
@@ -295,7 +301,9 @@ def error_from_gemini(status: int, raw: bytes, retry_after: str | None) -> Upstr
     kind = "http"
     if status == 400 and "API_KEY_INVALID" in reasons:
         status = 401  # Gemini answers a bad key with 400: it is the deployment's fault, not the request's
-    elif status == 400 and re.search(r"input token count|exceeds the maximum number of tokens", message, re.I):
+    elif status == 400 and re.search(
+        r"input token count|exceeds the maximum number of tokens", message, re.I
+    ):
         kind = "context_length"
     return UpstreamError(kind, message, status=status, retry_after=wait, body=parsed)
 
@@ -340,12 +348,23 @@ class GeminiStreamTranslator:
                     out.append(self._chunk({"content": part["text"]}))
                 elif "functionCall" in part:
                     call = part["functionCall"]
-                    out.append(self._chunk({"tool_calls": [{
-                        "index": self.calls,
-                        "id": call.get("id") or f"{_call_id()}{self.calls}",
-                        "type": "function",
-                        "function": {"name": call.get("name"), "arguments": orjson.dumps(call.get("args") or {}).decode()},
-                    }]}))
+                    out.append(
+                        self._chunk(
+                            {
+                                "tool_calls": [
+                                    {
+                                        "index": self.calls,
+                                        "id": call.get("id") or f"{_call_id()}{self.calls}",
+                                        "type": "function",
+                                        "function": {
+                                            "name": call.get("name"),
+                                            "arguments": orjson.dumps(call.get("args") or {}).decode(),
+                                        },
+                                    }
+                                ]
+                            }
+                        )
+                    )
                     self.calls += 1
             if candidate.get("finishReason"):
                 self.finish = _finish(candidate, self.calls > 0)

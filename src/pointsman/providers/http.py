@@ -4,7 +4,9 @@ The providers need one thing from HTTP: POST a JSON body, read the answer whole 
 within a connect timeout, a read timeout (the longest wait for the next bytes) and a total
 deadline. Through an outbound proxy (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, or a deployment's
 `proxy:`), plain-HTTP requests go to the proxy in absolute form and HTTPS ones through a CONNECT
-tunnel; either way the connection is pooled and reused like a direct one. A general client (aiohttp) spends two to three times this module's CPU per call on
+tunnel; either way the connection is pooled and reused like a direct one.
+
+A general client (aiohttp) spends two to three times this module's CPU per call on
 features no upstream call uses (cookies, redirects, multidicts, tracing, compression), and that
 CPU is a large share of what a request costs the router.
 """
@@ -19,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlencode, urlsplit
-from urllib.request import getproxies, proxy_bypass_environment
+from urllib.request import getproxies, proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed
 
 import httptools
 
@@ -403,7 +405,9 @@ class HTTPClient:
         except TimeoutError:
             raise UpstreamError("timeout", "timed out waiting for the upstream") from None
         except (OSError, ssl.SSLError) as exc:
-            where = f"{host}:{port}" if route is None else f"{host}:{port} through proxy {route.host}:{route.port}"
+            where = f"{host}:{port}"
+            if route is not None:
+                where += f" through proxy {route.host}:{route.port}"
             raise UpstreamError(
                 "connect", f"Cannot connect to host {where} [{exc.strerror or exc}]"
             ) from None
@@ -417,9 +421,8 @@ class HTTPClient:
         transport, tunnel = await loop.create_connection(_Tunnel, route.host, route.port)
         try:
             authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            transport.write(
-                f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n".encode() + route.authorization + b"\r\n"
-            )
+            request = f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n".encode()
+            transport.write(request + route.authorization + b"\r\n")
             status_line = await tunnel.answer
             if status_line.split(b" ", 2)[1:2] != [b"200"]:
                 raise ConnectionError(f"the proxy refused CONNECT: {status_line.decode('latin-1')}")

@@ -48,7 +48,11 @@ def encode_event(headers: dict[str, str], payload: bytes) -> bytes:
     """One message in AWS's event-stream framing (string headers only), as Bedrock sends it:
     total length, headers length, prelude CRC32, headers, payload, message CRC32."""
     encoded = b"".join(
-        struct.pack("!B", len(name)) + name.encode() + b"\x07" + struct.pack("!H", len(value)) + value.encode()
+        struct.pack("!B", len(name))
+        + name.encode()
+        + b"\x07"
+        + struct.pack("!H", len(value))
+        + value.encode()
         for name, value in headers.items()
     )
     prelude = struct.pack("!II", 16 + len(encoded) + len(payload), len(encoded))
@@ -59,7 +63,8 @@ def encode_event(headers: dict[str, str], payload: bytes) -> bytes:
 
 def event(kind: str, data: Json) -> bytes:
     return encode_event(
-        {":event-type": kind, ":content-type": "application/json", ":message-type": "event"}, orjson.dumps(data)
+        {":event-type": kind, ":content-type": "application/json", ":message-type": "event"},
+        orjson.dumps(data),
     )
 
 
@@ -70,20 +75,28 @@ def exception_event(kind: str, message: str) -> bytes:
     )
 
 
-def _error(status: int, message: str, kind: str | None = None, retry_after: float | None = None) -> web.Response:
+def _error(
+    status: int, message: str, kind: str | None = None, retry_after: float | None = None
+) -> web.Response:
     kind = kind or _ERRORS.get(status, "InternalServerException")
     headers = {"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"}
     if retry_after is not None:
         headers["Retry-After"] = f"{retry_after:g}"
     return web.Response(
-        body=orjson.dumps({"message": message}), status=status, content_type="application/json", headers=headers
+        body=orjson.dumps({"message": message}),
+        status=status,
+        content_type="application/json",
+        headers=headers,
     )
 
 
 def _invalid(body: Any) -> str | None:
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list) or not messages:
-        return "1 validation error detected: Value at 'messages' failed to satisfy constraint: Member must not be null"
+        return (
+            "1 validation error detected: Value at 'messages' failed to satisfy constraint: "
+            "Member must not be null"
+        )
     previous = None
     for i, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
@@ -97,7 +110,10 @@ def _invalid(body: Any) -> str | None:
             return f"The content field in the Message object at messages.{i} is empty."
         for block in content:
             if "text" in block and not str(block["text"]).strip():
-                return "The text field in the ContentBlock object is blank. Add text to the text field, and try again."
+                return (
+                    "The text field in the ContentBlock object is blank. "
+                    "Add text to the text field, and try again."
+                )
             image = block.get("image")
             if image is not None:
                 try:
@@ -129,8 +145,12 @@ def _turn(body: Json) -> Turn:
             last_text = " ".join(texts)
     for block in body.get("system") or ():
         chars += len(str(block.get("text", "")))
-    tools = [t["toolSpec"]["name"] for t in (body.get("toolConfig") or {}).get("tools") or () if "toolSpec" in t]
-    return Turn(last_text, chars, images, tools, answering, (body.get("inferenceConfig") or {}).get("maxTokens"))
+    tools = [
+        t["toolSpec"]["name"] for t in (body.get("toolConfig") or {}).get("tools") or () if "toolSpec" in t
+    ]
+    return Turn(
+        last_text, chars, images, tools, answering, (body.get("inferenceConfig") or {}).get("maxTokens")
+    )
 
 
 class BedrockUpstream(LoopbackServer):
@@ -160,7 +180,9 @@ class BedrockUpstream(LoopbackServer):
         access_key, _, region, service, signed, signature = match.groups()
         secret = self.credentials.get(access_key)
         if secret is None:
-            return _error(403, "The security token included in the request is invalid.", "UnrecognizedClientException")
+            return _error(
+                403, "The security token included in the request is invalid.", "UnrecognizedClientException"
+            )
         names = signed.split(";")
         copy = AWSRequest(
             method=request.method,
@@ -169,7 +191,9 @@ class BedrockUpstream(LoopbackServer):
             data=raw,
         )
         copy.context["timestamp"] = request.headers.get("x-amz-date", "")
-        signer = SigV4Auth(Credentials(access_key, secret, request.headers.get("x-amz-security-token")), service, region)
+        signer = SigV4Auth(
+            Credentials(access_key, secret, request.headers.get("x-amz-security-token")), service, region
+        )
         canonical = signer.canonical_request(copy)
         expected = signer.signature(signer.string_to_sign(copy, canonical), copy)
         if service != "bedrock" or expected != signature:
@@ -183,7 +207,9 @@ class BedrockUpstream(LoopbackServer):
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         match = _PATH.fullmatch(request.path)
         if match is None or request.method != "POST":
-            return _error(404, f"Unknown operation {request.method} {request.path}", "UnknownOperationException")
+            return _error(
+                404, f"Unknown operation {request.method} {request.path}", "UnknownOperationException"
+            )
         model, operation = unquote(match.group(1)), match.group(2)
         raw = await request.read()
         try:
@@ -215,30 +241,47 @@ class BedrockUpstream(LoopbackServer):
                 arguments = orjson.loads(reply.tool_arguments or "{}")
                 content = [{"toolUse": {"toolUseId": tool_id, "name": reply.tool, "input": arguments}}]
             return web.Response(
-                body=orjson.dumps({
-                    "output": {"message": {"role": "assistant", "content": content}},
-                    "stopReason": _STOP[reply.finish],
-                    "usage": usage,
-                    "metrics": {"latencyMs": 1},
-                }),
+                body=orjson.dumps(
+                    {
+                        "output": {"message": {"role": "assistant", "content": content}},
+                        "stopReason": _STOP[reply.finish],
+                        "usage": usage,
+                        "metrics": {"latencyMs": 1},
+                    }
+                ),
                 content_type="application/json",
             )
         return await self.send_stream(
-            request, {"Content-Type": "application/vnd.amazon.eventstream"}, _frames(reply, tool_id, usage), behaviour
+            request,
+            {"Content-Type": "application/vnd.amazon.eventstream"},
+            _frames(reply, tool_id, usage),
+            behaviour,
         )
 
 
 def _frames(reply: Reply, tool_id: str, usage: Json) -> list[bytes]:
     frames = [event("messageStart", {"role": "assistant"})]
     if reply.tool is not None:
-        frames.append(event("contentBlockStart", {
-            "contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": tool_id, "name": reply.tool}},
-        }))
+        frames.append(
+            event(
+                "contentBlockStart",
+                {
+                    "contentBlockIndex": 0,
+                    "start": {"toolUse": {"toolUseId": tool_id, "name": reply.tool}},
+                },
+            )
+        )
         arguments = reply.tool_arguments or "{}"
         for i in range(0, len(arguments), 8):  # arguments arrive in slices, as from a real model
-            frames.append(event("contentBlockDelta", {
-                "contentBlockIndex": 0, "delta": {"toolUse": {"input": arguments[i : i + 8]}},
-            }))
+            frames.append(
+                event(
+                    "contentBlockDelta",
+                    {
+                        "contentBlockIndex": 0,
+                        "delta": {"toolUse": {"input": arguments[i : i + 8]}},
+                    },
+                )
+            )
     else:
         for word in reply.words:
             frames.append(event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": word}}))

@@ -87,9 +87,7 @@ def _turn(body: Json) -> Turn:
     for part in (body.get("systemInstruction") or {}).get("parts") or ():
         chars += len(str(part.get("text", "")))
     tools = [
-        d.get("name")
-        for tool in body.get("tools") or ()
-        for d in tool.get("functionDeclarations") or ()
+        d.get("name") for tool in body.get("tools") or () for d in tool.get("functionDeclarations") or ()
     ]
     generation = body.get("generationConfig") or {}
     return Turn(last_text, chars, images, tools, answering, generation.get("maxOutputTokens"))
@@ -137,24 +135,39 @@ class GeminiUpstream(LoopbackServer):
         behaviour = self.arrive(model, request, body if isinstance(body, dict) else {})
         key = request.headers.get("x-goog-api-key") or request.query.get("key")
         if self.api_key is not None and not key:
-            return _json(403, error_body(
-                403, "Method doesn't allow unregistered callers (callers without established identity). "
-                "Please use API Key or other form of API consumer identity to call this API.",
-            ))
+            return _json(
+                403,
+                error_body(
+                    403,
+                    "Method doesn't allow unregistered callers (callers without established identity). "
+                    "Please use API Key or other form of API consumer identity to call this API.",
+                ),
+            )
         if self.api_key is not None and key != self.api_key:
-            return _json(400, error_body(400, "API key not valid. Please pass a valid API key.", [{
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": "API_KEY_INVALID",
-                "domain": "googleapis.com",
-            }]))
+            return _json(
+                400,
+                error_body(
+                    400,
+                    "API key not valid. Please pass a valid API key.",
+                    [
+                        {
+                            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                            "reason": "API_KEY_INVALID",
+                            "domain": "googleapis.com",
+                        }
+                    ],
+                ),
+            )
         await self.wait_as_told(request, behaviour)
         if behaviour.status != 200:
             details = None
             if behaviour.retry_after is not None:
-                details = [{
-                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
-                    "retryDelay": f"{behaviour.retry_after:g}s",
-                }]
+                details = [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                        "retryDelay": f"{behaviour.retry_after:g}s",
+                    }
+                ]
             message = f"Simulated error {behaviour.status} from model {model}."
             return _json(behaviour.status, error_body(behaviour.status, message, details))
         problem = _invalid(body)
@@ -164,25 +177,42 @@ class GeminiUpstream(LoopbackServer):
         reply = compose(model, _turn(body), behaviour)
         ident = f"fake-gemini-{self.next_id()}"
         if method == "generateContent":
-            return _json(200, orjson.dumps({
-                "candidates": [{
-                    "content": {"role": "model", "parts": _parts(reply)},
-                    "finishReason": _FINISH[reply.finish],
-                    "index": 0,
-                }],
-                "usageMetadata": _usage(reply),
-                "modelVersion": model,
-                "responseId": ident,
-            }))
+            return _json(
+                200,
+                orjson.dumps(
+                    {
+                        "candidates": [
+                            {
+                                "content": {"role": "model", "parts": _parts(reply)},
+                                "finishReason": _FINISH[reply.finish],
+                                "index": 0,
+                            }
+                        ],
+                        "usageMetadata": _usage(reply),
+                        "modelVersion": model,
+                        "responseId": ident,
+                    }
+                ),
+            )
         if request.query.get("alt") != "sse":
-            return _json(400, error_body(400, "this fake serves streams as server-sent events only (alt=sse)"))
+            return _json(
+                400, error_body(400, "this fake serves streams as server-sent events only (alt=sse)")
+            )
         frames: list[Json] = []
         if reply.tool is not None:
-            frames.append({"candidates": [{"content": {"role": "model", "parts": _parts(reply)}, "index": 0}]})
+            frames.append(
+                {"candidates": [{"content": {"role": "model", "parts": _parts(reply)}, "index": 0}]}
+            )
         else:
             for word in reply.words:
-                frames.append({"candidates": [{"content": {"role": "model", "parts": [{"text": word}]}, "index": 0}]})
-        last = frames[-1] if frames else {"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]}}]}
+                frames.append(
+                    {"candidates": [{"content": {"role": "model", "parts": [{"text": word}]}, "index": 0}]}
+                )
+        last: Json = (
+            frames[-1]
+            if frames
+            else {"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]}}]}
+        )
         last["candidates"][0]["finishReason"] = _FINISH[reply.finish]
         last["usageMetadata"] = _usage(reply)
         if not frames:
