@@ -340,3 +340,87 @@ def test_request_bedrock_refuses_goes_back_to_the_client_as_400(bedrock, serve):
             model="auto", messages=[{"role": "assistant", "content": "I speak first"}]
         )
     assert bedrock.calls(SONNET) == 0
+
+
+def test_a_bedrock_stream_cut_midway_is_an_error_to_the_client(bedrock, serve):
+    bedrock.set(HAIKU, Behaviour(fail_after_chunks=3, reply="a b c d e f g h"))
+    server = serve(config(bedrock))
+    with pytest.raises(openai.APIError):
+        for _ in server.client().chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "x"}], stream=True
+        ):
+            pass
+    assert server.records()[-1]["status"] == 502
+
+
+def test_an_exception_inside_a_bedrock_event_stream_ends_the_stream_with_an_error(bedrock):
+    import asyncio
+
+    from aiohttp import web
+
+    from pointsman.config import Deployment
+    from pointsman.providers import HTTPClient, StreamUsage, UpstreamError, make_provider
+    from pointsman.testing.bedrock_upstream import event, exception_event
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "application/vnd.amazon.eventstream"})
+        await response.prepare(request)
+        await response.write(event("messageStart", {"role": "assistant"}))
+        await response.write(exception_event("modelStreamErrorException", "the model broke"))
+        await response.write_eof()
+        return response
+
+    async def main() -> tuple[list[bytes], UpstreamError]:
+        app = web.Application()
+        app.router.add_post("/model/{model}/converse-stream", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        client = HTTPClient()
+        provider = make_provider(
+            Deployment(name="b", provider="bedrock", model=HAIKU, api_base=f"http://127.0.0.1:{port}",
+                       aws_region="us-east-1"),
+            client,
+        )  # fmt: skip
+        received: list[bytes] = []
+        try:
+            async for chunk in provider.stream(
+                {"messages": [{"role": "user", "content": "x"}]}, StreamUsage()
+            ):
+                received.append(chunk)
+        except UpstreamError as exc:
+            return received, exc
+        finally:
+            await client.close()
+            await runner.cleanup()
+        raise AssertionError("the stream ended without an error")
+
+    received, error = asyncio.run(main())
+    assert len(received) == 1 and b'"role":"assistant"' in received[0]
+    assert "modelStreamErrorException: the model broke" in error.message and error.status == 502
+
+
+def test_a_missing_aws_profile_is_the_deployments_fault_and_fails_over(bedrock, serve):
+    cfg = config(bedrock)
+    cfg["deployments"][0]["aws_profile"] = "no-such-profile"
+    server = serve(cfg)
+    answer = server.client().chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert answer.headers["x-pointsman-model"] == "sonnet"
+    assert "AWS credentials" in str(server.records()[-1]["attempts"]) and "no-such-profile" in str(
+        server.records()[-1]["attempts"]
+    )
+    assert bedrock.calls(HAIKU) == 0
+
+
+def test_no_aws_credentials_anywhere_is_a_503_that_says_so(bedrock, serve, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    server = serve({"deployments": [bedrock_deployment(bedrock, "haiku", HAIKU)]})
+    with pytest.raises(openai.APIStatusError) as caught:
+        server.client().chat.completions.create(model="haiku", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.status_code == 503 and "no AWS credentials found" in caught.value.message
+    assert bedrock.calls(HAIKU) == 0

@@ -333,3 +333,25 @@ def test_request_gemini_refuses_goes_back_to_the_client_as_400(gemini, serve):
     with pytest.raises(openai.BadRequestError):
         server.client().chat.completions.create(model="auto", messages=[{"role": "user", "content": ""}])
     assert gemini.calls("gemini-2.5-pro") == 0
+
+
+def test_a_gemini_stream_cut_midway_is_an_error_to_the_client_not_a_silent_end(gemini, serve):
+    gemini.set("gemini-2.5-flash", Behaviour(fail_after_chunks=2, reply="a b c d e f g h"))
+    server = serve(config(gemini))
+    with pytest.raises(openai.APIError):
+        for _ in server.client().chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "x"}], stream=True
+        ):
+            pass
+    assert server.records()[-1]["status"] == 502
+
+
+def test_a_gemini_stream_refused_before_any_byte_fails_over(gemini, serve):
+    gemini.set("gemini-2.5-flash", Behaviour(status=503))
+    chunks = list(
+        serve(config(gemini))
+        .client()
+        .chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}], stream=True)
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("Simulated answer from gemini-2.5-pro")

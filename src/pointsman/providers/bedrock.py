@@ -347,7 +347,10 @@ class BedrockProvider(Provider):
         the chain may read files or ask the instance metadata service; refreshed the same way)."""
         credentials = self.credentials
         if credentials is None or getattr(credentials, "refresh_needed", lambda: False)():
-            credentials = await asyncio.to_thread(self._resolve)
+            try:
+                credentials = await asyncio.to_thread(self._resolve)
+            except Exception as exc:  # botocore's errors: a missing profile, a failed refresh, ...
+                raise UpstreamError("http", f"AWS credentials: {exc}", status=401) from None
         if credentials is None:
             raise UpstreamError(
                 "http", "no AWS credentials found for this deployment (AWS's standard chain)", status=401
