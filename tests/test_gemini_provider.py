@@ -320,12 +320,7 @@ def test_a_wrong_gemini_key_is_the_deployments_fault_and_fails_over(gemini, serv
         model="auto", messages=[{"role": "user", "content": "hi"}]
     )
     assert answer.headers["x-pointsman-model"] == "gemini-2.5-pro"
-    attempts = (
-        json.loads(server.records()[-1]["attempts"])
-        if isinstance(server.records()[-1]["attempts"], str)
-        else server.records()[-1]["attempts"]
-    )
-    assert "API key not valid" in attempts[0]["error"]
+    assert "API key not valid" in str(server.records()[-1]["attempts"])
 
 
 def test_request_gemini_refuses_goes_back_to_the_client_as_400(gemini, serve):
