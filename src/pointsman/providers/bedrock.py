@@ -23,7 +23,7 @@ from pointsman.providers.base import (
     client_error,
     parse_retry_after,
 )
-from pointsman.providers.gemini import RequestNotTranslatable, parse_data_url
+from pointsman.providers.content import RequestNotTranslatable, parse_data_url
 from pointsman.providers.http import HTTPClient
 from pointsman.providers.openai import DONE
 

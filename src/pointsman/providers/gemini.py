@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import re
 import time
 from collections.abc import AsyncGenerator
@@ -23,6 +22,7 @@ from pointsman.providers.base import (
     client_error,
     parse_retry_after,
 )
+from pointsman.providers.content import RequestNotTranslatable, parse_data_url
 from pointsman.providers.http import HTTPClient
 from pointsman.providers.openai import DONE
 
@@ -47,12 +47,7 @@ _GENERATION = {
     "frequency_penalty": "frequencyPenalty",
     "n": "candidateCount",
 }
-_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.DOTALL)
 _DURATION = re.compile(r"([\d.]+)s")
-
-
-class RequestNotTranslatable(ValueError):
-    """The OpenAI-shaped request uses something this upstream API cannot express."""
 
 
 def _text_of(content: Any) -> str:
@@ -61,22 +56,6 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
-
-
-def parse_data_url(url: str) -> tuple[str, str]:
-    """(mime type, base64 data) of a `data:<mime>;base64,<data>` URL; other URLs are refused,
-    since neither Gemini nor Bedrock fetches images by URL."""
-    match = _DATA_URL.fullmatch(url.strip())
-    if match is None:
-        raise RequestNotTranslatable(
-            "images must be sent inline as data:<mime>;base64,<data> URLs for this deployment"
-        )
-    data = match.group(2).strip()
-    try:
-        base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestNotTranslatable("an image data: URL is not valid base64") from None
-    return match.group(1), data
 
 
 def _parts(content: Any) -> list[Json]:
