@@ -424,3 +424,16 @@ def test_no_aws_credentials_anywhere_is_a_503_that_says_so(bedrock, serve, monke
         server.client().chat.completions.create(model="haiku", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.status_code == 503 and "no AWS credentials found" in caught.value.message
     assert bedrock.calls(HAIKU) == 0
+
+
+def test_a_bedrock_deployment_needs_a_region_or_an_endpoint():
+    from pointsman.config import ConfigError, load_config
+
+    entry = {"name": "haiku", "provider": "bedrock", "model": HAIKU}
+    with pytest.raises(ConfigError) as caught:
+        load_config({"deployments": [entry]})
+    assert caught.value.problems == [
+        "deployments[0]: provider bedrock needs aws_region (or an api_base endpoint)"
+    ]
+    regional = load_config({"deployments": [{**entry, "aws_region": "eu-central-1"}]}).deployments[0]
+    assert regional.api_base == "https://bedrock-runtime.eu-central-1.amazonaws.com"

@@ -16,6 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from pointsman.config import ConfigError, load_config
 from pointsman.providers import HTTPClient
 from tests.conftest import deployment
 
@@ -77,6 +78,8 @@ class Tinyproxy:
 
 @pytest.fixture(scope="module")
 def tinyproxy(tmp_path_factory) -> Iterator[Tinyproxy]:
+    if shutil.which("tinyproxy") is None:
+        pytest.skip("needs Debian's tinyproxy (apt-get install tinyproxy)")
     proxy = Tinyproxy(tmp_path_factory.mktemp("tinyproxy"))
     yield proxy
     proxy.stop()
@@ -227,3 +230,13 @@ def test_a_proxy_that_refuses_connect_is_a_connect_error_naming_the_proxy(tinypr
 
     with pytest.raises(Exception, match=rf"through proxy 127.0.0.1:{tinyproxy.port}"):
         asyncio.run(main())
+
+
+def test_a_proxy_setting_that_is_not_an_http_url_is_a_config_error():
+    entry = {"name": "gpt", "provider": "openai", "model": "m", "api_base": "http://h/v1", "price": {}}
+    with pytest.raises(ConfigError) as caught:
+        load_config({"deployments": [{**entry, "proxy": "socks5://127.0.0.1:1080"}]})
+    assert caught.value.problems == [
+        "deployments[0].proxy: expected an http://host:port proxy URL or 'none', got 'socks5://127.0.0.1:1080'"
+    ]
+    assert load_config({"deployments": [{**entry, "proxy": "none"}]}).deployments[0].proxy == "none"

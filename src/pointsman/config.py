@@ -115,7 +115,9 @@ class Deployment(_Strict):
         if isinstance(data, dict) and not data.get("api_base"):
             if data.get("provider") == "gemini":
                 return {**data, "api_base": GEMINI_API_BASE}
-            if data.get("provider") == "bedrock" and isinstance(data.get("aws_region"), str):
+            if data.get("provider") == "bedrock":
+                if not isinstance(data.get("aws_region"), str):
+                    raise ValueError("provider bedrock needs aws_region (or an api_base endpoint)")
                 return {**data, "api_base": f"https://bedrock-runtime.{data['aws_region']}.amazonaws.com"}
         return data
 
@@ -129,8 +131,8 @@ class Deployment(_Strict):
     @field_validator("proxy")
     @classmethod
     def _proxy_url(cls, value: str | None) -> str | None:
-        if value is not None and value.lower() != "none" and not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http:// proxy URL or 'none', got {value!r}")
+        if value is not None and value.lower() != "none" and not value.startswith("http://"):
+            raise ValueError(f"expected an http://host:port proxy URL or 'none', got {value!r}")
         return value
 
     def model_post_init(self, context: Any) -> None:
