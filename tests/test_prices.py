@@ -108,3 +108,27 @@ def test_catalogue_lookups_never_touch_the_network():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(2.5, 10.0)"
+
+
+def test_serve_warns_at_start_up_about_deployments_without_a_price(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "deployments:\n"
+        "  - {name: local, provider: openai, model: my-finetune, api_base: 'http://127.0.0.1:9/v1'}\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pointsman", "serve", "--config", str(path), "--port", "0",
+         "--db", str(tmp_path / "records.db")],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lines = []
+        assert server.stderr is not None
+        for line in server.stderr:
+            lines.append(line)
+            if "serving on" in line:
+                break
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert any("no known price for deployment(s) local" in line for line in lines), lines
