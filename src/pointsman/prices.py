@@ -6,8 +6,6 @@ from __future__ import annotations
 from functools import cache
 from urllib.parse import urlsplit
 
-from genai_prices import Usage, calc_price
-
 # pointsman provider kind -> the catalogue's provider id.
 _CATALOGUE_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google", "bedrock": "aws"}
 # Priced on a short request: long prompts cross into some models' dearer long-context tier.
@@ -20,6 +18,10 @@ def catalogue_price(provider: str, model: str, api_base: str = "") -> tuple[floa
     """(input, output) US dollars per million tokens for `model` served by `provider`, or None
     when the catalogue does not know the pair. An OpenAI-compatible `api_base` that the catalogue
     recognises (Groq, Together, OpenRouter, ...) selects that provider's prices."""
+    # Imported here: the catalogue costs about a second to import, and configs that price every
+    # deployment never need it.
+    from genai_prices import Usage, calc_price
+
     lookups: list[dict[str, str]] = []
     host = urlsplit(api_base).hostname or ""
     if provider == "openai" and host and host not in _LOOPBACK and host != "api.openai.com":
