@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 
 import pytest
 
 from pointsman.cli import main
-from pointsman.config import load_config
+from pointsman.config import load_config, unpriced_deployments
 from pointsman.prices import catalogue_price
 
 
@@ -59,20 +58,12 @@ def test_config_price_wins_and_a_missing_one_comes_from_the_catalogue():
     assert flash.cost(1_000_000, 1_000_000) == pytest.approx(2.80)
 
 
-def test_an_unknown_price_is_a_warning_at_load_not_silence(caplog):
-    local = {
-        "name": "local",
-        "provider": "openai",
-        "model": "my-finetune",
-        "api_base": "http://127.0.0.1:9/v1",
-    }
-    with caplog.at_level(logging.WARNING, logger="pointsman.config"):
-        config = load_config(deployments(local))
+def test_an_unknown_price_counts_as_free_and_is_listed_as_unpriced():
+    local = {"name": "local", "provider": "openai", "model": "my-finetune", "api_base": "http://127.0.0.1:9/v1"}
+    config = load_config(deployments(local))
     assert config.deployment("local").price_source == "unknown"
     assert config.deployment("local").cost(1000, 1000) == 0.0
-    warning = " ".join(r.getMessage() for r in caplog.records)
-    assert "no known price for deployment(s) local" in warning
-    assert "cost-aware routing prefers them" in warning and "savings figures leave them out" in warning
+    assert unpriced_deployments(config) == ["local"]
 
 
 def test_config_check_and_models_say_which_prices_are_unknown(tmp_path, capsys):

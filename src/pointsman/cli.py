@@ -47,6 +47,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    from pointsman.config import unpriced_deployments
+    from pointsman.prices import describe_unpriced
+
+    unpriced = unpriced_deployments(router.config)
+    if unpriced:
+        print(f"pointsman: warning: {describe_unpriced(unpriced)}", file=sys.stderr)
     host = args.host or router.config.server.host
     port = args.port if args.port is not None else router.config.server.port
     workers = f" with {args.workers} worker processes" if args.workers > 1 else ""

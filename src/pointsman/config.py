@@ -7,7 +7,6 @@ Every problem becomes one line naming the key path and the reason, e.g.
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import re
 from pathlib import Path
@@ -24,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from pointsman.prices import catalogue_price, describe_unpriced
+from pointsman.prices import catalogue_price
 
 PROVIDERS = ("openai", "anthropic", "gemini", "bedrock")
 # Where a provider's API lives when a deployment names no api_base.
@@ -566,9 +565,6 @@ def parse_config(data: Any, source: str = "config") -> Config:
     problems.extend(_check_references(config))
     if problems:
         raise ConfigError(problems, source)
-    unpriced = unpriced_deployments(config)
-    if unpriced:
-        logging.getLogger("pointsman.config").warning("%s: %s", source, describe_unpriced(unpriced))
     return config
 
 
