@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,14 @@ TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
+
+
+def last_record(server: Any) -> dict[str, Any]:
+    """The newest record; a streamed request is recorded just after its last byte is sent."""
+    deadline = time.monotonic() + 5
+    while not (records := server.records()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return records[-1]
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +211,7 @@ def test_chat_completion_through_bedrock_is_signed_translated_and_catalogue_pric
     )
     # Claude 3 Haiku on Bedrock: $0.25 / $1.25 per million tokens, from the catalogue.
     expected = (answer.usage.prompt_tokens * 0.25 + answer.usage.completion_tokens * 1.25) / 1e6
-    assert server.records()[-1]["cost"] == pytest.approx(expected)
+    assert last_record(server)["cost"] == pytest.approx(expected)
 
 
 def test_temporary_credentials_send_their_session_token(bedrock, serve, monkeypatch):
@@ -228,7 +237,7 @@ def test_streamed_bedrock_answer_arrives_as_openai_chunks_with_usage(bedrock, se
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage.completion_tokens == 8
     assert bedrock.requests(HAIKU)[0].path.endswith("/converse-stream")
-    assert server.records()[-1]["completion_tokens"] == 8
+    assert last_record(server)["completion_tokens"] == 8
 
 
 def test_tool_call_round_trip_through_bedrock(bedrock, serve):
@@ -330,7 +339,7 @@ def test_wrong_aws_credentials_are_the_deployments_fault_and_fail_over(bedrock, 
     )
     assert answer.headers["x-pointsman-model"] == "sonnet"
     assert bedrock.calls(HAIKU) == 1
-    assert "InvalidSignatureException" in str(server.records()[-1]["attempts"])
+    assert "InvalidSignatureException" in str(last_record(server)["attempts"])
 
 
 def test_request_bedrock_refuses_goes_back_to_the_client_as_400(bedrock, serve):
@@ -350,7 +359,7 @@ def test_a_bedrock_stream_cut_midway_is_an_error_to_the_client(bedrock, serve):
             model="auto", messages=[{"role": "user", "content": "x"}], stream=True
         ):
             pass
-    assert server.records()[-1]["status"] == 502
+    assert last_record(server)["status"] == 502
 
 
 def test_an_exception_inside_a_bedrock_event_stream_ends_the_stream_with_an_error(bedrock):
@@ -410,8 +419,8 @@ def test_a_missing_aws_profile_is_the_deployments_fault_and_fails_over(bedrock, 
         model="auto", messages=[{"role": "user", "content": "hi"}]
     )
     assert answer.headers["x-pointsman-model"] == "sonnet"
-    assert "AWS credentials" in str(server.records()[-1]["attempts"]) and "no-such-profile" in str(
-        server.records()[-1]["attempts"]
+    assert "AWS credentials" in str(last_record(server)["attempts"]) and "no-such-profile" in str(
+        last_record(server)["attempts"]
     )
     assert bedrock.calls(HAIKU) == 0
 

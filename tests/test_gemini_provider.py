@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,14 @@ TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
+
+
+def last_record(server: Any) -> dict[str, Any]:
+    """The newest record; a streamed request is recorded just after its last byte is sent."""
+    deadline = time.monotonic() + 5
+    while not (records := server.records()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return records[-1]
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +185,7 @@ def test_chat_completion_through_gemini_is_translated_costed_from_the_catalogue(
     assert sent["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
     assert [c["role"] for c in sent["contents"]] == ["user", "model", "user"]
     assert sent["generationConfig"] == {"temperature": 0.2, "maxOutputTokens": 50}
-    record = server.records()[-1]
+    record = last_record(server)
     # gemini-2.5-flash is priced by the catalogue (no price: in the config).
     expected = (answer.usage.prompt_tokens * 0.30 + answer.usage.completion_tokens * 2.50) / 1e6
     assert record["cost"] == pytest.approx(expected)
@@ -206,7 +215,7 @@ def test_streamed_gemini_answer_arrives_as_openai_chunks_with_usage(gemini, serv
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage.completion_tokens == 8
     assert "alt=sse" in gemini.requests("gemini-2.5-flash")[0].path
-    assert server.records()[-1]["completion_tokens"] == 8
+    assert last_record(server)["completion_tokens"] == 8
 
 
 def test_tool_call_round_trip_through_gemini(gemini, serve):
@@ -320,7 +329,7 @@ def test_a_wrong_gemini_key_is_the_deployments_fault_and_fails_over(gemini, serv
         model="auto", messages=[{"role": "user", "content": "hi"}]
     )
     assert answer.headers["x-pointsman-model"] == "gemini-2.5-pro"
-    assert "API key not valid" in str(server.records()[-1]["attempts"])
+    assert "API key not valid" in str(last_record(server)["attempts"])
 
 
 def test_request_gemini_refuses_goes_back_to_the_client_as_400(gemini, serve):
@@ -338,7 +347,7 @@ def test_a_gemini_stream_cut_midway_is_an_error_to_the_client_not_a_silent_end(g
             model="auto", messages=[{"role": "user", "content": "x"}], stream=True
         ):
             pass
-    assert server.records()[-1]["status"] == 502
+    assert last_record(server)["status"] == 502
 
 
 def test_a_gemini_stream_refused_before_any_byte_fails_over(gemini, serve):
