@@ -359,3 +359,24 @@ def test_a_gemini_stream_refused_before_any_byte_fails_over(gemini, serve):
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.startswith("Simulated answer from gemini-2.5-pro")
+
+
+def test_json_mode_and_a_forced_function_reach_gemini_as_its_own_settings(gemini, serve):
+    client = serve(config(gemini)).client()
+    client.chat.completions.create(
+        model="auto",
+        messages=[{"role": "user", "content": "give json"}],
+        response_format={"type": "json_object"},
+        stop=["END"],
+    )
+    client.chat.completions.create(
+        model="auto",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=[TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
+    first, second = (r.body for r in gemini.requests("gemini-2.5-flash"))
+    assert first["generationConfig"] == {"responseMimeType": "application/json", "stopSequences": ["END"]}
+    assert second["toolConfig"] == {
+        "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
+    }
