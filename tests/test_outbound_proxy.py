@@ -4,6 +4,7 @@ from HTTP(S)_PROXY / NO_PROXY or a deployment's `proxy:`; HTTPS through a CONNEC
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import socket
@@ -42,12 +43,13 @@ def free_port() -> int:
 
 
 class Tinyproxy:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra: str = "") -> None:
         self.port = free_port()
         self.log = workdir / "tinyproxy.log"
         config = workdir / "tinyproxy.conf"
         config.write_text(
             f"Port {self.port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Info\nMaxClients 50\nAllow 127.0.0.1\n"
+            + extra
         )
         self.process = subprocess.Popen(
             ["tinyproxy", "-d", "-c", str(config)], stdout=self.log.open("w"), stderr=subprocess.STDOUT
@@ -240,3 +242,64 @@ def test_a_proxy_setting_that_is_not_an_http_url_is_a_config_error():
         "deployments[0].proxy: expected an http://host:port proxy URL or 'none', got 'socks5://127.0.0.1:1080'"
     ]
     assert load_config({"deployments": [{**entry, "proxy": "none"}]}).deployments[0].proxy == "none"
+
+
+def test_proxy_credentials_in_the_url_are_sent_and_a_refusal_fails_over(upstream, serve, tmp_path, clean_env):
+    if shutil.which("tinyproxy") is None:
+        pytest.skip("needs Debian's tinyproxy (apt-get install tinyproxy)")
+    guarded = Tinyproxy(tmp_path, extra="BasicAuth egress s3cret\n")
+    try:
+        server = serve(
+            {
+                "deployments": [
+                    deployment(
+                        upstream, "wrong-password", proxy=f"http://egress:nope@127.0.0.1:{guarded.port}"
+                    ),
+                    deployment(
+                        upstream, "right-password", proxy=f"http://egress:s3cret@127.0.0.1:{guarded.port}"
+                    ),
+                ],
+                "models": {"auto": {"deployments": ["wrong-password", "right-password"]}},
+            }
+        )
+        answer = direct_client(server).chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "hi"}]
+        )
+    finally:
+        guarded.stop()
+    assert answer.headers["x-pointsman-model"] == "right-password"
+    assert upstream.calls("wrong-password") == 0
+    assert "tinyproxy" in upstream.requests("right-password")[0].headers["via"]
+    # tinyproxy refuses with 401 where RFC 9110 says 407; both count against the deployment.
+    refused = server.records()[-1]["attempts"]
+    refused = json.loads(refused) if isinstance(refused, str) else refused
+    assert refused[0]["status"] in (401, 407) and refused[0]["deployment"] == "wrong-password"
+
+
+def test_a_407_from_the_proxy_is_a_connect_error_not_an_upstream_answer(clean_env):
+    from pointsman.providers import UpstreamError
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> UpstreamError:
+        proxy = await asyncio.start_server(refuse, "127.0.0.1", 0)
+        port = proxy.sockets[0].getsockname()[1]
+        client = HTTPClient()
+        try:
+            async with proxy:
+                await client.post(
+                    "http://upstream.invalid/v1/chat/completions", b"{}", {}, connect_s=2, read_s=2, total_s=5,
+                    proxy=f"http://127.0.0.1:{port}",
+                )  # fmt: skip
+        except UpstreamError as exc:
+            return exc
+        finally:
+            await client.close()
+        raise AssertionError("a 407 was taken for the upstream's answer")
+
+    error = asyncio.run(main())
+    assert error.kind == "connect" and "407" in error.message and error.retryable

@@ -369,6 +369,11 @@ class HTTPClient:
         except BaseException:
             response.close()
             raise
+        if response.status == 407 and route is not None:
+            # The proxy, not the upstream, refused: a fault of this deployment's network path.
+            response.close()
+            where = f"proxy {route.host}:{route.port}"
+            raise UpstreamError("connect", f"{where} answered 407: proxy authentication required")
         return response
 
     async def _connection(self, origin: _Origin, timeout: float, route: _Route | None = None) -> _Connection:
