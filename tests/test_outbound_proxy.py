@@ -292,7 +292,8 @@ def test_a_407_from_the_proxy_is_a_connect_error_not_an_upstream_answer(clean_en
         try:
             async with proxy:
                 await client.post(
-                    "http://upstream.invalid/v1/chat/completions", b"{}", {}, connect_s=2, read_s=2, total_s=5,
+                    "http://upstream.invalid/v1/chat/completions", b"{}", {},
+                    connect_s=2, read_s=2, total_s=5,
                     proxy=f"http://127.0.0.1:{port}",
                 )  # fmt: skip
         except UpstreamError as exc:
