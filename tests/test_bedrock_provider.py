@@ -446,3 +446,15 @@ def test_a_bedrock_deployment_needs_a_region_or_an_endpoint():
     ]
     regional = load_config({"deployments": [{**entry, "aws_region": "eu-central-1"}]}).deployments[0]
     assert regional.api_base == "https://bedrock-runtime.eu-central-1.amazonaws.com"
+
+
+def test_a_prompt_too_long_for_bedrock_fails_over_to_a_larger_window(bedrock, serve):
+    bedrock.set(HAIKU, Behaviour(context_window=50))
+    cfg = config(bedrock)
+    cfg["deployments"][0]["context_window"] = 100_000
+    cfg["deployments"][1]["context_window"] = 200_000
+    answer = serve(cfg).client().chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "word " * 400}]
+    )
+    assert answer.headers["x-pointsman-model"] == "sonnet"
+    assert bedrock.calls(HAIKU) == 1

@@ -380,3 +380,15 @@ def test_json_mode_and_a_forced_function_reach_gemini_as_its_own_settings(gemini
     assert second["toolConfig"] == {
         "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
     }
+
+
+def test_a_prompt_too_long_for_gemini_fails_over_to_a_larger_window(gemini, serve):
+    gemini.set("gemini-2.5-flash", Behaviour(context_window=50))
+    cfg = config(gemini)
+    cfg["deployments"][0]["context_window"] = 100_000
+    cfg["deployments"][1]["context_window"] = 1_000_000
+    answer = serve(cfg).client().chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "word " * 400}]
+    )
+    assert answer.headers["x-pointsman-model"] == "gemini-2.5-pro"
+    assert gemini.calls("gemini-2.5-flash") == 1

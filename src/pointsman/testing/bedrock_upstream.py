@@ -229,6 +229,8 @@ class BedrockUpstream(LoopbackServer):
             return _error(400, problem)
         assert isinstance(body, dict)
         reply = compose(model, _turn(body), behaviour)
+        if behaviour.context_window is not None and reply.prompt_tokens > behaviour.context_window:
+            return _error(400, "Input is too long for requested model.")
         usage = {
             "inputTokens": reply.prompt_tokens,
             "outputTokens": reply.completion_tokens,

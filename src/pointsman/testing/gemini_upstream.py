@@ -175,6 +175,13 @@ class GeminiUpstream(LoopbackServer):
             return _json(400, error_body(400, problem))
         assert isinstance(body, dict)
         reply = compose(model, _turn(body), behaviour)
+        window = behaviour.context_window
+        if window is not None and reply.prompt_tokens > window:
+            message = (
+                f"The input token count ({reply.prompt_tokens}) exceeds the maximum number of tokens "
+                f"allowed ({window})."
+            )
+            return _json(400, error_body(400, message))
         ident = f"fake-gemini-{self.next_id()}"
         if method == "generateContent":
             return _json(
