@@ -99,6 +99,7 @@ def test_good_config_round_trips_every_deployment_setting(tmp_path: Path) -> Non
             provider: anthropic
             model: claude-sonnet
             api_base: https://api.anthropic.com
+            price: {{input: 3, output: 15}}
         models:
           smart:
             strategy: ordered
@@ -237,12 +238,13 @@ def test_wrong_type_names_the_expected_type_and_the_value(tmp_path: Path) -> Non
 
 
 def test_unknown_provider_lists_the_known_ones(tmp_path: Path) -> None:
-    path = write(tmp_path, TWO_DEPLOYMENTS.replace("openai, model: m-b", "bedrock, model: m-b"))
+    path = write(tmp_path, TWO_DEPLOYMENTS.replace("openai, model: m-b", "cohere, model: m-b"))
 
     assert_rejected(
         path,
         [
-            "deployments[1].provider: unknown provider 'bedrock' (expected one of: openai, anthropic)",
+            "deployments[1].provider: unknown provider 'cohere' "
+            "(expected one of: openai, anthropic, gemini, bedrock)",
         ],
     )
 
@@ -435,7 +437,7 @@ def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
             price: {{input: cheap}}
             contxt_window: 32000
           - name: b
-            provider: bedrock
+            provider: cohere
             model: m
             api_base: http://127.0.0.1:9/v1
             api_key: ${{{UNSET}}}
@@ -446,7 +448,8 @@ def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
         "deployments[0].model: missing required key",
         "deployments[0].price.input: wrong type: expected a number, got 'cheap'",
         "deployments[0].contxt_window: unknown key",
-        "deployments[1].provider: unknown provider 'bedrock' (expected one of: openai, anthropic)",
+        "deployments[1].provider: unknown provider 'cohere' "
+        "(expected one of: openai, anthropic, gemini, bedrock)",
         f"deployments[1].api_key: environment variable {UNSET} is not set",
     ]
 

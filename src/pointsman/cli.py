@@ -49,6 +49,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    from pointsman.config import unpriced_deployments
+    from pointsman.prices import describe_unpriced
+
+    unpriced = unpriced_deployments(router.config)
+    if unpriced:
+        print(f"pointsman: warning: {describe_unpriced(unpriced)}", file=sys.stderr)
     host = args.host or router.config.server.host
     port = args.port if args.port is not None else router.config.server.port
     workers = f" with {args.workers} worker processes" if args.workers > 1 else ""
@@ -104,6 +110,65 @@ def _config_check(args: argparse.Namespace) -> int:
     print(
         f"{args.file}: ok ({len(config.deployments)} deployments, {len(config.models)} virtual models)"
     )
+    from pointsman.config import unpriced_deployments
+    from pointsman.prices import describe_unpriced
+
+    unpriced = unpriced_deployments(config)
+    if unpriced:
+        print(f"{args.file}: warning: {describe_unpriced(unpriced)}")
+    if args.prices:
+        _print_prices(config)
+    return 0
+
+
+def _price_rows(config: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "deployment": d.name,
+            "provider": d.provider,
+            "model": d.model,
+            "input_per_mtok": d.price.input,
+            "output_per_mtok": d.price.output,
+            "source": d.price_source,
+        }
+        for d in config.deployments
+    ]
+
+
+def _print_prices(config: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="effective prices (USD per million tokens)")
+    for name in ("deployment", "provider", "model", "input", "output", "source"):
+        table.add_column(name, justify="right" if name in ("input", "output") else "left")
+    for row in _price_rows(config):
+        unknown = row["source"] == "unknown"
+        table.add_row(
+            row["deployment"], row["provider"], row["model"],
+            "?" if unknown else f"{row['input_per_mtok']:g}",
+            "?" if unknown else f"{row['output_per_mtok']:g}",
+            row["source"],
+        )  # fmt: skip
+    Console().print(table)
+    print("source: config (price: in the file), catalogue (genai-prices), unknown (counted as free)")
+
+
+def _models(args: argparse.Namespace) -> int:
+    from pointsman.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({
+            "deployments": _price_rows(config),
+            "models": {name: list(vm.deployments) for name, vm in config.models.items()},
+        }, indent=2))  # fmt: skip
+    else:
+        _print_prices(config)
     return 0
 
 
@@ -449,7 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("file")
+    check.add_argument("--prices", action="store_true", help="list each deployment's price and its source")
     check.set_defaults(func=_config_check)
+
+    models = sub.add_parser("models", help="each deployment's effective price and where it came from")
+    models.add_argument("--config", required=True, help="config YAML")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=_models)
 
     logs = sub.add_parser("logs", help="print recent request records")
     logs.add_argument("--db", help="SQLite file (default: the user data directory)")

@@ -15,9 +15,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-PROVIDERS = ("openai", "anthropic")
+from pointsman.prices import catalogue_price
+
+PROVIDERS = ("openai", "anthropic", "gemini", "bedrock")
+# Where a provider's API lives when a deployment names no api_base.
+GEMINI_API_BASE = "https://generativelanguage.googleapis.com"
 
 
 class ConfigError(Exception):
@@ -73,6 +85,7 @@ class Deployment(_Strict):
     model: str = Field(min_length=1)
     api_base: str = Field(min_length=1)
     api_key: str | None = None
+    # Unset: looked up in the price catalogue (pointsman.prices); unknown prices count as zero.
     price: Price = Price()
     context_window: int = Field(128_000, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
@@ -94,6 +107,26 @@ class Deployment(_Strict):
     # The upstream API an openai-provider chat deployment is called with: `chat` (Chat
     # Completions) or `responses` (the Responses API; /v1/responses requests pass through).
     api: Literal["chat", "responses"] = "chat"
+    # Outbound proxy for this deployment's calls: a URL (http://host:port), `none` to go direct,
+    # or unset to follow HTTPS_PROXY / HTTP_PROXY / NO_PROXY.
+    proxy: str | None = None
+    # provider: bedrock: the AWS region (api_base defaults to its bedrock-runtime endpoint) and,
+    # optionally, a named profile of the AWS config files; credentials come from AWS's standard chain.
+    aws_region: str | None = None
+    aws_profile: str | None = None
+    _price_source: str = PrivateAttr("config")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_api_base(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("api_base"):
+            if data.get("provider") == "gemini":
+                return {**data, "api_base": GEMINI_API_BASE}
+            if data.get("provider") == "bedrock":
+                if not isinstance(data.get("aws_region"), str):
+                    raise ValueError("provider bedrock needs aws_region (or an api_base endpoint)")
+                return {**data, "api_base": f"https://bedrock-runtime.{data['aws_region']}.amazonaws.com"}
+        return data
 
     @field_validator("provider")
     @classmethod
@@ -101,6 +134,29 @@ class Deployment(_Strict):
         if value not in PROVIDERS:
             raise ValueError(f"unknown provider {value!r} (expected one of: {', '.join(PROVIDERS)})")
         return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() != "none" and not value.startswith("http://"):
+            raise ValueError(f"expected an http://host:port proxy URL or 'none', got {value!r}")
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        if "price" in self.model_fields_set:
+            return
+        found = catalogue_price(self.provider, self.model, self.api_base)
+        if found is None:
+            self._price_source = "unknown"
+        else:
+            # Frozen model: set once here, before anyone can read it.
+            self.__dict__["price"] = Price(input=found[0], output=found[1])
+            self._price_source = "catalogue"
+
+    @property
+    def price_source(self) -> str:
+        """Where `price` came from: `config`, `catalogue` or `unknown` (then counted as free)."""
+        return self._price_source
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.price.input + completion_tokens * self.price.output) / 1e6
@@ -675,6 +731,11 @@ def parse_config(data: Any, source: str = "config") -> Config:
     if problems:
         raise ConfigError(problems, source)
     return config
+
+
+def unpriced_deployments(config: Config) -> list[str]:
+    """Deployments with neither a configured nor a catalogue price (they count as free)."""
+    return [d.name for d in config.deployments if d.price_source == "unknown"]
 
 
 def _references_despite(data: dict[str, Any], errors: list[Any]) -> list[str]:

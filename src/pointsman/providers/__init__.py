@@ -13,6 +13,14 @@ def make_provider(deployment: Deployment, client: HTTPClient) -> Provider:
         from pointsman.providers.anthropic import AnthropicProvider
 
         return AnthropicProvider(deployment, client)
+    if deployment.provider == "gemini":
+        from pointsman.providers.gemini import GeminiProvider
+
+        return GeminiProvider(deployment, client)
+    if deployment.provider == "bedrock":
+        from pointsman.providers.bedrock import BedrockProvider
+
+        return BedrockProvider(deployment, client)
     from pointsman.providers.openai import OpenAIEmbeddingsProvider, OpenAIProvider
 
     if deployment.api == "responses":

@@ -84,6 +84,7 @@ class Provider:
                 connect_s=t.connect,
                 read_s=self.stream_read_s if stream else self.read_s,
                 total_s=t.total,
+                proxy=self.deployment.proxy,
             )
         except TimeoutError:
             raise UpstreamError("timeout", "timed out waiting for the upstream") from None

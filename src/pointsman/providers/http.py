@@ -2,7 +2,11 @@
 
 The providers need one thing from HTTP: POST a JSON body, read the answer whole or line by line,
 within a connect timeout, a read timeout (the longest wait for the next bytes) and a total
-deadline. A general client (aiohttp) spends two to three times this module's CPU per call on
+deadline. Through an outbound proxy (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, or a deployment's
+`proxy:`), plain-HTTP requests go to the proxy in absolute form and HTTPS ones through a CONNECT
+tunnel; either way the connection is pooled and reused like a direct one.
+
+A general client (aiohttp) spends two to three times this module's CPU per call on
 features no upstream call uses (cookies, redirects, multidicts, tracing, compression), and that
 CPU is a large share of what a request costs the router.
 """
@@ -10,12 +14,14 @@ CPU is a large share of what a request costs the router.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
-from urllib.parse import urlencode, urlsplit
+from typing import Any, NamedTuple
+from urllib.parse import unquote, urlencode, urlsplit
+from urllib.request import getproxies, proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed
 
 import httptools
 
@@ -151,6 +157,15 @@ class Response:
                 return
             await self._wait()
 
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, for binary framings (AWS event streams)."""
+        while True:
+            while self._chunks:
+                yield self._chunks.popleft()
+            if self._complete:
+                return
+            await self._wait()
+
     def release(self) -> None:
         """Done with this response: its connection is reused when the answer was read to its
         end and the upstream keeps the connection alive, and closed otherwise."""
@@ -181,6 +196,9 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.keep_alive = True
+        # Through a forward proxy (plain HTTP), reused only when the proxy says it keeps the
+        # connection open: some (tinyproxy) close after every answer without saying so.
+        self.forwarded = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -229,6 +247,9 @@ class _Connection(asyncio.Protocol):
         response._head = True
         self.keep_alive = self.parser.should_keep_alive()
         headers = response.headers
+        if self.forwarded and self.keep_alive:
+            said = headers.get("connection", headers.get("proxy-connection", "")).lower()
+            self.keep_alive = said == "keep-alive"
         response._eof_ends = "content-length" not in headers and "chunked" not in headers.get(
             "transfer-encoding", ""
         ).lower()
@@ -262,17 +283,61 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class HTTPClient:
-    """Pooled keep-alive connections per upstream origin, for one event loop."""
+class _Route(NamedTuple):
+    """A forward proxy in the way: its address, and its credentials' header line (or b"")."""
+
+    host: str
+    port: int
+    authorization: bytes
+
+
+class _Tunnel(asyncio.Protocol):
+    """Reads a proxy's answer to CONNECT; once it is 200 the transport carries TLS to the upstream."""
 
     def __init__(self) -> None:
-        self._pools: dict[tuple[str, str, int], deque[_Connection]] = {}
-        self._ssl: ssl.SSLContext | None = None
-        self._targets: dict[str, tuple[tuple[str, str, int], bytes]] = {}
+        self.buffer = b""
+        self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
-    def _target(self, url: str) -> tuple[tuple[str, str, int], bytes]:
-        """(scheme, host, port) and the request line's head (method, path, Host header)."""
-        found = self._targets.get(url)
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if b"\r\n\r\n" in self.buffer and not self.answer.done():
+            self.answer.set_result(self.buffer.split(b"\r\n", 1)[0])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(ConnectionError("the proxy closed the connection during CONNECT"))
+
+
+def _route(proxy: str) -> _Route:
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise UpstreamError("connect", f"cannot use proxy {proxy!r}: expected http://host:port")
+    authorization = b""
+    if parts.username is not None:
+        secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        authorization = b"proxy-authorization: Basic " + base64.b64encode(secret) + b"\r\n"
+    return _Route(parts.hostname, parts.port or 80, authorization)
+
+
+# A pool per (scheme, host, port, proxy URL or ""): a tunnelled connection is reused like a direct one.
+_Origin = tuple[str, str, int, str]
+
+
+class HTTPClient:
+    """Pooled keep-alive connections per upstream origin, for one event loop. Proxies come from
+    the environment as it was when the client was made, unless a call names one."""
+
+    def __init__(self) -> None:
+        self._pools: dict[_Origin, deque[_Connection]] = {}
+        self._ssl: ssl.SSLContext | None = None
+        self._targets: dict[Any, tuple[_Origin, bytes, _Route | None]] = {}
+        self._env_proxies = getproxies()
+
+    def _target(self, url: str, proxy: str | None = None) -> tuple[_Origin, bytes, _Route | None]:
+        """The pool's origin, the request line's head (path, Host header) and the proxy to go
+        through, if any. `proxy`: a URL, "none" (direct), or None (the environment decides)."""
+        key: Any = url if proxy is None else (url, proxy)
+        found = self._targets.get(key)
         if found is None:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -283,9 +348,20 @@ class HTTPClient:
             host = parts.hostname if default else f"{parts.hostname}:{port}"
             if ":" in parts.hostname and not default:  # IPv6 literal
                 host = f"[{parts.hostname}]:{port}"
-            found = ((parts.scheme, parts.hostname, port), f"{path} HTTP/1.1\r\nhost: {host}\r\n".encode())
+            if proxy is None:
+                proxy = self._env_proxies.get(parts.scheme)
+                if proxy and proxy_bypass_environment(parts.hostname, self._env_proxies):
+                    proxy = None
+            elif proxy.lower() == "none":
+                proxy = None
+            route = _route(proxy) if proxy else None
+            head = f"{path} HTTP/1.1\r\nhost: {host}\r\n".encode()
+            if route is not None and parts.scheme == "http":
+                # A plain-HTTP request to a proxy names the whole URL (absolute form).
+                head = f"http://{host}".encode() + head + route.authorization
+            found = ((parts.scheme, parts.hostname, port, proxy or ""), head, route)
             if len(self._targets) < 1024:
-                self._targets[url] = found
+                self._targets[key] = found
         return found
 
     async def post(
@@ -298,12 +374,14 @@ class HTTPClient:
         connect_s: float,
         read_s: float,
         total_s: float,
+        proxy: str | None = None,
     ) -> Response:
         """POST `payload`; returns once the answer's status line and headers have arrived.
+        `proxy`: a proxy URL, "none" to go direct, or None to follow the environment.
         Raises UpstreamError (kind connect or timeout) when there is no answer head;
         TimeoutError when a deadline passes first."""
         deadline = time.monotonic() + total_s
-        origin, head = self._target(url)
+        origin, head, route = self._target(url, proxy)
         if params:
             path, _, rest = head.partition(b" HTTP/1.1")
             glue = b"&" if b"?" in path else b"?"
@@ -315,7 +393,7 @@ class HTTPClient:
         data = b"".join(request)
         # No second try on a pooled connection the upstream dropped, as with aiohttp: a POST
         # may have been acted on; dispatch decides about retries and failover.
-        conn = await self._connection(origin, min(connect_s, total_s))
+        conn = await self._connection(origin, min(connect_s, total_s), route)
         response = Response(conn, read_s, deadline)
         conn.response = response
         assert conn.transport is not None
@@ -325,9 +403,14 @@ class HTTPClient:
         except BaseException:
             response.close()
             raise
+        if response.status == 407 and route is not None:
+            # The proxy, not the upstream, refused: a fault of this deployment's network path.
+            response.close()
+            where = f"proxy {route.host}:{route.port}"
+            raise UpstreamError("connect", f"{where} answered 407: proxy authentication required")
         return response
 
-    async def _connection(self, origin: tuple[str, str, int], timeout: float) -> _Connection:
+    async def _connection(self, origin: _Origin, timeout: float, route: _Route | None = None) -> _Connection:
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = deque()
@@ -340,7 +423,7 @@ class HTTPClient:
             if not conn.closed and now - conn.idle_since < KEEPALIVE_S:
                 return conn
             conn._close()
-        scheme, host, port = origin
+        scheme, host, port, _ = origin
         context = None
         if scheme == "https":
             if self._ssl is None:
@@ -349,15 +432,47 @@ class HTTPClient:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(pool), host, port, ssl=context
-                )
+                if route is None:
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(pool), host, port, ssl=context
+                    )
+                elif context is None:
+                    _, conn = await loop.create_connection(lambda: _Connection(pool), route.host, route.port)
+                    conn.forwarded = True
+                else:
+                    conn = await self._tunnel(pool, route, host, port, context)
         except TimeoutError:
             raise UpstreamError("timeout", "timed out waiting for the upstream") from None
         except (OSError, ssl.SSLError) as exc:
+            where = f"{host}:{port}"
+            if route is not None:
+                where += f" through proxy {route.host}:{route.port}"
             raise UpstreamError(
-                "connect", f"Cannot connect to host {host}:{port} [{exc.strerror or exc}]"
+                "connect", f"Cannot connect to host {where} [{exc.strerror or exc}]"
             ) from None
+        return conn
+
+    async def _tunnel(
+        self, pool: deque[_Connection], route: _Route, host: str, port: int, context: ssl.SSLContext
+    ) -> _Connection:
+        """A TLS connection to host:port inside a CONNECT tunnel through the proxy."""
+        loop = asyncio.get_running_loop()
+        transport, tunnel = await loop.create_connection(_Tunnel, route.host, route.port)
+        try:
+            authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            request = f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n".encode()
+            transport.write(request + route.authorization + b"\r\n")
+            status_line = await tunnel.answer
+            if status_line.split(b" ", 2)[1:2] != [b"200"]:
+                raise ConnectionError(f"the proxy refused CONNECT: {status_line.decode('latin-1')}")
+            conn = _Connection(pool)
+            tls = await loop.start_tls(transport, conn, context, server_hostname=host)
+        except BaseException:
+            transport.close()
+            raise
+        if tls is None:
+            raise ConnectionError("TLS could not start inside the proxy tunnel")
+        conn.connection_made(tls)
         return conn
 
     async def close(self) -> None:
