@@ -42,6 +42,9 @@ class _Account:
     resets_at: float
     spent: float
     reserved: float = 0.0
+    # While the shared budgets are away: (outage number, spend when it began, this replica's
+    # share of what was left then).
+    outage: tuple[int, float, float] | None = None
 
 
 class BudgetLedger:
@@ -77,6 +80,28 @@ class BudgetLedger:
         """The first budget that `estimate` more would overrun, counting what is reserved."""
         for budget in budgets:
             if estimate > self.remaining(budget) + 1e-12:
+                return budget
+        return None
+
+    def exhausted_by_share(
+        self, budgets: list[Budget], estimate: float, outage: int | None, replicas: int
+    ) -> Budget | None:
+        """Like `exhausted_by`, while the shared budgets are away: this replica may spend only
+        its share (1/replicas) of what was left of each budget when outage number `outage`
+        began, so the replicas together cannot overrun it. `outage` None: a share of what is
+        left now (one failed round trip, not an outage)."""
+        for budget in budgets:
+            account = self._account(budget)
+            if outage is None:
+                left = max(0.0, budget.amount - account.spent)
+                base, share = account.spent, left / max(1, replicas)
+            else:
+                if account.outage is None or account.outage[0] != outage:
+                    left = max(0.0, budget.amount - account.spent - account.reserved)
+                    account.outage = (outage, account.spent, left / max(1, replicas))
+                _, base, share = account.outage
+            used = account.spent - base + account.reserved
+            if estimate > share - used + 1e-12:
                 return budget
         return None
 

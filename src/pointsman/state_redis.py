@@ -6,11 +6,17 @@ without waiting. On top of it:
 - health (open circuits, cooldowns) is published when it changes here and pulled every
   `sync_interval_s`, so a circuit one replica opened is open for all of them;
 - per-key rate limits and parallelism, and budgets, are decided atomically in Redis by Lua
-  scripts, one bounded round trip each (`timeout_s`), so limits hold across replicas.
+  scripts, one bounded round trip each (`timeout_s`), so limits hold exactly across replicas;
+  token limits and budgets are charged an estimate at admission and settled with the actual
+  after (`settle_tokens`, `settle`);
+- every replica leaves a heartbeat, so each knows how many share the limits.
 
-When Redis cannot be reached (at start or during a run) the router serves with its local state,
-reports itself degraded, and reconciles once Redis answers again: the health it saw is
-republished and the spend it charged meanwhile is added to the shared budgets.
+Redis counts as away after `unhealthy_after` failed round trips in a row (one slow call is not
+an outage). Meanwhile every replica decides with its local state, admitting its share
+(1/replicas) of each limit and of what was left of each budget; a request whose round trip
+failed is decided the same way. What was admitted locally is owed to Redis and added once it
+answers again (the request windows, the spend, the reservations to release), together with the
+health this replica saw, so the shared totals are right after an outage.
 """
 
 from __future__ import annotations
@@ -93,6 +99,15 @@ end
 return out
 """
 
+# Replace a request's estimated tokens in the window with the actual count (once: the estimate's
+# member is removed only if still there). KEYS: tokens zset; ARGV: old member, new member, ts_ms.
+SETTLE_TOKENS_SCRIPT = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), ARGV[2])
+end
+return 1
+"""
+
 # Replace a reservation with the real cost. KEYS: budget hashes; ARGV: estimate, actual.
 SETTLE_SCRIPT = """
 for _, key in ipairs(KEYS) do
@@ -117,6 +132,12 @@ class SharedState:
         self.prefix = settings.prefix
         self.healthy = False
         self.round_trips = 0
+        # Failed round trips in a row; Redis is away once they reach `unhealthy_after`.
+        self.failures = 0
+        # Counts the outages, so local shares are computed once per outage.
+        self.outage = 0
+        self.replica_id = uuid.uuid4().hex
+        self._replicas_seen = 1
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,6 +145,9 @@ class SharedState:
         # While Redis was away: budget hash key -> [dollars spent, dollars of reservations to
         # release], added to the shared budgets once it is back.
         self._unsynced: dict[str, list[float]] = {}
+        # Requests admitted locally: rate scope -> [(ts_ms, member, tokens)], added to the
+        # shared windows once Redis answers.
+        self._unsynced_rates: dict[str, list[tuple[int, str, int]]] = {}
         self._scripts: dict[str, Any] = {}
         local.listener = self._changed
         # Called when another replica announces a config reload.
@@ -147,7 +171,12 @@ class SharedState:
             socket_timeout=max(0.5, self.settings.timeout_s * 10),
             health_check_interval=0,
         )
-        for name, source in (("rate", RATE_SCRIPT), ("reserve", RESERVE_SCRIPT), ("settle", SETTLE_SCRIPT)):
+        for name, source in (
+            ("rate", RATE_SCRIPT),
+            ("reserve", RESERVE_SCRIPT),
+            ("settle", SETTLE_SCRIPT),
+            ("settle_tokens", SETTLE_TOKENS_SCRIPT),
+        ):
             self._scripts[name] = self._client.register_script(source)
         await self._check()
         self._task = asyncio.ensure_future(self._sync_forever())
@@ -161,13 +190,26 @@ class SharedState:
             await self._client.aclose()
             self._client = None
 
+    @property
+    def replicas(self) -> int:
+        """How many replicas share the limits: configured, or seen in the heartbeats."""
+        return self.settings.replicas or max(1, self._replicas_seen)
+
+    def _failed(self) -> None:
+        self.failures += 1
+        if self.healthy and self.failures >= self.settings.unhealthy_after:
+            self.healthy = False
+            self.outage += 1
+
     async def _check(self) -> None:
         try:
-            async with asyncio.timeout(max(0.5, self.settings.timeout_s * 10)):
+            async with asyncio.timeout(max(0.5, self.settings.timeout_s)):
                 await self._client.ping()
         except Exception:
-            self.healthy = False
+            if self.healthy:
+                self._failed()
             return
+        self.failures = 0
         if not self.healthy:
             self.healthy = True
             await self._reconcile()
@@ -179,10 +221,12 @@ class SharedState:
         self.round_trips += 1
         try:
             async with asyncio.timeout(self.settings.timeout_s):
-                return await self._scripts[script](keys=keys, args=args)
+                result = await self._scripts[script](keys=keys, args=args)
         except Exception as exc:
-            self.healthy = False
+            self._failed()
             raise RedisUnavailable() from exc
+        self.failures = 0
+        return result
 
     # -- health --------------------------------------------------------------------------------
 
@@ -202,10 +246,14 @@ class SharedState:
                 await self._check()
                 continue
             try:
-                async with asyncio.timeout(max(0.5, self.settings.timeout_s * 10)):
+                async with asyncio.timeout(max(0.5, self.settings.timeout_s * 2)):
                     await self.sync_health()
+                    if self._unsynced or self._unsynced_rates:
+                        await self._push_owed()
             except Exception:
-                self.healthy = False
+                self._failed()
+            else:
+                self.failures = 0
 
     async def sync_health(self) -> None:
         """Publish this replica's health changes, then adopt everyone's (one pipeline)."""
@@ -222,7 +270,17 @@ class SharedState:
             pipe.pttl(self._key("cooldown", deployment))
             pipe.pttl(self._key("open", deployment))
         pipe.get(self._key("config_version"))
+        # The heartbeat: replicas seen within a few sync intervals share the limits.
+        now_ms = int(time.time() * 1000)
+        alive_ms = int(max(2.0, 10 * self.settings.sync_interval_s) * 1000)
+        replicas = self._key("replicas")
+        pipe.zadd(replicas, {self.replica_id: now_ms})
+        pipe.zremrangebyscore(replicas, "-inf", now_ms - alive_ms)
+        pipe.zcard(replicas)
+        pipe.pexpire(replicas, 2 * alive_ms)
         results = await pipe.execute()
+        self._replicas_seen = max(1, int(results[-2]))
+        results = results[:-4]
         ttls = results[len(outbox) : -1]
         self.round_trips += 1
         version = int(results[-1] or 0)
@@ -244,17 +302,52 @@ class SharedState:
                 self._changed("cooldown", deployment, cooling)
             if self.local.circuit(deployment) == "open":
                 self._changed("open", deployment, self.local.unavailable_for(deployment))
+        await self._push_owed()
+
+    async def _push_owed(self) -> None:
+        """Add what was admitted locally to the shared budgets and request windows."""
         unsynced, self._unsynced = self._unsynced, {}
+        rates, self._unsynced_rates = self._unsynced_rates, {}
+        horizon = int(time.time() * 1000) - WINDOW_MS
         try:
             pipe = self._client.pipeline(transaction=False)
             for key, (spent, release) in unsynced.items():
                 pipe.hincrbyfloat(key, "spent", spent)
                 pipe.hincrbyfloat(key, "reserved", -release)
+            for scope, admitted in rates.items():
+                recent = [entry for entry in admitted if entry[0] > horizon]
+                if not recent:
+                    continue
+                requests, tokens = self._key("rpm", scope), self._key("tpm", scope)
+                pipe.zadd(requests, {member: ts for ts, member, _ in recent})
+                pipe.zadd(tokens, {f"{member}:{count}": ts for ts, member, count in recent})
+                pipe.pexpire(requests, WINDOW_MS)
+                pipe.pexpire(tokens, WINDOW_MS)
             await pipe.execute()
         except Exception:
             for key, (spent, release) in unsynced.items():
                 self._owe(key, spent, release)
-            self.healthy = False
+            for scope, admitted in rates.items():
+                self._unsynced_rates.setdefault(scope, []).extend(admitted)
+            self._failed()
+
+    def owe_request(self, scope: str, ts_ms: int, member: str, tokens: int) -> None:
+        """A request admitted locally (Redis away or slow), to count in the shared window later."""
+        self._unsynced_rates.setdefault(scope, []).append((ts_ms, member, tokens))
+
+    def owe_tokens(self, scope: str, member: str, tokens: int) -> None:
+        """Correct the token count of a request owed with `owe_request`. (One counted in Redis
+        whose settlement failed keeps its estimate there.)"""
+        owed = self._unsynced_rates.get(scope, [])
+        for i, (ts, owed_member, _count) in enumerate(owed):
+            if owed_member == member:
+                owed[i] = (ts, member, tokens)
+                return
+
+    def owe_spend(self, keys: list[str], spent: float) -> None:
+        """Spend charged locally on shared budgets, to add once Redis answers."""
+        for key in keys:
+            self._owe(key, spent, 0.0)
 
     def _owe(self, key: str, spent: float, release: float) -> None:
         owed = self._unsynced.setdefault(key, [0.0, 0.0])
@@ -269,23 +362,43 @@ class SharedState:
     # -- limits --------------------------------------------------------------------------------
 
     async def take_rate(
-        self, scope: str, rpm: int | None, tpm: int | None, tokens: int, max_parallel: int | None
+        self,
+        scope: str,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+        max_parallel: int | None,
+        *,
+        member: str | None = None,
+        ts_ms: int | None = None,
     ) -> tuple[bool, float, str]:
-        """Count one request against a key's shared limits: (allowed, seconds to wait, which)."""
+        """Count one request against a key's shared limits: (allowed, seconds to wait, which).
+        `member` and `ts_ms` name the request in the window, for `settle_tokens`."""
         result = await self._call(
             "rate",
             [self._key("rpm", scope), self._key("tpm", scope), self._key("parallel", scope)],
             [
-                int(time.time() * 1000),
+                int(time.time() * 1000) if ts_ms is None else ts_ms,
                 -1 if rpm is None else rpm,
                 -1 if tpm is None else tpm,
                 tokens,
-                uuid.uuid4().hex,
+                member or uuid.uuid4().hex,
                 -1 if max_parallel is None else max_parallel,
             ],
         )
         allowed, wait_ms, which = int(result[0]), float(result[1]), result[2]
         return bool(allowed), max(0.0, wait_ms / 1000), which.decode() if isinstance(which, bytes) else which
+
+    async def settle_tokens(self, scope: str, member: str, ts_ms: int, estimate: int, actual: int) -> None:
+        """Replace a request's estimated tokens in the shared window with the actual count."""
+        try:
+            await self._call(
+                "settle_tokens",
+                [self._key("tpm", scope)],
+                [f"{member}:{estimate}", f"{member}:{actual}", ts_ms],
+            )
+        except RedisUnavailable:
+            self.owe_tokens(scope, member, actual)
 
     async def release_parallel(self, scope: str) -> None:
         if not self.healthy or self._client is None:
@@ -294,7 +407,7 @@ class SharedState:
             async with asyncio.timeout(self.settings.timeout_s):
                 await self._client.decr(self._key("parallel", scope))
         except Exception:
-            self.healthy = False
+            self._failed()
 
     # -- budgets -------------------------------------------------------------------------------
 
