@@ -85,7 +85,7 @@ class AccessControl:
             grant.master = grant.key is None
             if grant.key is not None:
                 self._check_allowances(grant.key, str(body.get("model")))
-                await self._check_limits(grant, grant.key, tokens)
+                await self._check_limits(grant, grant.key, body, tokens)
         grant.budgets = self.budgets_for(grant)
         return grant
 
@@ -133,14 +133,17 @@ class AccessControl:
                 code="model_not_allowed",
             )
 
-    async def _check_limits(self, grant: Grant, key: VirtualKey, estimate: Callable[[], int]) -> None:
+    async def _check_limits(
+        self, grant: Grant, key: VirtualKey, body: Mapping[str, Any], estimate: Callable[[], int]
+    ) -> None:
         """rpm, tpm and parallelism: in Redis when the state is shared (so they hold exactly
         across replicas), else in this process. While Redis is away (or a round trip failed)
         this replica admits only its share of each limit: limit / replicas."""
         if key.rpm is None and key.tpm is None and key.max_parallel is None:
             return
         scope = f"key:{key.id}"
-        tokens = estimate() if key.tpm is not None else 0
+        # Reserved: the prompt and as much output as the request allows; settled after.
+        tokens = estimate() + _max_output(body) if key.tpm is not None else 0
         member, ts_ms = uuid.uuid4().hex, int(time.time() * 1000)
         shared = self.shared
         share = 1
@@ -377,3 +380,8 @@ class AccessControl:
 def _share_of(limit: int | None, replicas: int) -> int | None:
     """One replica's share of a limit while they cannot coordinate (at least 1)."""
     return None if limit is None else max(1, limit // replicas)
+
+
+def _max_output(body: Mapping[str, Any]) -> int:
+    value = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -203,7 +203,8 @@ class SharedState:
 
     async def _check(self) -> None:
         try:
-            async with asyncio.timeout(max(0.5, self.settings.timeout_s)):
+            # A (re)connection takes several round trips: more time than one call.
+            async with asyncio.timeout(max(1.0, 4 * self.settings.timeout_s)):
                 await self._client.ping()
         except Exception:
             if self.healthy:

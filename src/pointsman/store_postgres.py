@@ -2,9 +2,9 @@
 
 The request path only appends to a queue. A writer thread copies batches in (COPY into a temp
 table, then INSERT ... ON CONFLICT (request_id) DO NOTHING, so a replayed batch never duplicates a
-row). While PostgreSQL is unreachable the queue keeps growing in memory up to a bound, past which
-it spills to a local JSONL file; when PostgreSQL returns the writer replays the spill, then the
-queue, and deletes the spill once written.
+row). While PostgreSQL is unreachable the writer appends what is queued to a local JSONL file
+every flush interval (fsynced, so a crash loses at most one interval of records); when PostgreSQL
+returns it replays the spill, then the queue, and deletes the spill once written.
 """
 
 from __future__ import annotations
@@ -148,9 +148,9 @@ class PostgresRecordStore:
     `window`, `spent_since` and `apply_retention` on the caller's thread), each bounded by
     `connect_timeout_s` to connect and by a statement timeout.
 
-    While PostgreSQL is unreachable `healthy` is false: up to `buffer_records` records wait in
-    memory, the rest spill to a JSONL file in `spill_dir`; both are written, exactly once, when it
-    returns. A spill left by a process that died is replayed by the next store started on the
+    While PostgreSQL is unreachable `healthy` is false: every flush interval the queued records
+    spill to a JSONL file in `spill_dir` (only when that file cannot be written do they wait in
+    memory); they are written, exactly once, when it returns. A spill left by a process that died is replayed by the next store started on the
     same `spill_dir` and database."""
 
     def __init__(
@@ -262,7 +262,9 @@ class PostgresRecordStore:
                 return
             except psycopg.Error as exc:
                 self._lost(exc)
-        if len(self._queue) > self.buffer_records:
+        # PostgreSQL is away: what is queued goes to disk now, not when the buffer is full, so
+        # a crash loses at most one flush interval of records.
+        if self._queue:
             self._spill_queue()
 
     def _connected(self) -> bool:
