@@ -2,6 +2,7 @@
 the official openai client: a slow Redis never turns into local limits, an outage admits only
 each replica's share, and what was admitted meanwhile is added back to Redis afterwards."""
 
+# ruff: noqa: F811 - the `replicas` fixture is imported from test_replicas and requested by name
 from __future__ import annotations
 
 import asyncio

@@ -66,6 +66,7 @@ def records_query(params: dict[str, str]) -> RecordsQuery:
             code="invalid_query",
         ) from None
 
+
 if TYPE_CHECKING:
     from pointsman.router import Router
 

@@ -128,12 +128,16 @@ def _json(value: Any) -> str | None:
         return orjson.dumps(repr(value)).decode()
 
 
-def _prepare(row: Row) -> Row:
+def _prepare(row: Row, detect: bool = True) -> Row:
     """A queued row made ready to write: language detected, NULs (which PostgreSQL refuses in
-    text and JSONB) replaced."""
+    text and JSONB) replaced. With `detect` false (a spill, which must not wait for the
+    detector to load), the text to detect from is kept as `{"detect": text}` instead."""
     values = list(row)
+    if detect and isinstance(values[_LANGUAGE], dict):  # a row back from a failed spill
+        values[_LANGUAGE] = LanguageOf(str(values[_LANGUAGE].get("detect") or ""))
     if isinstance(values[_LANGUAGE], LanguageOf):
-        values[_LANGUAGE] = values[_LANGUAGE].detect()
+        language = values[_LANGUAGE]
+        values[_LANGUAGE] = language.detect() if detect else {"detect": language.text}
     for i, value in enumerate(values):
         if isinstance(value, str):
             values[i] = (
@@ -150,8 +154,8 @@ class PostgresRecordStore:
 
     While PostgreSQL is unreachable `healthy` is false: every flush interval the queued records
     spill to a JSONL file in `spill_dir` (only when that file cannot be written do they wait in
-    memory); they are written, exactly once, when it returns. A spill left by a process that died is replayed by the next store started on the
-    same `spill_dir` and database."""
+    memory); they are written, exactly once, when it returns. A spill left by a process that
+    died is replayed by the next store started on the same `spill_dir` and database."""
 
     def __init__(
         self,
@@ -186,6 +190,8 @@ class PostgresRecordStore:
         # Spill files name their database, so a replay never writes records into another one.
         self._spill_prefix = f"records-{schema}-{hashlib.blake2b(where.encode(), digest_size=4).hexdigest()}"
         self._queue: deque[Row] = deque()
+        # Records written without their language yet: (detector, request id).
+        self._languages: list[tuple[LanguageOf, Any]] = []
         self._lock = threading.Lock()  # the writer connection and the spill file
         self._read_lock = threading.Lock()
         self._writer: psycopg.Connection[Any] | None = None
@@ -199,6 +205,7 @@ class PostgresRecordStore:
         self._spilled = 0
         self._closed = False
         self._wake = threading.Event()
+        LanguageOf.warm_up()
         # One attempt now, so a reachable database is migrated before the first request.
         with self._lock:
             self._connected()
@@ -230,7 +237,7 @@ class PostgresRecordStore:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             try:
-                self.flush()
+                self.flush(languages=LanguageOf.ready())
                 if (
                     self.retention_days is not None
                     and self._healthy
@@ -241,24 +248,33 @@ class PostgresRecordStore:
             except Exception:  # the writer must outlive any surprise; the rows stay queued
                 log.exception("record writer failed; retrying")
 
-    def flush(self) -> None:
-        """Write everything queued so far; while PostgreSQL is unreachable, keep it buffered
-        (spilling what passes the memory bound) instead."""
+    def flush(self, languages: bool = True) -> None:
+        """Write everything queued so far; while PostgreSQL is unreachable, spill it instead.
+        Languages are detected after the rows are written; the writer leaves that for later
+        (`languages` false) while the detector loads."""
         with self._lock:
-            self._flush_locked()
+            self._flush_locked(languages)
 
-    def _flush_locked(self) -> None:
+    def _flush_locked(self, languages: bool = True) -> None:
         if self._connected():
             try:
                 self._replay_spills()
                 while self._queue:
                     count = min(len(self._queue), self.batch_records)
-                    batch = [_prepare(self._queue.popleft()) for _ in range(count)]
+                    queued = [self._queue.popleft() for _ in range(count)]
+                    # Written before their languages are detected: a crash loses at most one
+                    # flush interval of records, never the time detection takes.
+                    batch = [_prepare(row[:_LANGUAGE] + (None,) + row[_LANGUAGE + 1 :]) for row in queued]
                     try:
                         self._write(batch)
                     except BaseException:
-                        self._queue.extendleft(reversed(batch))
+                        self._queue.extendleft(reversed(queued))
                         raise
+                    self._languages += [
+                        (row[_LANGUAGE], row[0]) for row in queued if isinstance(row[_LANGUAGE], LanguageOf)
+                    ]
+                if languages and self._languages:
+                    self._fill_languages()
                 return
             except psycopg.Error as exc:
                 self._lost(exc)
@@ -339,6 +355,14 @@ class PostgresRecordStore:
             self.rejected += 1
             log.error("records: PostgreSQL refused record %s: %s", rows[0][0], exc)
 
+    def _fill_languages(self) -> None:
+        pending, self._languages = self._languages, []
+        detected = [(language.detect(), request_id) for language, request_id in pending]
+        detected = [(code, request_id) for code, request_id in detected if code is not None]
+        if detected and self._writer is not None:
+            with self._writer.cursor() as cursor:
+                cursor.executemany("UPDATE requests SET language = %s WHERE request_id = %s", detected)
+
     @staticmethod
     def _copy(conn: psycopg.Connection[Any], rows: Iterable[Row]) -> None:
         with conn.transaction(), conn.cursor() as cursor:
@@ -350,7 +374,7 @@ class PostgresRecordStore:
     # -- spilling to disk --------------------------------------------------------------------
 
     def _spill_queue(self) -> None:
-        rows = [_prepare(self._queue.popleft()) for _ in range(len(self._queue))]
+        rows = [_prepare(self._queue.popleft(), detect=False) for _ in range(len(self._queue))]
         try:
             if self._spill is None:
                 self._spill, self._spill_path = self._new_spill()
@@ -414,7 +438,10 @@ class PostgresRecordStore:
             except orjson.JSONDecodeError:
                 log.error("records: skipping a damaged spill line (%d bytes)", len(line))
                 continue
-            batch.append(tuple(record.get(n) for n in NAMES))
+            language = record.get("language")
+            if isinstance(language, dict):
+                record["language"] = LanguageOf(str(language.get("detect") or ""))
+            batch.append(_prepare(tuple(record.get(n) for n in NAMES)))
             if len(batch) >= self.batch_records:
                 self._write(batch)
                 batch = []
