@@ -43,6 +43,8 @@ class Grant:
     # The shared budgets' hash keys when they were decided locally (Redis away): the spend is
     # owed to them.
     owed_budgets: list[str] | None = None
+    # The id of the reservation in the shared budgets.
+    reservation: str = ""
     # The request in its key's rate window: scope, member, time (ms), tokens charged, and
     # whether Redis counted it; settled with the actual tokens.
     rate: tuple[str, str, int, int, bool] | None = None
@@ -296,8 +298,9 @@ class AccessControl:
                 seeds.append(self.ledger.spent(budget))
                 expire_at = max(expire_at, resets + 86400)
             if shared.healthy:
+                rid = uuid.uuid4().hex
                 try:
-                    index, states = await shared.reserve(grant.budgets, keys, seeds, estimate, expire_at)
+                    index, states = await shared.reserve(grant.budgets, keys, seeds, estimate, expire_at, rid)
                 except RedisUnavailable:
                     pass
                 else:
@@ -307,6 +310,7 @@ class AccessControl:
                     if index:
                         return grant.budgets[index - 1]
                     grant.estimate, grant.reserved, grant.shared_budgets = estimate, True, keys
+                    grant.reservation = rid
                     return None
             # A single failed round trip while Redis is healthy is judged on a fresh share.
             outage = shared.outage if not shared.healthy else None
@@ -355,7 +359,7 @@ class AccessControl:
     async def _settle_shared(self, grant: Grant, cost: float, tokens: int | None) -> None:
         assert self.shared is not None
         if grant.shared_budgets is not None:
-            await self.shared.settle(grant.shared_budgets, grant.estimate, cost)
+            await self.shared.settle(grant.shared_budgets, grant.reservation, cost)
         if tokens is not None and grant.rate is not None:
             scope, member, ts_ms, charged, _ = grant.rate
             await self.shared.settle_tokens(scope, member, ts_ms, charged, tokens)

@@ -41,6 +41,8 @@ RATE_SCRIPT = """
 local now = tonumber(ARGV[1])
 local rpm, tpm, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local member, parallel = ARGV[5], tonumber(ARGV[6])
+-- A retry of a call whose answer was lost: it was admitted then.
+if redis.call('ZSCORE', KEYS[1], member) then return {1, 0, ''} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
 local count = redis.call('ZCARD', KEYS[1])
@@ -73,15 +75,17 @@ redis.call('PEXPIRE', KEYS[2], 60000)
 return {1, 0, ''}
 """
 
-# Reserve `estimate` on every budget, or on none if one would be overrun.
-# KEYS: one hash per budget and period; ARGV: estimate, expire_at_ms, then per budget its
-# amount and the spend recorded before this process started (used only to seed a new hash).
-# Returns {index of the exhausted budget (0: none), spent_1, reserved_1, spent_2, ...}.
+# Reserve `estimate` on every budget, or on none if one would be overrun, under the request's
+# reservation id (so a retried call reserves once and the settlement releases once).
+# KEYS: one hash per budget and period; ARGV: estimate, expire_at_ms, reservation id, then per
+# budget its amount and the spend recorded before this process started (used only to seed a new
+# hash). Returns {index of the exhausted budget (0: none), spent_1, reserved_1, spent_2, ...}.
 RESERVE_SCRIPT = """
-local estimate = tonumber(ARGV[1])
+local estimate, rid = tonumber(ARGV[1]), 'r:' .. ARGV[3]
+local again = redis.call('HEXISTS', KEYS[1], rid) == 1
 local out = {0}
 for i, key in ipairs(KEYS) do
-  local amount, seed = tonumber(ARGV[1 + 2 * i]), ARGV[2 + 2 * i]
+  local amount, seed = tonumber(ARGV[2 + 2 * i]), ARGV[3 + 2 * i]
   redis.call('HSETNX', key, 'spent', seed)
   redis.call('HSETNX', key, 'reserved', '0')
   redis.call('PEXPIREAT', key, tonumber(ARGV[2]))
@@ -89,14 +93,32 @@ for i, key in ipairs(KEYS) do
   local reserved = tonumber(redis.call('HGET', key, 'reserved'))
   table.insert(out, tostring(spent))
   table.insert(out, tostring(reserved))
-  if out[1] == 0 and estimate > 0 and estimate > amount - spent - reserved + 1e-12 then
+  if not again and out[1] == 0 and estimate > 0 and estimate > amount - spent - reserved + 1e-12 then
     out[1] = i
   end
 end
-if out[1] == 0 and estimate > 0 then
-  for _, key in ipairs(KEYS) do redis.call('HINCRBYFLOAT', key, 'reserved', estimate) end
+if out[1] == 0 and not again then
+  for _, key in ipairs(KEYS) do
+    redis.call('HSET', key, rid, ARGV[1])
+    if estimate > 0 then redis.call('HINCRBYFLOAT', key, 'reserved', estimate) end
+  end
 end
 return out
+"""
+
+# Replace a reservation with the real cost, once. KEYS: budget hashes; ARGV: reservation id,
+# actual cost.
+SETTLE_SCRIPT = """
+local rid = 'r:' .. ARGV[1]
+for _, key in ipairs(KEYS) do
+  local estimate = tonumber(redis.call('HGET', key, rid))
+  if estimate then
+    redis.call('HDEL', key, rid)
+    if estimate > 0 then redis.call('HINCRBYFLOAT', key, 'reserved', -estimate) end
+    if tonumber(ARGV[2]) > 0 then redis.call('HINCRBYFLOAT', key, 'spent', ARGV[2]) end
+  end
+end
+return 1
 """
 
 # Replace a request's estimated tokens in the window with the actual count (once: the estimate's
@@ -104,15 +126,6 @@ return out
 SETTLE_TOKENS_SCRIPT = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), ARGV[2])
-end
-return 1
-"""
-
-# Replace a reservation with the real cost. KEYS: budget hashes; ARGV: estimate, actual.
-SETTLE_SCRIPT = """
-for _, key in ipairs(KEYS) do
-  if tonumber(ARGV[1]) > 0 then redis.call('HINCRBYFLOAT', key, 'reserved', -tonumber(ARGV[1])) end
-  if tonumber(ARGV[2]) > 0 then redis.call('HINCRBYFLOAT', key, 'spent', ARGV[2]) end
 end
 return 1
 """
@@ -142,9 +155,11 @@ class SharedState:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: dict[str, tuple[str, float]] = {}
-        # While Redis was away: budget hash key -> [dollars spent, dollars of reservations to
-        # release], added to the shared budgets once it is back.
-        self._unsynced: dict[str, list[float]] = {}
+        # While Redis was away: budget hash key -> dollars spent locally, added to the shared
+        # budgets once it is back; and the settlements of shared reservations that failed
+        # (budget keys, reservation id, actual cost), made again then.
+        self._unsynced: dict[str, float] = {}
+        self._unsettled: list[tuple[list[str], str, float]] = []
         # Requests admitted locally: rate scope -> [(ts_ms, member, tokens)], added to the
         # shared windows once Redis answers.
         self._unsynced_rates: dict[str, list[tuple[int, str, int]]] = {}
@@ -216,18 +231,26 @@ class SharedState:
             await self._reconcile()
 
     async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        """One script round trip, bounded by `timeout_s`; raises RedisUnavailable."""
-        if not self.healthy or self._client is None:
-            raise RedisUnavailable()
-        self.round_trips += 1
-        try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                result = await self._scripts[script](keys=keys, args=args)
-        except Exception as exc:
-            self._failed()
-            raise RedisUnavailable() from exc
-        self.failures = 0
-        return result
+        """One script call, each try bounded by `timeout_s`; raises RedisUnavailable. Every
+        script is idempotent, so a try whose answer is late (a slow network, a busy process)
+        is simply made again, up to `unhealthy_after` times; a connection that fails counts
+        against Redis's health."""
+        for _ in range(self.settings.unhealthy_after):
+            if not self.healthy or self._client is None:
+                raise RedisUnavailable()
+            self.round_trips += 1
+            try:
+                async with asyncio.timeout(self.settings.timeout_s):
+                    result = await self._scripts[script](keys=keys, args=args)
+            except TimeoutError:
+                continue
+            except Exception as exc:
+                self._failed()
+                raise RedisUnavailable() from exc
+            self.failures = 0
+            return result
+        self._failed()
+        raise RedisUnavailable()
 
     # -- health --------------------------------------------------------------------------------
 
@@ -249,7 +272,7 @@ class SharedState:
             try:
                 async with asyncio.timeout(max(0.5, self.settings.timeout_s * 2)):
                     await self.sync_health()
-                    if self._unsynced or self._unsynced_rates:
+                    if self._unsynced or self._unsynced_rates or self._unsettled:
                         await self._push_owed()
             except Exception:
                 self._failed()
@@ -309,12 +332,14 @@ class SharedState:
         """Add what was admitted locally to the shared budgets and request windows."""
         unsynced, self._unsynced = self._unsynced, {}
         rates, self._unsynced_rates = self._unsynced_rates, {}
+        unsettled, self._unsettled = self._unsettled, []
         horizon = int(time.time() * 1000) - WINDOW_MS
         try:
             pipe = self._client.pipeline(transaction=False)
-            for key, (spent, release) in unsynced.items():
+            for key, spent in unsynced.items():
                 pipe.hincrbyfloat(key, "spent", spent)
-                pipe.hincrbyfloat(key, "reserved", -release)
+            for keys, rid, actual in unsettled:
+                pipe.eval(SETTLE_SCRIPT, len(keys), *keys, rid, repr(actual))
             for scope, admitted in rates.items():
                 recent = [entry for entry in admitted if entry[0] > horizon]
                 if not recent:
@@ -326,8 +351,9 @@ class SharedState:
                 pipe.pexpire(tokens, WINDOW_MS)
             await pipe.execute()
         except Exception:
-            for key, (spent, release) in unsynced.items():
-                self._owe(key, spent, release)
+            for key, spent in unsynced.items():
+                self._unsynced[key] = self._unsynced.get(key, 0.0) + spent
+            self._unsettled += unsettled
             for scope, admitted in rates.items():
                 self._unsynced_rates.setdefault(scope, []).extend(admitted)
             self._failed()
@@ -348,12 +374,7 @@ class SharedState:
     def owe_spend(self, keys: list[str], spent: float) -> None:
         """Spend charged locally on shared budgets, to add once Redis answers."""
         for key in keys:
-            self._owe(key, spent, 0.0)
-
-    def _owe(self, key: str, spent: float, release: float) -> None:
-        owed = self._unsynced.setdefault(key, [0.0, 0.0])
-        owed[0] += spent
-        owed[1] += release
+            self._unsynced[key] = self._unsynced.get(key, 0.0) + spent
 
     async def announce_reload(self) -> None:
         """Tell the other replicas to reload their config (they do within a sync interval)."""
@@ -416,20 +437,27 @@ class SharedState:
         return self._key("budget", budget.scope, str(int(period_start)))
 
     async def reserve(
-        self, budgets: list[Budget], keys: list[str], seeds: list[float], estimate: float, expire_at: float
+        self,
+        budgets: list[Budget],
+        keys: list[str],
+        seeds: list[float],
+        estimate: float,
+        expire_at: float,
+        rid: str,
     ) -> tuple[int, list[tuple[float, float]]]:
-        """Atomically reserve on all budgets or none: (1-based index of the budget that would be
-        overrun or 0, [(spent, reserved) per budget before this reservation])."""
-        args: list[Any] = [repr(estimate), int(expire_at * 1000)]
+        """Atomically reserve on all budgets or none, under reservation id `rid`: (1-based
+        index of the budget that would be overrun or 0, [(spent, reserved) per budget before
+        this reservation])."""
+        args: list[Any] = [repr(estimate), int(expire_at * 1000), rid]
         for budget, seed in zip(budgets, seeds, strict=True):
             args += [repr(budget.amount), repr(seed)]
         result = await self._call("reserve", keys, args)
         values = [float(v) for v in result[1:]]
         return int(result[0]), [(values[2 * i], values[2 * i + 1]) for i in range(len(budgets))]
 
-    async def settle(self, keys: list[str], estimate: float, actual: float) -> None:
+    async def settle(self, keys: list[str], rid: str, actual: float) -> None:
+        """Replace reservation `rid` with the actual cost (later, if Redis is away now)."""
         try:
-            await self._call("settle", keys, [repr(estimate), repr(actual)])
+            await self._call("settle", keys, [rid, repr(actual)])
         except RedisUnavailable:
-            for key in keys:
-                self._owe(key, actual, estimate)
+            self._unsettled.append((keys, rid, actual))
