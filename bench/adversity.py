@@ -423,35 +423,50 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="5 s outages instead of 20 s")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument(
+        "--phases",
+        default="rate,budget,redis,postgres,kill",
+        help="comma-separated subset of: rate, budget, redis, postgres, kill",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     outage_s = 5.0 if args.quick else 20.0
     results: dict[str, Any] = {"quick": args.quick, "load_average": os.getloadavg(), "cpus": os.cpu_count()}
-    with workspace() as workdir, dependencies(workdir) as (redis, pg):
+    phases = set(args.phases.split(","))
+    with workspace(args.keep) as workdir, dependencies(workdir) as (redis, pg):
         upstream = start_upstream(workdir)
         try:
             schema = "shared"
             config = replica_config(upstream, redis.port, {"url": pg.url, "schema": schema})
             replicas = start_replicas(workdir, config)
             try:
-                results["rate_limit"] = phase_rate(replicas, args.quick)
-                report("rate_limit", results["rate_limit"])
-                results["budget"] = phase_budget(replicas, pg, schema)
-                report("budget", results["budget"])
-                results["redis_outage"] = phase_outage(
-                    replicas, pg, schema, "Redis", redis.stop, redis.start, outage_s
-                )
-                report("redis_outage", results["redis_outage"])
-                results["postgres_outage"] = phase_outage(
-                    replicas, pg, schema, "PostgreSQL", pg.stop, pg.start, outage_s
-                )
-                report("postgres_outage", results["postgres_outage"])
+                if "rate" in phases:
+                    results["rate_limit"] = phase_rate(replicas, args.quick)
+                    report("rate_limit", results["rate_limit"])
+                if "budget" in phases:
+                    results["budget"] = phase_budget(replicas, pg, schema)
+                    report("budget", results["budget"])
+                if "redis" in phases:
+                    results["redis_outage"] = phase_outage(
+                        replicas, pg, schema, "Redis", redis.stop, redis.start, outage_s
+                    )
+                    report("redis_outage", results["redis_outage"])
+                if "postgres" in phases:
+                    results["postgres_outage"] = phase_outage(
+                        replicas, pg, schema, "PostgreSQL", pg.stop, pg.start, outage_s
+                    )
+                    report("postgres_outage", results["postgres_outage"])
             finally:
                 replicas.stop()
-            for name, store, cut in (
-                ("kill_postgres", pg, False),
-                ("kill_postgres_away", pg, True),
-                ("kill_sqlite", None, False),
-            ):
+            if "kill" not in phases:
+                kills = ()
+            else:
+                kills = (
+                    ("kill_postgres", pg, False),
+                    ("kill_postgres_away", pg, True),
+                    ("kill_sqlite", None, False),
+                )
+            for name, store, cut in kills:
                 results[name] = phase_kill(workdir, upstream, store, cut, rate=50.0 if args.quick else 100.0)
                 report(name, results[name])
         finally:

@@ -305,8 +305,8 @@ class AccessControl:
                     pass
                 else:
                     # The local view follows the shared one, for soft limits and for a fallback.
-                    for budget, (spent, _reserved) in zip(grant.budgets, states, strict=True):
-                        self.ledger.observe_spent(budget, spent)
+                    for budget, (spent, reserved) in zip(grant.budgets, states, strict=True):
+                        self.ledger.observe_spent(budget, spent, reserved)
                     if index:
                         return grant.budgets[index - 1]
                     grant.estimate, grant.reserved, grant.shared_budgets = estimate, True, keys

@@ -325,9 +325,10 @@ class StateSettings(_Strict):
     url: str | None = None
     # Keys are namespaced so several deployments of pointsman can share one Redis.
     prefix: str = "pointsman"
-    # The most a request waits on Redis per round trip before deciding locally (sized to a
-    # network round trip under load, not to an idle loopback).
-    timeout_s: float = Field(0.5, gt=0)
+    # The most a request waits on one try of a Redis call (it tries `unhealthy_after` times)
+    # before deciding locally: sized to a network round trip seen from a busy process, not to
+    # an idle loopback.
+    timeout_s: float = Field(1.0, gt=0)
     # How often health (open circuits, cooldowns) is exchanged with the other replicas.
     sync_interval_s: float = Field(0.1, gt=0)
     # Redis counts as away only after this many failed round trips in a row, not one slow call.

@@ -22,6 +22,7 @@ health this replica saw, so the shared totals are right after an outage.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from pointsman.budgets import Budget
     from pointsman.config import StateSettings
     from pointsman.state import MemoryState
+
+log = logging.getLogger("pointsman.state")
 
 WINDOW_MS = 60_000
 
@@ -215,6 +218,11 @@ class SharedState:
         if self.healthy and self.failures >= self.settings.unhealthy_after:
             self.healthy = False
             self.outage += 1
+            log.warning(
+                "state: Redis failed %d times in a row; deciding limits locally, 1/%d of each",
+                self.failures,
+                self.replicas,
+            )
 
     async def _check(self) -> None:
         try:
@@ -228,14 +236,18 @@ class SharedState:
         self.failures = 0
         if not self.healthy:
             self.healthy = True
+            log.warning("state: Redis answers again; adding what was admitted locally")
             await self._reconcile()
 
     async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        """One script call, each try bounded by `timeout_s`; raises RedisUnavailable. Every
-        script is idempotent, so a try whose answer is late (a slow network, a busy process)
-        is simply made again, up to `unhealthy_after` times; a connection that fails counts
-        against Redis's health."""
-        for _ in range(self.settings.unhealthy_after):
+        """One script call, each try bounded by `timeout_s`; raises RedisUnavailable once Redis
+        counts as away. Every script is idempotent, so a try whose answer is late (a slow
+        network, a busy process) is simply made again while Redis counts as up: a request is
+        never decided locally while Redis answers. A connection that fails counts against
+        Redis's health; lateness does not (a busy process is late for everything): the sync
+        loop judges that, and a Redis that stops answering is away after `unhealthy_after` of
+        its syncs."""
+        while True:
             if not self.healthy or self._client is None:
                 raise RedisUnavailable()
             self.round_trips += 1
@@ -249,8 +261,6 @@ class SharedState:
                 raise RedisUnavailable() from exc
             self.failures = 0
             return result
-        self._failed()
-        raise RedisUnavailable()
 
     # -- health --------------------------------------------------------------------------------
 
