@@ -155,6 +155,7 @@ class SharedState:
         self.replica_id = uuid.uuid4().hex
         self._replicas_seen = 1
         self._client: Any = None
+        self._pool: Any = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: dict[str, tuple[str, float]] = {}
@@ -183,12 +184,16 @@ class SharedState:
         url = self.settings.url
         assert url is not None, "the router builds a SharedState only when state.url is set"
         self._loop = asyncio.get_running_loop()
-        self._client = aioredis.from_url(
+        # A burst waits for a free connection (within the call's timeout) instead of failing.
+        self._pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=100,
+            timeout=None,
             socket_connect_timeout=max(0.5, self.settings.timeout_s),
             socket_timeout=max(0.5, self.settings.timeout_s * 10),
             health_check_interval=0,
         )
+        self._client = aioredis.Redis(connection_pool=self._pool)
         for name, source in (
             ("rate", RATE_SCRIPT),
             ("reserve", RESERVE_SCRIPT),
@@ -206,6 +211,7 @@ class SharedState:
             self._task = None
         if self._client is not None:
             await self._client.aclose()
+            await self._pool.disconnect()
             self._client = None
 
     @property
@@ -274,8 +280,12 @@ class SharedState:
         )
 
     async def _sync_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            asleep = loop.time()
             await asyncio.sleep(self.settings.sync_interval_s)
+            # A process this late waking up is busy: a late answer then says nothing of Redis.
+            busy = loop.time() - asleep - self.settings.sync_interval_s > self.settings.timeout_s / 2
             if not self.healthy:
                 await self._check()
                 continue
@@ -284,6 +294,9 @@ class SharedState:
                     await self.sync_health()
                     if self._unsynced or self._unsynced_rates or self._unsettled:
                         await self._push_owed()
+            except TimeoutError:
+                if not busy:
+                    self._failed()
             except Exception:
                 self._failed()
             else:
