@@ -162,8 +162,12 @@ class RecordStore:
         self._queue.append(row)
 
     def _run(self) -> None:
+        # Ticks at a fixed rate (not an interval after each flush ends), so what a crash can
+        # lose stays one interval plus the flush in progress.
+        tick = time.monotonic()
         while not self._closed:
-            self._wake.wait(self.flush_interval_s)
+            tick = max(tick + self.flush_interval_s, time.monotonic())
+            self._wake.wait(tick - time.monotonic())
             self._wake.clear()
             self.flush(languages=LanguageOf.ready())
             if self.retention_days is not None and time.monotonic() >= self._next_retention:

@@ -233,8 +233,12 @@ class PostgresRecordStore:
     # -- the writer ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Ticks at a fixed rate (not an interval after each flush ends), so what a crash can
+        # lose stays one interval plus the flush in progress.
+        tick = time.monotonic()
         while not self._closed:
-            self._wake.wait(self.flush_interval_s)
+            tick = max(tick + self.flush_interval_s, time.monotonic())
+            self._wake.wait(tick - time.monotonic())
             self._wake.clear()
             try:
                 self.flush(languages=LanguageOf.ready())
