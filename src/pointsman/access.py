@@ -343,7 +343,8 @@ class AccessControl:
         if grant.parallel is not None:
             self.state.leave(grant.parallel)
         settle_tokens = False
-        if grant.rate is not None and tokens is not None and tokens != grant.rate[3]:
+        token_limited = grant.key is not None and grant.key.tpm is not None
+        if token_limited and grant.rate is not None and tokens is not None and tokens != grant.rate[3]:
             scope, member, _ts_ms, charged, counted_shared = grant.rate
             self.state.adjust_tokens(scope, tokens - charged)
             if self.shared is not None:
