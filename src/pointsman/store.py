@@ -152,6 +152,10 @@ class RecordStore:
         self._wake = threading.Event()
         self._closed = False
         self._lock = threading.Lock()
+        if retention_days is not None:
+            # At start, then hourly from the writer: never racing the first records.
+            self.apply_retention()
+            self._next_retention = time.monotonic() + 3600
         self._thread = threading.Thread(target=self._run, name="pointsman-records", daemon=True)
         self._thread.start()
 
