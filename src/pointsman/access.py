@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import os
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +40,14 @@ class Grant:
     # Set when the limits or budgets were decided in Redis (shared state).
     shared_parallel: str | None = None
     shared_budgets: list[str] | None = None
+    # The shared budgets' hash keys when they were decided locally (Redis away): the spend is
+    # owed to them.
+    owed_budgets: list[str] | None = None
+    # The id of the reservation in the shared budgets.
+    reservation: str = ""
+    # The request in its key's rate window: scope, member, time (ms), tokens charged, and
+    # whether Redis counted it; settled with the actual tokens.
+    rate: tuple[str, str, int, int, bool] | None = None
 
 
 class AccessControl:
@@ -60,6 +69,8 @@ class AccessControl:
         self.enabled = auth.enabled if auth.enabled is not None else self.master_key is not None
         if self.enabled and keys is None:
             raise ValueError("virtual keys need a key store (records enabled or a --db path)")
+        if keys is not None:
+            keys.cache_s, keys.outage_cache_s = config.keys.cache_s, config.keys.outage_cache_s
 
     def is_master(self, secret: str | None) -> bool:
         return bool(secret and self.master_key and hmac.compare_digest(secret, self.master_key))
@@ -72,11 +83,11 @@ class AccessControl:
         user = body.get("user") if isinstance(body.get("user"), str) else None
         grant = Grant(user=user)
         if self.enabled:
-            grant.key = self.authenticate(secret)
+            grant.key = await self.aauthenticate(secret)
             grant.master = grant.key is None
             if grant.key is not None:
                 self._check_allowances(grant.key, str(body.get("model")))
-                await self._check_limits(grant, grant.key, tokens)
+                await self._check_limits(grant, grant.key, body, tokens)
         grant.budgets = self.budgets_for(grant)
         return grant
 
@@ -88,7 +99,21 @@ class AccessControl:
         if self.is_master(secret):
             return None
         assert self.keys is not None
-        key = self.keys.lookup(secret)
+        return self._usable(self.keys.lookup(secret))
+
+    async def aauthenticate(self, secret: str | None) -> VirtualKey | None:
+        """`authenticate` without blocking the event loop: a key not in the cache is read in
+        a worker thread. Raises `KeysUnavailable` (503) when the key store cannot be read and
+        the key was not seen within `keys.outage_cache_s`."""
+        if not secret:
+            raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
+        if self.is_master(secret):
+            return None
+        assert self.keys is not None
+        return self._usable(await self.keys.alookup(secret))
+
+    @staticmethod
+    def _usable(key: VirtualKey | None) -> VirtualKey:
         if key is None:
             raise AuthenticationFailed("invalid API key")
         if key.revoked_at is not None:
@@ -110,35 +135,56 @@ class AccessControl:
                 code="model_not_allowed",
             )
 
-    async def _check_limits(self, grant: Grant, key: VirtualKey, estimate: Callable[[], int]) -> None:
-        """rpm, tpm and parallelism: in Redis when the state is shared (so they hold across
-        replicas), else (or while Redis is away) in this process."""
+    async def _check_limits(
+        self, grant: Grant, key: VirtualKey, body: Mapping[str, Any], estimate: Callable[[], int]
+    ) -> None:
+        """rpm, tpm and parallelism: in Redis when the state is shared (so they hold exactly
+        across replicas), else in this process. While Redis is away (or a round trip failed)
+        this replica admits only its share of each limit: limit / replicas."""
         if key.rpm is None and key.tpm is None and key.max_parallel is None:
             return
         scope = f"key:{key.id}"
-        tokens = estimate() if key.tpm is not None else 0
-        if self.shared is not None and self.shared.healthy:
-            try:
-                allowed, wait, which = await self.shared.take_rate(
-                    scope, key.rpm, key.tpm, tokens, key.max_parallel
-                )
-            except RedisUnavailable:
-                pass
-            else:
-                if not allowed:
-                    raise self._limited(key, which, wait)
-                if key.max_parallel is not None:
-                    grant.shared_parallel = scope
-                return
+        # Reserved: the prompt and as much output as the request allows; settled after.
+        tokens = estimate() + _max_output(body) if key.tpm is not None else 0
+        member, ts_ms = uuid.uuid4().hex, int(time.time() * 1000)
+        shared = self.shared
+        share = 1
+        if shared is not None:
+            if shared.healthy:
+                try:
+                    allowed, wait, which = await shared.take_rate(
+                        scope, key.rpm, key.tpm, tokens, key.max_parallel, member=member, ts_ms=ts_ms
+                    )
+                except RedisUnavailable:
+                    pass
+                else:
+                    if not allowed:
+                        raise self._limited(key, which, wait)
+                    if key.max_parallel is not None:
+                        grant.shared_parallel = scope
+                    # Counted here too: should Redis go away, this replica's share starts from
+                    # what it admitted in the last minute.
+                    self.state.count_request(scope, tokens)
+                    grant.rate = (scope, member, ts_ms, tokens, True)
+                    return
+            share = shared.replicas
         requests, used = self.state.rates(scope)
-        if key.rpm is not None and requests >= key.rpm:
+        rpm, tpm, parallel_limit = (
+            _share_of(key.rpm, share),
+            _share_of(key.tpm, share),
+            _share_of(key.max_parallel, share),
+        )
+        if rpm is not None and requests >= rpm:
             raise self._limited(key, "rpm", self.state.window_reset_in(scope))
-        if key.tpm is not None and used + tokens > key.tpm:
+        if tpm is not None and used + tokens > tpm:
             raise self._limited(key, "tpm", self.state.window_reset_in(scope))
         parallel = f"key-parallel:{key.id}"
-        if key.max_parallel is not None and self.state.in_flight(parallel) >= key.max_parallel:
+        if parallel_limit is not None and self.state.in_flight(parallel) >= parallel_limit:
             raise self._limited(key, "parallel", 0)
         self.state.count_request(scope, tokens)
+        grant.rate = (scope, member, ts_ms, tokens, False)
+        if shared is not None:
+            shared.owe_request(scope, ts_ms, member, tokens)
         if key.max_parallel is not None:
             grant.parallel = parallel
             self.state.enter(parallel)
@@ -239,35 +285,52 @@ class AccessControl:
 
     async def _reserve(self, grant: Grant, estimate: float) -> Budget | None:
         """Reserve `estimate` on all the grant's budgets, or return the one it would overrun
-        (reserving nothing). Atomic in Redis when the state is shared."""
-        if self.shared is not None and self.shared.healthy:
+        (reserving nothing). Atomic in Redis when the state is shared; while Redis is away,
+        against this replica's share of what was left."""
+        shared = self.shared
+        if shared is None:
+            exhausted = self.ledger.exhausted_by(grant.budgets, estimate) if estimate > 0 else None
+        else:
             keys, seeds, expire_at = [], [], 0.0
             for budget in grant.budgets:
                 start, resets = period_bounds(budget.period, time.time())
-                keys.append(self.shared.budget_key(budget, start))
+                keys.append(shared.budget_key(budget, start))
                 seeds.append(self.ledger.spent(budget))
                 expire_at = max(expire_at, resets + 86400)
-            try:
-                index, states = await self.shared.reserve(grant.budgets, keys, seeds, estimate, expire_at)
-            except RedisUnavailable:
-                pass
-            else:
-                # The local view follows the shared one, for soft limits and for a fallback.
-                for budget, (spent, _reserved) in zip(grant.budgets, states, strict=True):
-                    self.ledger.observe_spent(budget, spent)
-                if index:
-                    return grant.budgets[index - 1]
-                grant.estimate, grant.reserved, grant.shared_budgets = estimate, True, keys
-                return None
-        exhausted = self.ledger.exhausted_by(grant.budgets, estimate) if estimate > 0 else None
+            if shared.healthy:
+                rid = uuid.uuid4().hex
+                try:
+                    index, states = await shared.reserve(grant.budgets, keys, seeds, estimate, expire_at, rid)
+                except RedisUnavailable:
+                    pass
+                else:
+                    # The local view follows the shared one, for soft limits and for a fallback.
+                    for budget, (spent, reserved) in zip(grant.budgets, states, strict=True):
+                        self.ledger.observe_spent(budget, spent, reserved)
+                    if index:
+                        return grant.budgets[index - 1]
+                    grant.estimate, grant.reserved, grant.shared_budgets = estimate, True, keys
+                    grant.reservation = rid
+                    return None
+            # A single failed round trip while Redis is healthy is judged on a fresh share.
+            outage = shared.outage if not shared.healthy else None
+            exhausted = (
+                self.ledger.exhausted_by_share(grant.budgets, estimate, outage, shared.replicas)
+                if estimate > 0
+                else None
+            )
+            if exhausted is None:
+                grant.owed_budgets = keys
         if exhausted is None:
             self.ledger.reserve(grant.budgets, estimate)
             grant.estimate, grant.reserved = estimate, True
         return exhausted
 
-    def settle(self, grant: Grant, cost: float) -> None:
-        """The request ended: charge its real cost and free its parallel slot. Idempotent.
-        Shared budgets and slots are settled in Redis in the background."""
+    def settle(self, grant: Grant, cost: float, tokens: int | None = None) -> None:
+        """The request ended: replace its reservations with what it really used, `cost` in
+        dollars on its budgets and `tokens` (prompt and completion; None: the estimate stands)
+        in its key's token window, and free its parallel slot. Idempotent. Shared budgets,
+        windows and slots are settled in Redis in the background."""
         if grant.settled:
             return
         grant.settled = True
@@ -275,17 +338,32 @@ class AccessControl:
             self.ledger.settle(grant.budgets, 0.0, cost)
         elif grant.budgets:
             self.ledger.settle(grant.budgets, grant.estimate if grant.reserved else 0.0, cost)
+            if grant.owed_budgets is not None and self.shared is not None and cost > 0:
+                self.shared.owe_spend(grant.owed_budgets, cost)
         if grant.parallel is not None:
             self.state.leave(grant.parallel)
+        settle_tokens = False
+        token_limited = grant.key is not None and grant.key.tpm is not None
+        if token_limited and grant.rate is not None and tokens is not None and tokens != grant.rate[3]:
+            scope, member, _ts_ms, charged, counted_shared = grant.rate
+            self.state.adjust_tokens(scope, tokens - charged)
+            if self.shared is not None:
+                if counted_shared:
+                    settle_tokens = True
+                else:
+                    self.shared.owe_tokens(scope, member, tokens)
         if self.shared is not None and (
-            grant.shared_budgets is not None or grant.shared_parallel is not None
+            grant.shared_budgets is not None or grant.shared_parallel is not None or settle_tokens
         ):
-            asyncio.ensure_future(self._settle_shared(grant, cost))
+            asyncio.ensure_future(self._settle_shared(grant, cost, tokens if settle_tokens else None))
 
-    async def _settle_shared(self, grant: Grant, cost: float) -> None:
+    async def _settle_shared(self, grant: Grant, cost: float, tokens: int | None) -> None:
         assert self.shared is not None
         if grant.shared_budgets is not None:
-            await self.shared.settle(grant.shared_budgets, grant.estimate, cost)
+            await self.shared.settle(grant.shared_budgets, grant.reservation, cost)
+        if tokens is not None and grant.rate is not None:
+            scope, member, ts_ms, charged, _ = grant.rate
+            await self.shared.settle_tokens(scope, member, ts_ms, charged, tokens)
         if grant.shared_parallel is not None:
             await self.shared.release_parallel(grant.shared_parallel)
 
@@ -302,3 +380,13 @@ class AccessControl:
                 if key.budget is not None and key.active():
                     budgets.append(Budget(f"key:{key.id}", f"key:{key.name}", key.budget, key.budget_period))
         return {b.label: self.ledger.remaining(b) for b in budgets}
+
+
+def _share_of(limit: int | None, replicas: int) -> int | None:
+    """One replica's share of a limit while they cannot coordinate (at least 1)."""
+    return None if limit is None else max(1, limit // replicas)
+
+
+def _max_output(body: Mapping[str, Any]) -> int:
+    value = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -3,11 +3,13 @@ Prometheus `/metrics` page."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,6 +22,51 @@ from pointsman.errors import (
     PermissionDenied,
     PointsmanError,
 )
+from pointsman.keys import validate_spec
+
+# The most records one audit query returns, on SQLite and PostgreSQL alike.
+MAX_RECORDS = 10_000
+
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class RecordsQuery(BaseModel):
+    """The query parameters of `GET /admin/records`."""
+
+    model_config = ConfigDict(extra="ignore")
+    limit: int = Field(100, ge=1, le=MAX_RECORDS)
+    since: _Finite | None = None
+    until: _Finite | None = None
+    status: int | None = Field(None, ge=100, le=599)
+    model: str | None = None
+    key: str | None = None
+    reason: str | None = None
+    region: str | None = None
+    team: str | None = None
+    user: str | None = None
+
+
+_QUERY_EXPECTED = {
+    "limit": f"an integer from 1 to {MAX_RECORDS}",
+    "since": "a time in seconds since the epoch",
+    "until": "a time in seconds since the epoch",
+    "status": "an HTTP status code (100-599)",
+}
+
+
+def records_query(params: dict[str, str]) -> RecordsQuery:
+    """Typed `GET /admin/records` parameters; raises InvalidRequest naming the bad one."""
+    try:
+        return RecordsQuery.model_validate(params)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "query"
+        raise InvalidRequest(
+            f"query parameter {name!r} must be {_QUERY_EXPECTED.get(name, 'a string')}"
+            f" (got {str(error['input'])[:40]!r})",
+            code="invalid_query",
+        ) from None
+
 
 if TYPE_CHECKING:
     from pointsman.router import Router
@@ -88,20 +135,24 @@ def admin_routes(router: Router) -> list[Route]:
 
     async def create_key(request: Request) -> Response:
         spec = await read_json(request, router.config.server.max_body_bytes)
-        if not isinstance(spec, dict):
-            raise InvalidRequest("request body must be a JSON object")
-        name = spec.pop("name", None)
-        expires_at = spec.pop("expires_at", None)
-        if "expires_in_s" in spec:
-            expires_at = time.time() + float(spec.pop("expires_in_s"))
-        secret, key = key_store().create(name, spec, expires_at)
+        # Validated whole before anything is written: a bad field never reaches the store.
+        parsed = validate_spec(spec)
+        if parsed.name is None:
+            raise InvalidRequest("'name' is required", code="invalid_key_spec")
+        expires_at = parsed.expires_at
+        if parsed.expires_in_s is not None:
+            expires_at = time.time() + parsed.expires_in_s
+        settings = {k: v for k, v in spec.items() if k not in ("name", "expires_at", "expires_in_s")}
+        store = key_store()
+        secret, key = await asyncio.to_thread(store.create, parsed.name, settings, expires_at)
         return _json({"key": secret, **key.public()}, 201)
 
     async def list_keys(request: Request) -> Response:
-        return _json({"object": "list", "data": [k.public() for k in key_store().list()]})
+        keys = await asyncio.to_thread(key_store().list)
+        return _json({"object": "list", "data": [k.public() for k in keys]})
 
     async def revoke_key(request: Request) -> Response:
-        key = key_store().revoke(request.path_params["key_id"])
+        key = await asyncio.to_thread(key_store().revoke, request.path_params["key_id"])
         if key is None:
             raise PointsmanError(
                 f"no key {request.path_params['key_id']!r}", status=404, code="key_not_found"
@@ -111,32 +162,9 @@ def admin_routes(router: Router) -> list[Route]:
     async def records(request: Request) -> Response:
         if router.store is None:
             raise PermissionDenied("records are off", code="records_disabled")
-        q = request.query_params
-
-        def number(name: str) -> float | None:
-            value = q.get(name)
-            if value is None:
-                return None
-            try:
-                return float(value)
-            except ValueError:
-                raise InvalidRequest(
-                    f"query parameter {name!r} must be a number", code="invalid_query"
-                ) from None
-
-        status = number("status")
-        rows = router.store.query(
-            limit=int(number("limit") or 100),
-            model=q.get("model"),
-            since=number("since"),
-            until=number("until"),
-            key=q.get("key"),
-            reason=q.get("reason"),
-            region=q.get("region"),
-            status=int(status) if status is not None else None,
-            team=q.get("team"),
-            user=q.get("user"),
-        )
+        query = records_query(dict(request.query_params))
+        store = router.store
+        rows = await asyncio.to_thread(lambda: store.query(**query.model_dump()))
         return _json({"object": "list", "data": rows})
 
     async def reload(request: Request) -> Response:

@@ -42,6 +42,11 @@ class _Account:
     resets_at: float
     spent: float
     reserved: float = 0.0
+    # What the shared budget last said other requests had reserved (in flight on any replica).
+    shared_reserved: float = 0.0
+    # While the shared budgets are away: (outage number, spend when it began, this replica's
+    # share of what was left then).
+    outage: tuple[int, float, float] | None = None
 
 
 class BudgetLedger:
@@ -80,6 +85,30 @@ class BudgetLedger:
                 return budget
         return None
 
+    def exhausted_by_share(
+        self, budgets: list[Budget], estimate: float, outage: int | None, replicas: int
+    ) -> Budget | None:
+        """Like `exhausted_by`, while the shared budgets are away: this replica may spend only
+        its share (1/replicas) of what was left of each budget when outage number `outage`
+        began, so the replicas together cannot overrun it. `outage` None: a share of what is
+        left now (one failed round trip, not an outage)."""
+        for budget in budgets:
+            account = self._account(budget)
+            if outage is None:
+                left = max(0.0, budget.amount - account.spent - account.shared_reserved)
+                base, share = account.spent, left / max(1, replicas)
+            else:
+                if account.outage is None or account.outage[0] != outage:
+                    # What other requests had reserved may all still be spent.
+                    reserved = account.reserved + account.shared_reserved
+                    left = max(0.0, budget.amount - account.spent - reserved)
+                    account.outage = (outage, account.spent, left / max(1, replicas))
+                _, base, share = account.outage
+            used = account.spent - base + account.reserved
+            if estimate > share - used + 1e-12:
+                return budget
+        return None
+
     def past_soft_limit(self, budgets: list[Budget], fraction: float) -> Budget | None:
         for budget in budgets:
             account = self._account(budget)
@@ -87,10 +116,12 @@ class BudgetLedger:
                 return budget
         return None
 
-    def observe_spent(self, budget: Budget, spent: float) -> None:
-        """Adopt a spend seen elsewhere (the shared budget), if it is more than known here."""
+    def observe_spent(self, budget: Budget, spent: float, reserved: float = 0.0) -> None:
+        """Adopt a spend seen elsewhere (the shared budget), if it is more than known here,
+        and what is reserved there."""
         account = self._account(budget)
         account.spent = max(account.spent, spent)
+        account.shared_reserved = reserved
 
     def reserve(self, budgets: list[Budget], estimate: float) -> None:
         for budget in budgets:

@@ -484,10 +484,17 @@ class StateSettings(_Strict):
     url: str | None = None
     # Keys are namespaced so several deployments of pointsman can share one Redis.
     prefix: str = "pointsman"
-    # The most a request waits on Redis per round trip before falling back to local state.
-    timeout_s: float = Field(0.05, gt=0)
+    # The most a request waits on one try of a Redis call (it tries `unhealthy_after` times)
+    # before deciding locally: sized to a network round trip seen from a busy process, not to
+    # an idle loopback.
+    timeout_s: float = Field(1.0, gt=0)
     # How often health (open circuits, cooldowns) is exchanged with the other replicas.
     sync_interval_s: float = Field(0.1, gt=0)
+    # Redis counts as away only after this many failed round trips in a row, not one slow call.
+    unhealthy_after: int = Field(3, ge=1)
+    # Replicas sharing the limits; while Redis is away each admits 1/replicas of every limit and
+    # budget. Unset: learned from the replicas' heartbeats in Redis.
+    replicas: int | None = Field(None, ge=1)
 
     @field_validator("url")
     @classmethod
@@ -497,12 +504,23 @@ class StateSettings(_Strict):
         return value
 
 
+class KeySettings(_Strict):
+    """How long a replica trusts what it knows of a virtual key."""
+
+    # A key is re-read from the key store at most this often, so a revocation reaches every
+    # replica within it.
+    cache_s: float = Field(2.0, gt=0)
+    # While the key store cannot be read, a key seen within this window keeps its last known state.
+    outage_cache_s: float = Field(900.0, ge=0)
+
+
 class Config(_Strict):
     server: ServerSettings = ServerSettings()
     router: RouterSettings = RouterSettings()
     store: StoreSettings = StoreSettings()
     state: StateSettings = StateSettings()
     auth: AuthSettings = AuthSettings()
+    keys: KeySettings = KeySettings()
     budgets: BudgetSettings = BudgetSettings()
     metrics: MetricsSettings = MetricsSettings()
     deployments: tuple[Deployment, ...] = Field(min_length=1)

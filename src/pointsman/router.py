@@ -656,7 +656,8 @@ class Router:
     ) -> None:
         cost = self._cost(outcome)
         if call.grant is not None:
-            self.access.settle(call.grant, cost)
+            usage = outcome.usage
+            self.access.settle(call.grant, cost, usage.prompt_tokens + usage.completion_tokens)
         total = perf_counter() - call.started
         if self.metrics is not None:
             self._observe(call, decision, outcome, status, cost, total)

@@ -189,6 +189,14 @@ class MemoryState:
         # read, and must not grow with every request.
         self._trim(load, now - WINDOW_S)
 
+    def adjust_tokens(self, scope: str, tokens: int) -> None:
+        """Correct the tokens counted in the current window (an estimate settled with the
+        actual count); `tokens` may be negative."""
+        if tokens:
+            load = self._l(scope)
+            load.tokens.append((monotonic(), tokens))
+            load.token_sum += tokens
+
     @staticmethod
     def _trim(load: _Load, horizon: float) -> None:
         while load.requests and load.requests[0] < horizon:

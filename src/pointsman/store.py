@@ -75,10 +75,34 @@ class LanguageOf:
             return None
         return detect_language(self.text[:120])[0]
 
+    @staticmethod
+    def warm_up() -> None:
+        """Load the detector's model (seconds) in the background, once per process, so the
+        record writer does not stall on it with records waiting."""
+        global _warming
+        with _warm_lock:
+            if _warming:
+                return
+            _warming = True
 
-_INSERT = (
-    f"INSERT OR REPLACE INTO requests ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))})"
-)
+        def load() -> None:
+            LanguageOf("warm up").detect()
+            _warm.set()
+
+        threading.Thread(target=load, name="pointsman-language-warm-up", daemon=True).start()
+
+    @staticmethod
+    def ready() -> bool:
+        """Whether detection is fast now (the model is loaded)."""
+        return _warm.is_set()
+
+
+_warm_lock = threading.Lock()
+_warm = threading.Event()
+_warming = False
+
+
+_INSERT = f"INSERT OR REPLACE INTO requests ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))})"
 # One rating per request (a later one replaces it), joined to the record by request id.
 FEEDBACK_TABLE = (
     "CREATE TABLE IF NOT EXISTS feedback (request_id TEXT PRIMARY KEY, ts REAL NOT NULL,"
@@ -97,9 +121,7 @@ _WITH_FEEDBACK = (
 
 
 def default_db_path() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "pointsman" / "records.db"
 
 
@@ -134,10 +156,17 @@ class RecordStore:
         self.retention_days = retention_days
         self._next_retention = 0.0
         self._db = connect(self.path)
+        LanguageOf.warm_up()
         self._queue: deque[list[Any]] = deque()
+        # Records written without their language yet: (detector, request id).
+        self._languages: list[tuple[LanguageOf, Any]] = []
         self._wake = threading.Event()
         self._closed = False
         self._lock = threading.Lock()
+        if retention_days is not None:
+            # At start, then hourly from the writer: never racing the first records.
+            self.apply_retention()
+            self._next_retention = time.monotonic() + 3600
         self._thread = threading.Thread(target=self._run, name="pointsman-records", daemon=True)
         self._thread.start()
 
@@ -148,10 +177,14 @@ class RecordStore:
         self._queue.append(row)
 
     def _run(self) -> None:
+        # Ticks at a fixed rate (not an interval after each flush ends), so what a crash can
+        # lose stays one interval plus the flush in progress.
+        tick = time.monotonic()
         while not self._closed:
-            self._wake.wait(self.flush_interval_s)
+            tick = max(tick + self.flush_interval_s, time.monotonic())
+            self._wake.wait(tick - time.monotonic())
             self._wake.clear()
-            self.flush()
+            self.flush(languages=LanguageOf.ready())
             if self.retention_days is not None and time.monotonic() >= self._next_retention:
                 self.apply_retention()
                 self._next_retention = time.monotonic() + 3600
@@ -182,17 +215,28 @@ class RecordStore:
         with self._lock:
             return float(self._db.execute(sql, args).fetchone()[0])
 
-    def flush(self) -> None:
-        """Write everything queued so far."""
+    def flush(self, languages: bool = True) -> None:
+        """Write everything queued so far. The rows are committed before their languages are
+        detected, and the writer leaves detection (`languages`) for later while the detector
+        loads (seconds), so a crash loses at most one flush interval of records."""
         with self._lock:
             rows = []
             while self._queue:
                 row = self._queue.popleft()
                 if isinstance(row[_LANGUAGE], LanguageOf):
-                    row[_LANGUAGE] = row[_LANGUAGE].detect()
+                    self._languages.append((row[_LANGUAGE], row[0]))
+                    row[_LANGUAGE] = None
                 rows.append(row)
             if rows:
                 self._db.executemany(_INSERT, rows)
+                self._db.commit()
+            if not (languages and self._languages):
+                return
+            pending, self._languages = self._languages, []
+            detected = [(language.detect(), request_id) for language, request_id in pending]
+            detected = [(code, request_id) for code, request_id in detected if code is not None]
+            if detected:
+                self._db.executemany("UPDATE requests SET language = ? WHERE request_id = ?", detected)
                 self._db.commit()
 
     def query(self, limit: int = 20, **filters: Any) -> list[dict[str, Any]]:

@@ -2,9 +2,9 @@
 
 The request path only appends to a queue. A writer thread copies batches in (COPY into a temp
 table, then INSERT ... ON CONFLICT (request_id) DO NOTHING, so a replayed batch never duplicates a
-row). While PostgreSQL is unreachable the queue keeps growing in memory up to a bound, past which
-it spills to a local JSONL file; when PostgreSQL returns the writer replays the spill, then the
-queue, and deletes the spill once written.
+row). While PostgreSQL is unreachable the writer appends what is queued to a local JSONL file
+every flush interval (fsynced, so a crash loses at most one interval of records); when PostgreSQL
+returns it replays the spill, then the queue, and deletes the spill once written.
 """
 
 from __future__ import annotations
@@ -135,12 +135,16 @@ def _json(value: Any) -> str | None:
         return orjson.dumps(repr(value)).decode()
 
 
-def _prepare(row: Row) -> Row:
+def _prepare(row: Row, detect: bool = True) -> Row:
     """A queued row made ready to write: language detected, NULs (which PostgreSQL refuses in
-    text and JSONB) replaced."""
+    text and JSONB) replaced. With `detect` false (a spill, which must not wait for the
+    detector to load), the text to detect from is kept as `{"detect": text}` instead."""
     values = list(row)
+    if detect and isinstance(values[_LANGUAGE], dict):  # a row back from a failed spill
+        values[_LANGUAGE] = LanguageOf(str(values[_LANGUAGE].get("detect") or ""))
     if isinstance(values[_LANGUAGE], LanguageOf):
-        values[_LANGUAGE] = values[_LANGUAGE].detect()
+        language = values[_LANGUAGE]
+        values[_LANGUAGE] = language.detect() if detect else {"detect": language.text}
     for i, value in enumerate(values):
         if isinstance(value, str):
             values[i] = (
@@ -155,10 +159,10 @@ class PostgresRecordStore:
     `window`, `spent_since` and `apply_retention` on the caller's thread), each bounded by
     `connect_timeout_s` to connect and by a statement timeout.
 
-    While PostgreSQL is unreachable `healthy` is false: up to `buffer_records` records wait in
-    memory, the rest spill to a JSONL file in `spill_dir`; both are written, exactly once, when it
-    returns. A spill left by a process that died is replayed by the next store started on the
-    same `spill_dir` and database."""
+    While PostgreSQL is unreachable `healthy` is false: every flush interval the queued records
+    spill to a JSONL file in `spill_dir` (only when that file cannot be written do they wait in
+    memory); they are written, exactly once, when it returns. A spill left by a process that
+    died is replayed by the next store started on the same `spill_dir` and database."""
 
     def __init__(
         self,
@@ -193,6 +197,8 @@ class PostgresRecordStore:
         # Spill files name their database, so a replay never writes records into another one.
         self._spill_prefix = f"records-{schema}-{hashlib.blake2b(where.encode(), digest_size=4).hexdigest()}"
         self._queue: deque[Row] = deque()
+        # Records written without their language yet: (detector, request id).
+        self._languages: list[tuple[LanguageOf, Any]] = []
         self._lock = threading.Lock()  # the writer connection and the spill file
         self._read_lock = threading.Lock()
         self._writer: psycopg.Connection[Any] | None = None
@@ -206,6 +212,7 @@ class PostgresRecordStore:
         self._spilled = 0
         self._closed = False
         self._wake = threading.Event()
+        LanguageOf.warm_up()
         # One attempt now, so a reachable database is migrated before the first request.
         with self._lock:
             self._connected()
@@ -233,11 +240,15 @@ class PostgresRecordStore:
     # -- the writer ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Ticks at a fixed rate (not an interval after each flush ends), so what a crash can
+        # lose stays one interval plus the flush in progress.
+        tick = time.monotonic()
         while not self._closed:
-            self._wake.wait(self.flush_interval_s)
+            tick = max(tick + self.flush_interval_s, time.monotonic())
+            self._wake.wait(tick - time.monotonic())
             self._wake.clear()
             try:
-                self.flush()
+                self.flush(languages=LanguageOf.ready())
                 if (
                     self.retention_days is not None
                     and self._healthy
@@ -248,28 +259,39 @@ class PostgresRecordStore:
             except Exception:  # the writer must outlive any surprise; the rows stay queued
                 log.exception("record writer failed; retrying")
 
-    def flush(self) -> None:
-        """Write everything queued so far; while PostgreSQL is unreachable, keep it buffered
-        (spilling what passes the memory bound) instead."""
+    def flush(self, languages: bool = True) -> None:
+        """Write everything queued so far; while PostgreSQL is unreachable, spill it instead.
+        Languages are detected after the rows are written; the writer leaves that for later
+        (`languages` false) while the detector loads."""
         with self._lock:
-            self._flush_locked()
+            self._flush_locked(languages)
 
-    def _flush_locked(self) -> None:
+    def _flush_locked(self, languages: bool = True) -> None:
         if self._connected():
             try:
                 self._replay_spills()
                 while self._queue:
                     count = min(len(self._queue), self.batch_records)
-                    batch = [_prepare(self._queue.popleft()) for _ in range(count)]
+                    queued = [self._queue.popleft() for _ in range(count)]
+                    # Written before their languages are detected: a crash loses at most one
+                    # flush interval of records, never the time detection takes.
+                    batch = [_prepare(row[:_LANGUAGE] + (None,) + row[_LANGUAGE + 1 :]) for row in queued]
                     try:
                         self._write(batch)
                     except BaseException:
-                        self._queue.extendleft(reversed(batch))
+                        self._queue.extendleft(reversed(queued))
                         raise
+                    self._languages += [
+                        (row[_LANGUAGE], row[0]) for row in queued if isinstance(row[_LANGUAGE], LanguageOf)
+                    ]
+                if languages and self._languages:
+                    self._fill_languages()
                 return
             except psycopg.Error as exc:
                 self._lost(exc)
-        if len(self._queue) > self.buffer_records:
+        # PostgreSQL is away: what is queued goes to disk now, not when the buffer is full, so
+        # a crash loses at most one flush interval of records.
+        if self._queue:
             self._spill_queue()
 
     def _connected(self) -> bool:
@@ -344,6 +366,14 @@ class PostgresRecordStore:
             self.rejected += 1
             log.error("records: PostgreSQL refused record %s: %s", rows[0][0], exc)
 
+    def _fill_languages(self) -> None:
+        pending, self._languages = self._languages, []
+        detected = [(language.detect(), request_id) for language, request_id in pending]
+        detected = [(code, request_id) for code, request_id in detected if code is not None]
+        if detected and self._writer is not None:
+            with self._writer.cursor() as cursor:
+                cursor.executemany("UPDATE requests SET language = %s WHERE request_id = %s", detected)
+
     @staticmethod
     def _copy(conn: psycopg.Connection[Any], rows: Iterable[Row]) -> None:
         with conn.transaction(), conn.cursor() as cursor:
@@ -355,7 +385,7 @@ class PostgresRecordStore:
     # -- spilling to disk --------------------------------------------------------------------
 
     def _spill_queue(self) -> None:
-        rows = [_prepare(self._queue.popleft()) for _ in range(len(self._queue))]
+        rows = [_prepare(self._queue.popleft(), detect=False) for _ in range(len(self._queue))]
         try:
             if self._spill is None:
                 self._spill, self._spill_path = self._new_spill()
@@ -419,7 +449,10 @@ class PostgresRecordStore:
             except orjson.JSONDecodeError:
                 log.error("records: skipping a damaged spill line (%d bytes)", len(line))
                 continue
-            batch.append(tuple(record.get(n) for n in NAMES))
+            language = record.get("language")
+            if isinstance(language, dict):
+                record["language"] = LanguageOf(str(language.get("detect") or ""))
+            batch.append(_prepare(tuple(record.get(n) for n in NAMES)))
             if len(batch) >= self.batch_records:
                 self._write(batch)
                 batch = []
