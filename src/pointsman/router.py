@@ -890,6 +890,7 @@ async def _replay(events: list[bytes]) -> AsyncIterator[bytes]:
 
 
 async def _chunks(stream: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+    import httpx2
     from openai import APIError
     from openai.types.chat import ChatCompletionChunk
 
@@ -899,14 +900,19 @@ async def _chunks(stream: AsyncIterator[bytes]) -> AsyncIterator[Any]:
             return
         parsed = orjson.loads(data)
         if "error" in parsed:
-            raise APIError(parsed["error"]["message"], request=None, body=parsed["error"])  # type: ignore[arg-type]
+            # The openai client's errors carry the request they answer; the library's is in-process.
+            request = httpx2.Request("POST", "http://pointsman.invalid/v1/chat/completions")
+            raise APIError(parsed["error"]["message"], request=request, body=parsed["error"])
         yield ChatCompletionChunk.model_validate(parsed)
 
 
 def _blocking_iter(stream: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) -> Iterator[Any]:
+    async def step() -> Any:
+        return await anext(stream)
+
     while True:
         try:
-            yield asyncio.run_coroutine_threadsafe(anext(stream), loop).result()  # type: ignore[arg-type]
+            yield asyncio.run_coroutine_threadsafe(step(), loop).result()
         except StopAsyncIteration:
             return
 
