@@ -1,13 +1,15 @@
 """The CPU cost of the edge's body check on the benchmark's chat request (`harness.chat_body`)
 and on a tool-using conversation: microseconds per validation, best of several repeats.
 
-    python -m bench.validation_cost [--number 20000]
+    python -m bench.validation_cost [--number 20000] [--out results.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import timeit
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -50,6 +52,7 @@ def per_call_us(check: Any, body: Any, number: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--number", type=int, default=20_000, help="validations per repeat")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     chat = orjson.loads(chat_body())
     rows = [
@@ -59,8 +62,11 @@ def main() -> None:
         ("chat with tools: schema", validate_chat, TOOLS_BODY),
         ("anthropic messages: schema", validate_messages, MESSAGES_BODY),
     ]
-    for name, check, body in rows:
-        print(f"{name:40s} {per_call_us(check, body, args.number):6.2f} us")
+    figures = {name: round(per_call_us(check, body, args.number), 3) for name, check, body in rows}
+    for name, us in figures.items():
+        print(f"{name:40s} {us:6.2f} us")
+    if args.out is not None:
+        args.out.write_text(json.dumps({"number": args.number, "us_per_check": figures}, indent=2))
 
 
 if __name__ == "__main__":
