@@ -123,11 +123,17 @@ def create_app(router: Router) -> ASGIApp:
 
         try:
             await serve_chat(scope, receive, tracked, request_id, started)
-        except Exception:
+        except Exception as exc:
             log.exception("internal error serving %s (request %s)", scope["path"], request_id)
+            if not scope.get("state", {}).get("recorded"):
+                record_failure(exc, request_id, started)
             if responded:
                 raise  # mid-answer: nothing more to send; the server closes the connection
             await internal_error(scope["path"], request_id)(scope, receive, send)
+
+    def record_failure(exc: Exception, request_id: str, started: float) -> None:
+        failure = PointsmanError(f"internal error: {type(exc).__name__}", code="internal_error")
+        router.record_rejection(failure, request_id=request_id, started=started)
 
     async def serve_chat(
         scope: Scope, receive: Receive, send: Send, request_id: str, started: float
@@ -155,18 +161,18 @@ def create_app(router: Router) -> ASGIApp:
             router.record_rejection(exc, request_id=request_id, started=started, key=key)
             await error_response(exc, request_id)(scope, receive, send)
             return
+        # `handle` records what it answers, refusals included; an exception it did not expect it
+        # leaves unrecorded, for `chat_completions` to record as a 500.
+        state = scope.setdefault("state", {})
         try:
             reply = await router.handle(
                 body, headers, request_id=request_id, started=started, key=key
             )
         except PointsmanError as exc:
+            state["recorded"] = True
             await error_response(exc, request_id)(scope, receive, send)
             return
-        except Exception as exc:
-            # `handle` records what it answers; an exception it did not expect it leaves to us.
-            failure = PointsmanError(f"internal error: {type(exc).__name__}", code="internal_error")
-            router.record_rejection(failure, request_id=request_id, started=started, key=key)
-            raise
+        state["recorded"] = True
         if reply.stream is not None:
             # Starlette's streaming response stops the upstream stream when the client leaves.
             response = StreamingResponse(
@@ -252,9 +258,7 @@ def create_app(router: Router) -> ASGIApp:
         request_id = state.get("request_id") or new_request_id()
         log.error("internal error serving %s (request %s): %r", request.url.path, request_id, exc)
         if "request_id" in state and not state.get("recorded"):
-            failure = PointsmanError(f"internal error: {type(exc).__name__}", code="internal_error")
-            started = state.get("started", perf_counter())
-            router.record_rejection(failure, request_id=request_id, started=started)
+            record_failure(exc, request_id, state.get("started", perf_counter()))
         return internal_error(request.url.path, request_id)
 
     async def not_found(request: Request, exc: Exception) -> Response:
