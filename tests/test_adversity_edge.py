@@ -285,3 +285,31 @@ def test_the_server_publishes_its_openapi_schema(upstream, serve):
     assert {"model", "messages"} <= set(chat["required"])
     assert chat["additionalProperties"] is True  # providers' own fields pass through
     assert "/v1/models" in spec["paths"] and "/healthz" in spec["paths"]
+
+
+# -- count_tokens with virtual keys (authenticated without blocking the event loop) ---------------
+
+MASTER = "mk-edge-master"
+
+
+def test_count_tokens_authenticates_virtual_keys_in_anthropic_shape(upstream, serve, monkeypatch):
+    monkeypatch.setenv("POINTSMAN_MASTER_KEY", MASTER)
+    server = serve(two_deployments(upstream))
+    admin = httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {MASTER}"})
+    chat_key = admin.post("/admin/keys", json={"name": "agent"}).json()["key"]
+    viewer = admin.post("/admin/keys", json={"name": "viewer", "scopes": ["dashboard"]}).json()["key"]
+
+    counted = anthropic_client(server).with_options(api_key=chat_key).messages.count_tokens(
+        model="auto", messages=HELLO  # type: ignore[arg-type]
+    )
+    assert counted.input_tokens > 0
+    with pytest.raises(anthropic.AuthenticationError) as unknown:
+        anthropic_client(server).with_options(api_key="pm-nobody").messages.count_tokens(
+            model="auto", messages=HELLO  # type: ignore[arg-type]
+        )
+    assert unknown.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    assert record(server, unknown.value.response.headers["x-pointsman-request-id"])["status"] == 401
+    with pytest.raises(anthropic.PermissionDeniedError):
+        anthropic_client(server).with_options(api_key=viewer).messages.count_tokens(
+            model="auto", messages=HELLO  # type: ignore[arg-type]
+        )
