@@ -53,6 +53,16 @@ class TypedObject(_Open):
     type: str
 
 
+def _none_of(known: frozenset[str]) -> Any:
+    """JSON Schema for a union's catch-all member: any `type` but the known ones, so the union
+    is a `oneOf` whose members never overlap (pydantic picks the member by the discriminator)."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["properties"]["type"]["not"] = {"enum": sorted(known)}
+
+    return extra
+
+
 # -- OpenAI chat completions --------------------------------------------------------------------
 
 
@@ -87,13 +97,18 @@ class RefusalPart(_Open):
 
 
 _CHAT_PARTS = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
+
+
+class OtherPart(TypedObject):
+    model_config = ConfigDict(json_schema_extra=_none_of(_CHAT_PARTS))
+
 ContentPart = Annotated[
     Annotated[TextPart, Tag("type=text")]
     | Annotated[ImagePart, Tag("type=image_url")]
     | Annotated[AudioPart, Tag("type=input_audio")]
     | Annotated[FilePart, Tag("type=file")]
     | Annotated[RefusalPart, Tag("type=refusal")]
-    | Annotated[TypedObject, Tag("type=other")],
+    | Annotated[OtherPart, Tag("type=other")],
     Discriminator(_tag(_CHAT_PARTS)),
 ]
 
@@ -124,13 +139,17 @@ class FunctionDefinition(_Open):
     strict: bool | None = None
 
 
+class NotFunction(TypedObject):
+    model_config = ConfigDict(json_schema_extra=_none_of(frozenset({"function"})))
+
+
 class ChatFunctionTool(_Open):
     type: Literal["function"]
     function: FunctionDefinition
 
 
 ChatTool = Annotated[
-    Annotated[ChatFunctionTool, Tag("type=function")] | Annotated[TypedObject, Tag("type=other")],
+    Annotated[ChatFunctionTool, Tag("type=function")] | Annotated[NotFunction, Tag("type=other")],
     Discriminator(_tag(frozenset({"function"}))),
 ]
 
@@ -145,7 +164,7 @@ class ChatToolChoiceFunction(_Open):
 
 
 ToolChoice = Annotated[
-    Annotated[ChatToolChoiceFunction, Tag("type=function")] | Annotated[TypedObject, Tag("type=other")],
+    Annotated[ChatToolChoiceFunction, Tag("type=function")] | Annotated[NotFunction, Tag("type=other")],
     Discriminator(_tag(frozenset({"function"}))),
 ]
 
@@ -217,11 +236,16 @@ class ToolUseBlock(_Open):
 
 
 _RESULT_BLOCKS = frozenset({"text", "image", "document"})
+
+
+class OtherResultBlock(TypedObject):
+    model_config = ConfigDict(json_schema_extra=_none_of(_RESULT_BLOCKS))
+
 ToolResultContent = Annotated[
     Annotated[TextBlock, Tag("type=text")]
     | Annotated[ImageBlock, Tag("type=image")]
     | Annotated[DocumentBlock, Tag("type=document")]
-    | Annotated[TypedObject, Tag("type=other")],
+    | Annotated[OtherResultBlock, Tag("type=other")],
     Discriminator(_tag(_RESULT_BLOCKS)),
 ]
 
@@ -245,6 +269,11 @@ class RedactedThinkingBlock(_Open):
 
 
 _BLOCKS = frozenset({"text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking"})
+
+
+class OtherBlock(TypedObject):
+    model_config = ConfigDict(json_schema_extra=_none_of(_BLOCKS))
+
 ContentBlock = Annotated[
     Annotated[TextBlock, Tag("type=text")]
     | Annotated[ImageBlock, Tag("type=image")]
@@ -253,7 +282,7 @@ ContentBlock = Annotated[
     | Annotated[ToolResultBlock, Tag("type=tool_result")]
     | Annotated[ThinkingBlock, Tag("type=thinking")]
     | Annotated[RedactedThinkingBlock, Tag("type=redacted_thinking")]
-    | Annotated[TypedObject, Tag("type=other")],
+    | Annotated[OtherBlock, Tag("type=other")],
     Discriminator(_tag(_BLOCKS)),
 ]
 
