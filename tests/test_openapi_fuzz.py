@@ -27,7 +27,7 @@ from tests.conftest import RunningServer, deployment
 
 EXAMPLES = int(os.environ.get("POINTSMAN_FUZZ_EXAMPLES", "40"))
 schema = schemathesis.openapi.from_dict(openapi_schema())
-statuses: Counter[int] = Counter()
+statuses: Counter[tuple[str, int]] = Counter()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,12 @@ def fuzzed(_upstream_server: FakeUpstream, tmp_path_factory: pytest.TempPathFact
     yield server.url
     server.stop()
     total = sum(statuses.values())
-    print(f"\nschemathesis: {total} requests, statuses {dict(sorted(statuses.items()))}")
+    by_status: Counter[int] = Counter()
+    for (_, status), count in statuses.items():
+        by_status[status] += count
+    print(f"\nschemathesis: {total} requests, statuses {dict(sorted(by_status.items()))}")
+    for (operation, status), count in sorted(statuses.items()):
+        print(f"  {operation}: {status} x{count}")
 
 
 @schema.parametrize()
@@ -65,5 +70,5 @@ def fuzzed(_upstream_server: FakeUpstream, tmp_path_factory: pytest.TempPathFact
 )
 def test_no_generated_request_gets_a_server_error(case: Any, fuzzed: str) -> None:
     response = case.call(base_url=fuzzed, timeout=30)
-    statuses[response.status_code] += 1
+    statuses[(f"{case.method} {case.path}", response.status_code)] += 1
     case.validate_response(response, checks=[not_a_server_error])
