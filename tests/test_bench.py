@@ -142,3 +142,10 @@ def test_proxy_overhead_measures_the_responses_api_and_a_baseline(tmp_path):
         assert report["saturation"][target]["ok"] > 0
         assert report["streaming"]["runs"][target]["ttfb_ms"]["p50"] > 0
     assert "the Responses API through pointsman" in stdout and "vs through the baseline" in stdout
+
+
+def test_validation_cost_reports_microseconds_per_check(tmp_path):
+    report, stdout = run_bench("validation_cost", tmp_path / "v.json", "--number", "200")
+    figures = report["us_per_check"]
+    assert figures["chat (bench request): schema"] > 0 and figures["chat with tools: schema"] > 0
+    assert "anthropic messages: schema" in stdout

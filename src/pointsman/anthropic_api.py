@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -18,10 +18,9 @@ from pointsman.errors import InvalidRequest, PermissionDenied, PointsmanError
 from pointsman.providers.anthropic_request import TranslationError, from_anthropic_request
 from pointsman.providers.anthropic_response import to_anthropic_response
 from pointsman.providers.anthropic_stream import OpenAIToAnthropicStream
+from pointsman.router import Router, new_request_id
+from pointsman.schemas import validate_messages
 from pointsman.signals import Signals
-
-if TYPE_CHECKING:
-    from pointsman.router import Router
 
 # Anthropic's error types by HTTP status.
 ERROR_TYPES = {
@@ -35,11 +34,14 @@ ERROR_TYPES = {
 }
 
 
-def anthropic_error(exc: PointsmanError) -> Response:
+def anthropic_error(exc: PointsmanError, request_id: str | None = None) -> Response:
     kind = ERROR_TYPES.get(exc.status, "api_error" if exc.status >= 500 else "invalid_request_error")
     body = {"type": "error", "error": {"type": kind, "message": exc.message}}
+    headers = dict(exc.headers)
+    if request_id:
+        headers.setdefault("x-pointsman-request-id", request_id)
     return Response(
-        orjson.dumps(body), status_code=exc.status, media_type="application/json", headers=exc.headers
+        orjson.dumps(body), status_code=exc.status, media_type="application/json", headers=headers
     )
 
 
@@ -57,14 +59,10 @@ def anthropic_routes(router: Router) -> list[Route]:
         auth = request.headers.get("authorization", "")
         return auth[7:].strip() if auth[:7].lower() == "bearer " else None
 
-    async def read(request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def read(request: Request, count_tokens: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
         """The Anthropic body and its OpenAI translation; raises 400/413."""
         body = await read_json(request, limit)
-        if not isinstance(body, dict):
-            raise InvalidRequest("request body must be a JSON object")
-        for field in ("model", "messages"):
-            if field not in body:
-                raise InvalidRequest(f"{field}: Field required", code="invalid_request")
+        validate_messages(body, count_tokens=count_tokens)
         try:
             return body, from_anthropic_request(body)
         except TranslationError as exc:
@@ -72,16 +70,26 @@ def anthropic_routes(router: Router) -> list[Route]:
 
     async def messages(request: Request) -> Response:
         started = perf_counter()
+        request_id = new_request_id()
+        # For the server's handler of unexpected exceptions: the id, and whether a record exists.
+        request.state.request_id, request.state.started = request_id, started
+        key = credentials(request)
         try:
             body, chat = await read(request)
-            if "max_tokens" not in body:
-                raise InvalidRequest("max_tokens: Field required", code="invalid_request")
-            key = credentials(request)
+        except PointsmanError as exc:
+            router.record_rejection(exc, request_id=request_id, started=started, key=key)
+            request.state.recorded = True
+            return anthropic_error(exc, request_id)
+        try:
             # Made here, not in `handle`, because the stream translator needs the token estimate too.
             signals = router.analyse(chat, request.headers, key=key)
-            reply = await router.handle(chat, request.headers, started=started, key=key, signals=signals)
+            reply = await router.handle(
+                chat, request.headers, request_id=request_id, started=started, key=key, signals=signals
+            )
         except PointsmanError as exc:
-            return anthropic_error(exc)
+            request.state.recorded = True
+            return anthropic_error(exc, request_id)
+        request.state.recorded = True
         model = str(body["model"])
         if reply.stream is None:
             assert reply.body is not None
@@ -115,14 +123,21 @@ def anthropic_routes(router: Router) -> list[Route]:
         )
 
     async def count_tokens(request: Request) -> Response:
+        started = perf_counter()
+        request_id = new_request_id()
+        request.state.request_id, request.state.started = request_id, started
+        secret = credentials(request)
         try:
-            _, chat = await read(request)
+            _, chat = await read(request, count_tokens=True)
             if router.access.enabled:
-                key = router.access.authenticate(credentials(request))
+                key = await router.access.aauthenticate(secret)
                 if key is not None and not key.can("chat"):
                     raise PermissionDenied(f"API key {key.name!r} is read-only", code="read_only_key")
         except PointsmanError as exc:
-            return anthropic_error(exc)
+            # A refused count is recorded like a refused message (the records are the audit trail).
+            router.record_rejection(exc, request_id=request_id, started=started, key=secret)
+            request.state.recorded = True
+            return anthropic_error(exc, request_id)
         return Response(
             orjson.dumps({"input_tokens": Signals(chat).estimated_tokens}), media_type="application/json"
         )

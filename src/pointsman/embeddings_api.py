@@ -23,6 +23,8 @@ def embeddings_routes(router: Router, authenticate: Authenticate) -> list[Route]
     async def create(request: Request) -> Response:
         started = perf_counter()
         request_id = new_request_id()
+        # For the server's handler of unexpected exceptions: the id, and whether a record exists.
+        request.state.request_id, request.state.started = request_id, started
         key = None
         try:
             key = authenticate(request.headers)
@@ -30,13 +32,16 @@ def embeddings_routes(router: Router, authenticate: Authenticate) -> list[Route]
             validate_embeddings_body(body)
         except PointsmanError as exc:
             router.record_rejection(exc, request_id=request_id, started=started, key=key)
+            request.state.recorded = True
             return openai_error(exc, request_id)
         try:
             reply = await router.handle(
                 body, request.headers, request_id=request_id, started=started, key=key, kind="embeddings"
             )
         except PointsmanError as exc:
+            request.state.recorded = True
             return openai_error(exc, request_id)
+        request.state.recorded = True
         assert reply.body is not None
         return Response(reply.body, media_type="application/json", headers=reply.headers)
 

@@ -84,7 +84,7 @@ def parse_feedback(body: Any) -> tuple[str, float, str | None]:
             "give 'score' (a number from 0 to 1) or 'thumbs' ('up' or 'down')", param="score"
         )
     if thumbs is not None:
-        if thumbs not in THUMBS:
+        if not isinstance(thumbs, str) or thumbs not in THUMBS:
             raise InvalidFeedback(f"'thumbs' must be 'up' or 'down', got {thumbs!r}", param="thumbs")
         value = THUMBS[thumbs]
     else:
@@ -106,13 +106,13 @@ def feedback_routes(router: Router) -> list[Route]:
     settings = router.config.server
     limit = settings.max_body_bytes
 
-    def authenticate(request: Request) -> Any:
+    async def authenticate(request: Request) -> Any:
         """The caller's virtual key (None for the master key or when keys are off)."""
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
         access = router.access
         if access.enabled:
-            key = access.authenticate(token)
+            key = await access.aauthenticate(token)
             if key is not None and not key.can("chat"):
                 raise PermissionDenied(
                     f"API key {key.name!r} is read-only (scopes: {', '.join(key.scopes)}): "
@@ -132,7 +132,7 @@ def feedback_routes(router: Router) -> list[Route]:
 
     async def feedback(request: Request) -> Response:
         try:
-            key = authenticate(request)
+            key = await authenticate(request)
             body = await read_json(request, limit)
             request_id, score, comment = parse_feedback(body)
             store = router.store

@@ -42,6 +42,8 @@ def responses_routes(router: Router, authenticate: Authenticate) -> list[Route]:
     async def create(request: Request) -> Response:
         started = perf_counter()
         request_id = new_request_id()
+        # For the server's handler of unexpected exceptions: the id, and whether a record exists.
+        request.state.request_id, request.state.started = request_id, started
         key = None
         try:
             key = authenticate(request.headers)
@@ -50,6 +52,7 @@ def responses_routes(router: Router, authenticate: Authenticate) -> list[Route]:
             chat = to_chat_request(parsed)
         except PointsmanError as exc:
             router.record_rejection(exc, request_id=request_id, started=started, key=key)
+            request.state.recorded = True
             return openai_error(exc, request_id)
         # Deployments that speak the Responses API get the body as sent (providers.responses).
         exchange = Passthrough(chat, body)
@@ -59,9 +62,11 @@ def responses_routes(router: Router, authenticate: Authenticate) -> list[Route]:
                 chat, request.headers, request_id=request_id, started=started, key=key
             )
         except PointsmanError as exc:
+            request.state.recorded = True
             return openai_error(exc, request_id)
         finally:
             PASSTHROUGH.reset(token)
+        request.state.recorded = True
         shell = ResponseShell(parsed, "resp_" + request_id.removeprefix("req_"))
         if reply.stream is None:
             assert reply.body is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
@@ -17,15 +18,18 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from pointsman.admin import admin_routes
-from pointsman.anthropic_api import anthropic_routes
+from pointsman.anthropic_api import anthropic_error, anthropic_routes
 from pointsman.dashboard import dashboard_routes
+from pointsman.dispatch import validate_chat_body
 from pointsman.embeddings_api import embeddings_routes
 from pointsman.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, PointsmanError
 from pointsman.feedback import feedback_routes
 from pointsman.responses_api import responses_routes
 from pointsman.router import Router, new_request_id
+from pointsman.schemas import openapi_schema, validate_chat
 
 JSON = "application/json"
+log = logging.getLogger("pointsman.server")
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -37,6 +41,18 @@ def error_response(exc: PointsmanError, request_id: str | None = None) -> Respon
     if request_id:
         headers.setdefault("x-pointsman-request-id", request_id)
     return _json(exc.body(), exc.status, headers)
+
+
+def internal_error(path: str, request_id: str) -> Response:
+    """The 500 for an unexpected exception: JSON in the route's API shape, with the request id
+    (the traceback goes to the log, never to the client)."""
+    error = PointsmanError(
+        f"internal error (request {request_id}); the server logged it", code="internal_error"
+    )
+    error.headers["x-pointsman-request-id"] = request_id
+    if path.startswith("/v1/messages"):
+        return anthropic_error(error)
+    return error_response(error)
 
 
 Scope = MutableMapping[str, Any]
@@ -98,6 +114,30 @@ def create_app(router: Router) -> ASGIApp:
     async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
         request_id = new_request_id()
+        responded = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal responded
+            responded = responded or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await serve_chat(scope, receive, tracked, request_id, started)
+        except Exception as exc:
+            log.exception("internal error serving %s (request %s)", scope["path"], request_id)
+            if not scope.get("state", {}).get("recorded"):
+                record_failure(exc, request_id, started)
+            if responded:
+                raise  # mid-answer: nothing more to send; the server closes the connection
+            await internal_error(scope["path"], request_id)(scope, receive, send)
+
+    def record_failure(exc: Exception, request_id: str, started: float) -> None:
+        failure = PointsmanError(f"internal error: {type(exc).__name__}", code="internal_error")
+        router.record_rejection(failure, request_id=request_id, started=started)
+
+    async def serve_chat(
+        scope: Scope, receive: Receive, send: Send, request_id: str, started: float
+    ) -> None:
         # uvicorn (like every ASGI server) hands header names over lower-cased; the first of a
         # repeated header wins, as in Starlette's Headers.
         headers: dict[str, str] = {}
@@ -113,17 +153,26 @@ def create_app(router: Router) -> ASGIApp:
                 raise InvalidRequest(
                     f"request body is not valid JSON: {exc}", code="invalid_json"
                 ) from None
+            # The body's shape before anything else: a client's mistake never reaches a deployment.
+            # The router's own check first, for its long-standing messages on the basic fields.
+            validate_chat_body(body)
+            validate_chat(body)
         except PointsmanError as exc:
             router.record_rejection(exc, request_id=request_id, started=started, key=key)
             await error_response(exc, request_id)(scope, receive, send)
             return
+        # `handle` records what it answers, refusals included; an exception it did not expect it
+        # leaves unrecorded, for `chat_completions` to record as a 500.
+        state = scope.setdefault("state", {})
         try:
             reply = await router.handle(
                 body, headers, request_id=request_id, started=started, key=key
             )
         except PointsmanError as exc:
+            state["recorded"] = True
             await error_response(exc, request_id)(scope, receive, send)
             return
+        state["recorded"] = True
         if reply.stream is not None:
             # Starlette's streaming response stops the upstream stream when the client leaves.
             response = StreamingResponse(
@@ -199,6 +248,19 @@ def create_app(router: Router) -> ASGIApp:
             status,
         )
 
+    async def openapi(request: Request) -> Response:
+        return _json(openapi_schema())
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Starlette's outermost middleware calls this, then re-raises for the server to log the
+        # traceback. API routes set `request_id` first, and `recorded` once the router has.
+        state = request.scope.setdefault("state", {})
+        request_id = state.get("request_id") or new_request_id()
+        log.error("internal error serving %s (request %s): %r", request.url.path, request_id, exc)
+        if "request_id" in state and not state.get("recorded"):
+            record_failure(exc, request_id, state.get("started", perf_counter()))
+        return internal_error(request.url.path, request_id)
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return error_response(
             PointsmanError(
@@ -239,6 +301,7 @@ def create_app(router: Router) -> ASGIApp:
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
             *feedback_routes(router),
             *admin_routes(router),
             *anthropic_routes(router),
@@ -246,7 +309,7 @@ def create_app(router: Router) -> ASGIApp:
             *embeddings_routes(router, authenticate),
             *dashboard_routes(router),
         ],
-        exception_handlers={404: not_found, 405: method_not_allowed},
+        exception_handlers={404: not_found, 405: method_not_allowed, Exception: unexpected},
         lifespan=lifespan,
     )
 
