@@ -129,6 +129,18 @@ def test_malformed_json_is_400(upstream, serve):
     assert response.json()["error"]["code"] == "invalid_json"
 
 
+def test_a_refused_rating_has_a_request_id_and_a_record(upstream, serve):
+    server = serve(config(upstream))
+    response = httpx.post(f"{server.url}/v1/feedback", json={"request_id": "x", "score": "good"})
+
+    assert response.status_code == 400
+    refused_id = response.headers["x-pointsman-request-id"]
+    server.router.store.flush()
+    record = server.router.store.record(refused_id)
+    assert record is not None and record["status"] == 400
+    assert "score" in record["error"]
+
+
 def test_with_virtual_keys_a_key_rates_only_its_own_requests(upstream, serve, monkeypatch):
     monkeypatch.setenv("POINTSMAN_MASTER_KEY", MASTER)
     server = serve(config(upstream))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -32,6 +33,7 @@ from pointsman.errors import (
     PermissionDenied,
     PointsmanError,
 )
+from pointsman.router import new_request_id
 
 if TYPE_CHECKING:
     from pointsman.router import Router
@@ -106,10 +108,12 @@ def feedback_routes(router: Router) -> list[Route]:
     settings = router.config.server
     limit = settings.max_body_bytes
 
-    async def authenticate(request: Request) -> Any:
-        """The caller's virtual key (None for the master key or when keys are off)."""
+    def secret(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
+        return auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
+
+    async def authenticate(token: str | None) -> Any:
+        """The caller's virtual key (None for the master key or when keys are off)."""
         access = router.access
         if access.enabled:
             key = await access.aauthenticate(token)
@@ -131,10 +135,15 @@ def feedback_routes(router: Router) -> list[Route]:
         return None
 
     async def feedback(request: Request) -> Response:
+        started = perf_counter()
+        request_id = new_request_id()
+        # For the server's handler of unexpected exceptions: the id, and whether a record exists.
+        request.state.request_id, request.state.started = request_id, started
+        token = secret(request)
         try:
-            key = await authenticate(request)
+            key = await authenticate(token)
             body = await read_json(request, limit)
-            request_id, score, comment = parse_feedback(body)
+            rated_id, score, comment = parse_feedback(body)
             store = router.store
             if store is None:
                 raise PermissionDenied(
@@ -142,18 +151,21 @@ def feedback_routes(router: Router) -> list[Route]:
                     code="records_disabled",
                 )
             # The store reads and writes disk or PostgreSQL: off the event loop.
-            record = await asyncio.to_thread(store.record, request_id)
+            record = await asyncio.to_thread(store.record, rated_id)
             # A key learns nothing about requests that are not its own, not even that they exist.
             if record is None or (key is not None and record.get("key_id") != key.id):
-                raise RequestNotFound(f"no request with id {request_id!r}")
-            if not await asyncio.to_thread(store.add_feedback, request_id, score, comment, time.time()):
-                raise RequestNotFound(f"no request with id {request_id!r}")
+                raise RequestNotFound(f"no request with id {rated_id!r}")
+            if not await asyncio.to_thread(store.add_feedback, rated_id, score, comment, time.time()):
+                raise RequestNotFound(f"no request with id {rated_id!r}")
         except PointsmanError as exc:
+            # A refused rating is recorded like any refused request, under its own id.
+            router.record_rejection(exc, request_id=request_id, started=started, key=token)
+            request.state.recorded = True
             return Response(
                 orjson.dumps(exc.body()),
                 status_code=exc.status,
                 media_type="application/json",
-                headers=exc.headers,
+                headers={"x-pointsman-request-id": request_id, **exc.headers},
             )
         previous = record["feedback"]["score"] if record.get("feedback") else None
         learned = None
@@ -163,7 +175,7 @@ def feedback_routes(router: Router) -> list[Route]:
             learned = learn(record, score, previous)
         reply = {
             "object": "feedback",
-            "request_id": request_id,
+            "request_id": rated_id,
             "score": score,
             "comment": comment,
             "replaced": previous is not None,
