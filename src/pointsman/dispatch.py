@@ -1,6 +1,8 @@
 """Walks a plan: calls deployments in order with bounded retries, backoff that honours
-Retry-After, circuit breakers, cooldowns, rate limits and timeouts, and fails over on 429, 5xx,
-timeouts, broken connections and context-window errors. For streams, failover happens until the
+Retry-After, circuit breakers, cooldowns, rate limits and timeouts, and fails over on the
+deployment's faults (401/403/408/409/429/5xx, timeouts, broken connections, answers that are not
+answers) and context-window errors; the request's own faults (400/404/413/422) go back to the
+client untried elsewhere, and leave health alone. For streams, failover happens until the
 first chunk is in hand. Optional per route: cascades (escalate when a judge rejects a cheap
 answer) and hedging (a second request when the first is slow)."""
 

@@ -554,6 +554,7 @@ class Router:
             cascade=self.cascades[routed],
             hedge=route.hedge if route is not None else None,
         )
+        self._usage_of(call, outcome, completion.body)
         answer_body = masker.restore_completion(completion.body) if masker else completion.body
         answer = orjson.loads(answer_body)
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
