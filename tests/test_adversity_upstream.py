@@ -79,13 +79,15 @@ def test_upstream_client_errors_go_back_without_failover_or_open_circuits(upstre
             client.chat.completions.create(model="auto", messages=HELLO)
         assert caught.value.status_code == status
         assert f"Simulated error {status} from deployment a" in caught.value.message
+    with pytest.raises(error):  # a stream too, before its first byte
+        client.chat.completions.create(model="auto", messages=HELLO, stream=True)
     assert upstream.calls("b") == 0  # no failover: another deployment would say the same
     assert ready(server)["circuits"] == {"a": "closed"}
     upstream.set("a", Behaviour())
     answer = client.chat.completions.with_raw_response.create(model="auto", messages=HELLO)
     assert answer.headers["x-pointsman-model"] == "a"
     records = server.records()
-    assert [r["status"] for r in records] == [status] * (threshold + 3) + [200]
+    assert [r["status"] for r in records] == [status] * (threshold + 4) + [200]
     assert records[0]["attempts"][0]["status"] == status
 
 
