@@ -171,6 +171,7 @@ def _answers_until_refused(server: Any, key: str, leave_after: int | None, limit
         served += 1
         seen = 0
         for chunk in stream:
+            assert chunk.usage is None  # asked of the upstream, never passed to a client that did not ask
             if chunk.choices and chunk.choices[0].delta.content:
                 seen += 1
                 if leave_after is not None and seen >= leave_after:
@@ -188,21 +189,23 @@ def test_abandoned_streams_are_billed_for_what_was_relayed(upstream, serve, monk
     priced = deployment(upstream, "a", price={"input": 100.0, "output": 500.0})
     server = serve({"deployments": [priced], "models": {"auto": {"deployments": ["a"]}}})
     reply = " ".join(f"word{i}" for i in range(40))
-    # Paced, so that a client leaving early leaves before the upstream's usage report.
-    upstream.set("a", Behaviour(reply=reply, tokens_per_s=400))
+    # Paced, so that a client leaving early leaves well before the upstream's usage report.
+    upstream.set("a", Behaviour(reply=reply, tokens_per_s=100))
     keys = []
     for name in ("reader", "leaver"):
         status, created = admin(server, "POST", "/admin/keys", {"name": name, "budget": 0.10})
         assert status == 201, created
         keys.append(created["key"])
     read_to_the_end = _answers_until_refused(server, keys[0], leave_after=None)
-    left_early = _answers_until_refused(server, keys[1], leave_after=35)
+    left_early = _answers_until_refused(server, keys[1], leave_after=30)
     assert 2 <= read_to_the_end <= 6
     assert left_early <= read_to_the_end + 2
     records = server.records()
-    leaver = [r for r in records if r["status"] == 499]
-    assert leaver and all(r["usage_source"] == "estimate" and r["cost"] > 0 for r in leaver)
-    assert all(r["completion_tokens"] >= 35 for r in leaver)
+    assert upstream.requests("a")[0].body["stream_options"] == {"include_usage": True}
+    left = [r for r in records if r["status"] == 499]
+    assert left and all(r["cost"] > 0 for r in left)
+    estimated = [r for r in left if r["usage_source"] == "estimate"]
+    assert estimated and all(r["completion_tokens"] >= 30 for r in estimated)
     assert {r["usage_source"] for r in records if r["status"] == 200} == {"upstream"}
 
 
