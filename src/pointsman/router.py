@@ -950,18 +950,24 @@ def _blocking_iter(stream: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) 
             return
 
 
-# The generated text in an OpenAI chunk event: its content, reasoning and tool-call arguments.
-_OUTPUT_MARKERS = (
-    b'"content":"', b'"arguments":"', b'"reasoning_content":"',
-    b'"content": "', b'"arguments": "', b'"reasoning_content": "',
-)  # fmt: skip
+# Where the generated text of an OpenAI answer or chunk starts: `content` (and, by its suffix,
+# `reasoning_content`) and tool-call `arguments`; compact JSON (streams), else spaced.
+_OUTPUT_AT = (b'content":"', b'arguments":"')
+_SPACED_OUTPUT_AT = (b'content": "', b'arguments": "')
 
 
 def _output_size(event: bytes) -> int:
-    """Bytes of generated text in one SSE chunk event, found without parsing its JSON (this
-    runs for every relayed chunk): the length of each string the markers open."""
+    """Bytes of generated text in an SSE chunk event or an answer, found without parsing its
+    JSON (this runs for every relayed chunk): the lengths of the strings the markers open."""
+    size = _strings_after(event, _OUTPUT_AT)
+    if not size and b'": "' in event:
+        size = _strings_after(event, _SPACED_OUTPUT_AT)
+    return size
+
+
+def _strings_after(event: bytes, markers: tuple[bytes, ...]) -> int:
     size = 0
-    for marker in _OUTPUT_MARKERS:
+    for marker in markers:
         start = event.find(marker)
         while start >= 0:
             start += len(marker)
