@@ -275,11 +275,17 @@ def test_half_sent_requests_get_408_and_are_closed(upstream, serve):
         half_body.sendall(head + b"content-length: %d\r\n\r\n" % len(body) + body[:10])
         answer = _read_until_closed(half_body)
         assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+    with socket.create_connection(address, timeout=10) as refused_early:
+        # Answered (413) before its body ended: closed at the deadline without a second answer.
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999\r\n\r\n"
+        refused_early.sendall(head + body[:10])
+        answer = _read_until_closed(refused_early)
+        assert answer.startswith(b"HTTP/1.1 413") and answer.count(b"HTTP/1.1") == 1
     assert upstream.calls("a") == 0
     deadline = time.monotonic() + 5
     while not server.records() and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert [r["status"] for r in server.records()] == [408]
+    assert sorted(r["status"] for r in server.records()) == [408, 413]
 
 
 def test_client_timeouts_are_validated(tmp_path):

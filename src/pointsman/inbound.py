@@ -40,24 +40,24 @@ class DeadlineProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
-        self._receiving = False  # bytes of a request have arrived, its answer has not begun
+        self._started = False  # a request's first bytes have arrived, and not yet all of it
 
-    def _arm(self, seconds: float) -> None:
+    def _arm(self, seconds: float, body: bool) -> None:
         self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expired)
+        self._deadline = self.loop.call_later(seconds, self._expired, body)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
-    def _expired(self) -> None:
+    def _expired(self, body: bool) -> None:
         self._deadline = None
         if self.transport.is_closing():
             return
-        cycle = self.cycle
-        answering = cycle is not None and not cycle.response_complete and cycle.response_started
-        if self._receiving and not answering:
+        # 408 unless the request's answer has begun (the app may answer before the body ends).
+        answered = body and self.cycle is not None and self.cycle.response_started
+        if self._started and not answered:
             self.transport.write(_TIMED_OUT)
         self.transport.close()
 
@@ -65,7 +65,7 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self.request_head_s)
+        self._arm(self.request_head_s, body=False)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -73,17 +73,17 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._receiving = True
+        self._started = True
         if self._deadline is None:
-            self._arm(self.request_head_s)
+            self._arm(self.request_head_s, body=False)
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        self._arm(self.request_body_s)
+        self._arm(self.request_body_s, body=True)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._receiving = False
+        self._started = False
         self._disarm()
 
 
