@@ -40,11 +40,15 @@ class DeadlineProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
-        self._started = False  # a request's first bytes have arrived, and not yet all of it
+        self._deadline_is_body = False
+        # The request being received: begun (its first bytes came), its head complete.
+        self._started = False
+        self._head_done = False
 
     def _arm(self, seconds: float, body: bool) -> None:
         self._disarm()
         self._deadline = self.loop.call_later(seconds, self._expired, body)
+        self._deadline_is_body = body
 
     def _disarm(self) -> None:
         if self._deadline is not None:
@@ -65,21 +69,28 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self.request_head_s, body=False)
+        self._arm(self.request_head_s, body=False)  # for a connection that never sends a byte
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Deadlines only for a request still incomplete once these bytes are parsed: a request
+        # that arrives whole (most of them) costs no timer at all.
+        if self._started:
+            body = self._head_done
+            if self._deadline is None or self._deadline_is_body != body:
+                self._arm(self.request_body_s if body else self.request_head_s, body)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._started = True
-        if self._deadline is None:
-            self._arm(self.request_head_s, body=False)
+        self._started, self._head_done = True, False
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        self._arm(self.request_body_s, body=True)
+        self._head_done = True
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
