@@ -327,6 +327,17 @@ def test_bedrock_server_errors_fail_over(bedrock, serve):
     assert answer.choices[0].message.content.startswith(f"Simulated answer from {SONNET}")
 
 
+@pytest.mark.parametrize("body", [b'{"hello":"world"}', b'{"output":{"message":5}}', b'{"output":{}}'])
+def test_a_bedrock_200_that_is_not_an_answer_fails_over(bedrock, serve, body):
+    bedrock.set(HAIKU, Behaviour(body=body))
+    server = serve(config(bedrock))
+    answer = server.client().chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert answer.choices[0].message.content.startswith(f"Simulated answer from {SONNET}")
+    assert "unreadable" in server.records()[-1]["attempts"][0]["error"]
+
+
 def test_wrong_aws_credentials_are_the_deployments_fault_and_fail_over(bedrock, serve, tmp_path, monkeypatch):
     credentials = tmp_path / "credentials"
     credentials.write_text(f"[stale]\naws_access_key_id = {ACCESS}\naws_secret_access_key = rotated-away\n")

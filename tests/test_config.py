@@ -134,7 +134,11 @@ def test_good_config_round_trips_every_deployment_setting(tmp_path: Path) -> Non
     assert config.models["smart"].fallbacks == ("gpt",)
     result = check(path)
     assert result.returncode == 0, result.stdout
-    assert result.stdout.splitlines() == [f"{path}: ok (2 deployments, 1 virtual models)"]
+    assert result.stdout.splitlines() == [
+        f"{path}: ok (2 deployments, 1 virtual models)",
+        f"{path}: auth: the API is open to anyone who can reach it "
+        "(set server.api_keys or $POINTSMAN_MASTER_KEY)",
+    ]
 
 
 def test_defaults_fill_everything_a_minimal_config_leaves_out(tmp_path: Path) -> None:

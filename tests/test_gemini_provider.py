@@ -323,6 +323,17 @@ def test_gemini_server_errors_fail_over(gemini, serve):
     assert answer.choices[0].message.content.startswith("Simulated answer from gemini-2.5-pro")
 
 
+@pytest.mark.parametrize("body", [b'{"hello":"world"}', b'{"candidates":"x"}', b'{"candidates":[1]}'])
+def test_a_gemini_200_that_is_not_an_answer_fails_over(gemini, serve, body):
+    gemini.set("gemini-2.5-flash", Behaviour(body=body))
+    server = serve(config(gemini))
+    answer = server.client().chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert answer.choices[0].message.content.startswith("Simulated answer from gemini-2.5-pro")
+    assert "unreadable" in last_record(server)["attempts"][0]["error"]
+
+
 def test_a_wrong_gemini_key_is_the_deployments_fault_and_fails_over(gemini, serve):
     server = serve(config(gemini, api_key="not-the-key"))
     answer = server.client().chat.completions.with_raw_response.create(

@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "faces",
         (
             "__init__", "server", "anthropic_api", "admin", "feedback", "dashboard.*",
-            "responses_api", "embeddings_api",
+            "responses_api", "embeddings_api", "inbound",
         ),
     ),
     (

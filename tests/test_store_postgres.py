@@ -175,6 +175,7 @@ def test_a_record_round_trips_with_every_column(open_store):
         "language": LanguageOf("Bonjour, pouvez-vous écrire une fonction qui trie une liste de nombres ?"),
         "cache": "hit",
         "saved_cost": 0.00042,
+        "usage_source": "estimate",
     }
     assert set(full) == set(NAMES)
     store.add(full)

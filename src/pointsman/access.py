@@ -66,6 +66,9 @@ class AccessControl:
         self.ledger = ledger
         auth = config.auth
         self.master_key = os.environ.get(auth.master_key_env) or None
+        self._master = self.master_key.encode("utf-8", "surrogatepass") if self.master_key else None
+        # Static client keys (server.api_keys) admit the API beside the master and virtual keys.
+        self._static = tuple(k.encode("utf-8", "surrogatepass") for k in config.server.api_keys)
         self.enabled = auth.enabled if auth.enabled is not None else self.master_key is not None
         if self.enabled and keys is None:
             raise ValueError("virtual keys need a key store (records enabled or a --db path)")
@@ -73,7 +76,19 @@ class AccessControl:
             keys.cache_s, keys.outage_cache_s = config.keys.cache_s, config.keys.outage_cache_s
 
     def is_master(self, secret: str | None) -> bool:
-        return bool(secret and self.master_key and hmac.compare_digest(secret, self.master_key))
+        # Compared as bytes: compare_digest refuses str with non-ASCII characters.
+        return bool(
+            secret
+            and self._master is not None
+            and hmac.compare_digest(secret.encode("utf-8", "surrogatepass"), self._master)
+        )
+
+    def is_static(self, secret: str | None) -> bool:
+        """One of the static client keys of `server.api_keys`."""
+        if not secret or not self._static:
+            return False
+        raw = secret.encode("utf-8", "surrogatepass")
+        return any(hmac.compare_digest(raw, key) for key in self._static)
 
     # -- admission ----------------------------------------------------------------------------
 
@@ -84,7 +99,8 @@ class AccessControl:
         grant = Grant(user=user)
         if self.enabled:
             grant.key = await self.aauthenticate(secret)
-            grant.master = grant.key is None
+            # None is the master key or a static client key; only the master goes unbudgeted.
+            grant.master = grant.key is None and self.is_master(secret)
             if grant.key is not None:
                 self._check_allowances(grant.key, str(body.get("model")))
                 await self._check_limits(grant, grant.key, body, tokens)
@@ -92,11 +108,11 @@ class AccessControl:
         return grant
 
     def authenticate(self, secret: str | None) -> VirtualKey | None:
-        """The active key for a secret, None for the master key; raises 401 otherwise.
-        Only meaningful when auth is enabled."""
+        """The active key for a secret, None for the master key or a static client key; raises
+        401 otherwise. Only meaningful when auth is enabled."""
         if not secret:
             raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-        if self.is_master(secret):
+        if self.is_master(secret) or self.is_static(secret):
             return None
         assert self.keys is not None
         return self._usable(self.keys.lookup(secret))
@@ -107,7 +123,7 @@ class AccessControl:
         the key was not seen within `keys.outage_cache_s`."""
         if not secret:
             raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-        if self.is_master(secret):
+        if self.is_master(secret) or self.is_static(secret):
             return None
         assert self.keys is not None
         return self._usable(await self.keys.alookup(secret))
@@ -390,3 +406,24 @@ def _share_of(limit: int | None, replicas: int) -> int | None:
 def _max_output(body: Mapping[str, Any]) -> int:
     value = body.get("max_completion_tokens") or body.get("max_tokens") or 0
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def describe_auth(config: Config, environ: Mapping[str, str] | None = None) -> str:
+    """One line on which keys admit what, for `serve` and `config check` to print."""
+    env = os.environ if environ is None else environ
+    name = config.auth.master_key_env
+    master = bool(env.get(name))
+    virtual = config.auth.enabled if config.auth.enabled is not None else master
+    static = len(config.server.api_keys)
+    admits = []
+    if master:
+        admits.append(f"the master key (${name}) admits admin, dashboard and the API")
+    if virtual:
+        admits.append("virtual keys admit the API")
+    if static:
+        plural = "s" if static > 1 else ""
+        admits.append(f"{static} static client key{plural} (server.api_keys) admit the API")
+    if not virtual and not static:
+        open_api = f"the API is open to anyone who can reach it (set server.api_keys or ${name})"
+        admits.append(open_api)
+    return "auth: " + "; ".join(admits)

@@ -104,7 +104,17 @@ async def read_json(request: Request, limit: int) -> Any:
 def admin_routes(router: Router) -> list[Route]:
     access = router.access
 
-    def require_master(request: Request) -> None:
+    async def is_client_key(token: str) -> bool:
+        if access.is_static(token):
+            return True
+        if router.keys is None:
+            return False
+        try:
+            return await router.keys.alookup(token) is not None
+        except PointsmanError:  # the key store is away: say what is certain, not 401
+            return True
+
+    async def require_master(request: Request) -> None:
         if access.master_key is None:
             raise PermissionDenied(
                 f"administration is off: set {router.config.auth.master_key_env} to enable it",
@@ -114,6 +124,9 @@ def admin_routes(router: Router) -> list[Route]:
         if not token:
             raise AuthenticationFailed("missing master key: send 'Authorization: Bearer <master key>'")
         if not access.is_master(token):
+            # A client key is known but not enough (403); anything else is no key at all (401).
+            if not await is_client_key(token):
+                raise AuthenticationFailed("invalid API key")
             raise PermissionDenied("this endpoint needs the master key", code="master_key_required")
 
     def guarded(
@@ -121,7 +134,7 @@ def admin_routes(router: Router) -> list[Route]:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
-                require_master(request)
+                await require_master(request)
                 return await handler(request)
             except PointsmanError as exc:
                 return _error(exc)

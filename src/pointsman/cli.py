@@ -25,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.0005)
 
     from pointsman.config import ConfigError
+    from pointsman.inbound import DeadlineProtocol, configure
     from pointsman.router import Router
     from pointsman.server import create_app
 
@@ -59,6 +60,13 @@ def _serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else router.config.server.port
     workers = f" with {args.workers} worker processes" if args.workers > 1 else ""
     print(f"pointsman {__version__}: serving on http://{host}:{port}/v1{workers}", file=sys.stderr)
+    from pointsman.access import describe_auth
+
+    print(f"pointsman: {describe_auth(router.config)}", file=sys.stderr)
+    # Client connections' deadlines: uvicorn's for idle keep-alive, the protocol's for the rest
+    # (set on the class itself: worker processes get it by name).
+    timeouts = router.config.server.timeouts
+    configure(timeouts)
     # Nothing reads the client address or scheme, so X-Forwarded-* rewriting is work for nothing.
     options: dict[str, Any] = dict(
         host=host,
@@ -67,8 +75,9 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=False,
         server_header=False,
-        http="httptools",
+        http=DeadlineProtocol,
         loop="auto",
+        timeout_keep_alive=timeouts.keep_alive,
     )
     try:
         if args.workers == 1:
@@ -116,6 +125,9 @@ def _config_check(args: argparse.Namespace) -> int:
     unpriced = unpriced_deployments(config)
     if unpriced:
         print(f"{args.file}: warning: {describe_unpriced(unpriced)}")
+    from pointsman.access import describe_auth
+
+    print(f"{args.file}: {describe_auth(config)}")
     if args.prices:
         _print_prices(config)
     return 0

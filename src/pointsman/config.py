@@ -70,8 +70,9 @@ class Capabilities(_Strict):
 
 
 class Timeouts(_Strict):
-    """Seconds. `first_byte` bounds the wait for a stream's first chunk, `inter_chunk` every later
-    read; `total` bounds the whole upstream call."""
+    """Seconds. `first_byte` bounds the wait for a stream's first chunk, or for a non-streamed
+    answer's status and headers; `inter_chunk` every later read of a stream; `total` bounds the
+    whole upstream call."""
 
     connect: float = Field(5.0, gt=0)
     first_byte: float = Field(30.0, gt=0)
@@ -297,14 +298,26 @@ class VirtualModel(_Strict):
 EMBEDDING_STRATEGIES = ("ordered", "weighted", "balance")
 
 
+class ClientTimeouts(_Strict):
+    """Seconds a client connection may take, after which the server closes it: `keep_alive`
+    idle between requests, `request_head` from a connection's start (or a request's first
+    byte) to the end of the request's headers, `request_body` from there to the body's end."""
+
+    keep_alive: float = Field(5.0, gt=0)
+    request_head: float = Field(10.0, gt=0)
+    request_body: float = Field(60.0, gt=0)
+
+
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(4000, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     # Reload the config when its file changes (requests in flight finish on the old one).
     watch_config: bool = False
-    # Static client keys; when set, every /v1 request needs `Authorization: Bearer <one of them>`.
+    # Static client keys; when set, every /v1 request needs `Authorization: Bearer <one of them>`
+    # (or, with virtual keys on, the master key or a virtual key).
     api_keys: tuple[str, ...] = ()
+    timeouts: ClientTimeouts = ClientTimeouts()
 
 
 class CircuitBreakerSettings(_Strict):

@@ -1,6 +1,8 @@
 """Walks a plan: calls deployments in order with bounded retries, backoff that honours
-Retry-After, circuit breakers, cooldowns, rate limits and timeouts, and fails over on 429, 5xx,
-timeouts, broken connections and context-window errors. For streams, failover happens until the
+Retry-After, circuit breakers, cooldowns, rate limits and timeouts, and fails over on the
+deployment's faults (401/403/408/409/429/5xx, timeouts, broken connections, answers that are not
+answers) and context-window errors; the request's own faults (400/404/413/422) go back to the
+client untried elsewhere, and leave health alone. For streams, failover happens until the
 first chunk is in hand. Optional per route: cascades (escalate when a judge rejects a cheap
 answer) and hedging (a second request when the first is slow)."""
 
@@ -19,7 +21,7 @@ import orjson
 from pointsman.cascade import Cascade
 from pointsman.config import Config, Deployment, HedgeSettings
 from pointsman.decision import Attempt, Decision
-from pointsman.errors import InvalidRequest, PointsmanError, UpstreamFailed
+from pointsman.errors import InvalidRequest, PointsmanError, UpstreamFailed, UpstreamRejected
 from pointsman.providers import Completion, Provider, StreamUsage, UpstreamError
 from pointsman.signals import Signals
 from pointsman.state import MemoryState
@@ -379,19 +381,13 @@ class Dispatcher:
         attempt.latency_ms = elapsed * 1000
         outcome.upstream_s += elapsed
         # A request the upstream rejects as malformed says nothing about the deployment's health.
-        self.state.release(
-            deployment.name, ok=False, health_failure=exc.retryable and exc.kind != "context_length"
-        )
+        self.state.release(deployment.name, ok=False, health_failure=exc.health_failure)
 
     def _judge(self, exc: UpstreamError, deployment: Deployment, decision: Decision, walk: _Walk) -> None:
         """Decide what a failure means: raise it to the client, retry here, or fail over."""
-        if not exc.retryable:
+        if exc.client_fault:
             # The request itself is at fault; another deployment would say the same.
-            raise PointsmanError(
-                f"{deployment.name} rejected the request: {exc.message}",
-                status=exc.status or 400,
-                code="upstream_rejected",
-            )
+            raise UpstreamRejected.of(exc, deployment.name)
         if exc.kind == "context_length":
             walk.min_window = max(walk.min_window, deployment.context_window)
             return

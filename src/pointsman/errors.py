@@ -66,6 +66,18 @@ class BodyTooLarge(PointsmanError):
     code = "request_too_large"
 
 
+class RequestIncomplete(PointsmanError):
+    """The client stopped sending the request body: it went away, or its connection's
+    `server.timeouts.request_body` passed."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+    def __init__(self) -> None:
+        super().__init__("the client did not send the whole request body")
+
+
 class RateLimited(PointsmanError):
     status = 429
     type = "rate_limit_error"
@@ -103,3 +115,24 @@ class PIIRefused(PointsmanError):
     status = 400
     type = "invalid_request_error"
     code = "pii_refused"
+
+
+class UpstreamRejected(PointsmanError):
+    """A deployment rejected the request as the client's fault (an upstream 400/404/413/422):
+    the client gets the upstream's status and message (after the deployment's name), and its
+    error type, code and param when the upstream gave them."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "upstream_rejected"
+
+    @classmethod
+    def of(cls, exc: Any, deployment: str) -> UpstreamRejected:
+        """From a provider's UpstreamError (`status`, `message` and the parsed error `body`)."""
+        error = cls(f"{deployment} rejected the request: {exc.message}", status=exc.status or 400)
+        body = exc.body.get("error") if isinstance(exc.body, dict) else None
+        if isinstance(body, dict):
+            for name in ("type", "code", "param"):
+                if isinstance(value := body.get(name), str) and value:
+                    setattr(error, name, value)
+        return error

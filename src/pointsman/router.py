@@ -30,7 +30,7 @@ from pointsman.metrics import Metrics
 from pointsman.pii import Detector
 from pointsman.policies import PIIGuard, apply_policies, build_policies
 from pointsman.providers import HTTPClient, Provider, UpstreamError, make_provider
-from pointsman.signals import Signals, SignalSettings, message_text
+from pointsman.signals import CHARS_PER_TOKEN, Signals, SignalSettings, message_text
 from pointsman.state import BreakerSettings, MemoryState
 from pointsman.state_redis import SharedState
 from pointsman.store import LanguageOf, RecordStore, default_db_path
@@ -85,6 +85,9 @@ class _Call:
     cache_status: str | None = None
     saved_cost: float | None = None
     trace: RequestTrace | None = None
+    # Where the answer's token counts came from: "upstream" (its usage report) or "estimate"
+    # (a stream that ended without one: the prompt's estimate and what was relayed).
+    usage_source: str | None = None
 
     def last_user_text(self) -> str:
         """For the record's language: the routing's own Signals when there are some."""
@@ -467,6 +470,7 @@ class Router:
                 cascade=self.cascades.get(routed),
                 hedge=route.hedge if route is not None else None,
             )
+            self._usage_of(call, outcome, completion.body)
             headers_out = self._headers(decision, call, outcome)
             answer_body = masker.restore_completion(completion.body) if masker else completion.body
             if call.cache is not None and self.cache is not None:
@@ -485,6 +489,18 @@ class Router:
             if grant is not None:
                 self.access.settle(grant, self._cost(outcome))
             raise
+
+    @staticmethod
+    def _usage_of(call: _Call, outcome: Outcome, body: bytes) -> None:
+        """Say where an answer's token counts came from; estimate them (the prompt's estimate,
+        the answer's length) when the upstream reported none, so no answer is free."""
+        usage = outcome.usage
+        if usage.prompt_tokens or usage.completion_tokens:
+            call.usage_source = "upstream"
+            return
+        call.usage_source = "estimate"
+        usage.prompt_tokens = call.signals.estimated_tokens if call.signals is not None else 0
+        usage.completion_tokens = -(-_output_size(body) // CHARS_PER_TOKEN)
 
     def _check_model_type(self, model: str, kind: str) -> None:
         """400 when a chat request names an embeddings model, or the reverse."""
@@ -538,6 +554,7 @@ class Router:
             cascade=self.cascades[routed],
             hedge=route.hedge if route is not None else None,
         )
+        self._usage_of(call, outcome, completion.body)
         answer_body = masker.restore_completion(completion.body) if masker else completion.body
         answer = orjson.loads(answer_body)
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
@@ -594,6 +611,9 @@ class Router:
         # A streamed miss is stored once the whole answer is in.
         assembler = StreamAssembler() if call.cache is not None and call.cache.store else None
         trace = call.trace
+        # What was relayed, for an estimate should the upstream's usage never arrive.
+        relayed = _output_size(first)
+        events = 1 if relayed else 0
         try:
             yield first
             if pieces is not None:
@@ -603,6 +623,9 @@ class Router:
             if trace is not None and self.tracing is not None:
                 self.tracing.chunk(trace, first)
             async for chunk in rest:
+                if size := _output_size(chunk):
+                    relayed += size
+                    events += 1
                 if pieces is not None:
                     pieces.append(_delta_text(chunk))
                 if assembler is not None:
@@ -642,6 +665,15 @@ class Router:
             raise
         finally:
             await rest.aclose()
+            usage = outcome.usage
+            if usage.prompt_tokens or usage.completion_tokens:
+                call.usage_source = "upstream"
+            else:
+                # No usage report (the client left before it came, or the upstream sends none):
+                # charged for the prompt and for what was relayed, so leaving early costs the same.
+                call.usage_source = "estimate"
+                usage.prompt_tokens = call.signals.estimated_tokens if call.signals is not None else 0
+                usage.completion_tokens = max(events, -(-relayed // CHARS_PER_TOKEN))
             dispatcher.finish_stream(decision, outcome, status == 200, health_failure)
             self._record(call, decision, outcome, status, error, "".join(pieces) if pieces else None)
 
@@ -705,6 +737,7 @@ class Router:
                 "language": routed_language or LanguageOf(call.last_user_text()),
                 "cache": call.cache_status,
                 "saved_cost": call.saved_cost,
+                "usage_source": call.usage_source,
             }
         )
 
@@ -915,6 +948,37 @@ def _blocking_iter(stream: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) 
             yield asyncio.run_coroutine_threadsafe(step(), loop).result()
         except StopAsyncIteration:
             return
+
+
+# Where the generated text of an OpenAI answer or chunk starts: `content` (and, by its suffix,
+# `reasoning_content`) and tool-call `arguments`; compact JSON (streams), else spaced.
+_OUTPUT_AT = (b'content":"', b'arguments":"')
+_SPACED_OUTPUT_AT = (b'content": "', b'arguments": "')
+
+
+def _output_size(event: bytes) -> int:
+    """Bytes of generated text in an SSE chunk event or an answer, found without parsing its
+    JSON (this runs for every relayed chunk): the lengths of the strings the markers open."""
+    size = _strings_after(event, _OUTPUT_AT)
+    if not size and b'": "' in event:
+        size = _strings_after(event, _SPACED_OUTPUT_AT)
+    return size
+
+
+def _strings_after(event: bytes, markers: tuple[bytes, ...]) -> int:
+    size = 0
+    for marker in markers:
+        start = event.find(marker)
+        while start >= 0:
+            start += len(marker)
+            end = event.find(b'"', start)
+            while end > 0 and event[end - 1] == 0x5C:  # an escaped quote is inside the string
+                end = event.find(b'"', end + 1)
+            if end < 0:
+                break
+            size += end - start
+            start = event.find(marker, end)
+    return size
 
 
 def _delta_text(event: bytes) -> str:

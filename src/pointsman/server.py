@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
@@ -22,7 +21,13 @@ from pointsman.anthropic_api import anthropic_error, anthropic_routes
 from pointsman.dashboard import dashboard_routes
 from pointsman.dispatch import validate_chat_body
 from pointsman.embeddings_api import embeddings_routes
-from pointsman.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, PointsmanError
+from pointsman.errors import (
+    AuthenticationFailed,
+    BodyTooLarge,
+    InvalidRequest,
+    PointsmanError,
+    RequestIncomplete,
+)
 from pointsman.feedback import feedback_routes
 from pointsman.responses_api import responses_routes
 from pointsman.router import Router, new_request_id
@@ -72,18 +77,18 @@ def create_app(router: Router) -> ASGIApp:
     everything else (the other routes, 404/405, lifespan) goes through a Starlette app.
     """
     settings = router.config.server
-    keys = tuple(k.encode() for k in settings.api_keys)
+    access = router.access
     limit = settings.max_body_bytes
 
     def authenticate(headers: Mapping[str, str]) -> str | None:
         auth = headers.get("authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key")
-        # Static keys stand alone; with virtual keys on, the router authenticates.
-        if not keys or router.access.enabled:
+        # With virtual keys on, the router authenticates (master, static and virtual keys).
+        if not settings.api_keys or access.enabled:
             return token or None
         if not token:
             raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-        if not any(hmac.compare_digest(token.encode(), k) for k in keys):
+        if not access.is_static(token):
             raise AuthenticationFailed("invalid API key")
         return token
 
@@ -94,6 +99,8 @@ def create_app(router: Router) -> ASGIApp:
                 f"request body of {declared} bytes exceeds the limit of {limit} bytes"
             )
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestIncomplete()
         body: bytes = message.get("body", b"")
         if not message.get("more_body"):
             if len(body) > limit:
@@ -103,7 +110,7 @@ def create_app(router: Router) -> ASGIApp:
         while message.get("more_body"):
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise RequestIncomplete()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -189,6 +196,13 @@ def create_app(router: Router) -> ASGIApp:
         await send({"type": "http.response.body", "body": payload})
 
     async def models(request: Request) -> Response:
+        # Listed to whoever may call the API: any valid key once keys are in force.
+        try:
+            token = authenticate(request.headers)
+            if access.enabled:
+                await access.aauthenticate(token)
+        except PointsmanError as exc:
+            return error_response(exc)
         created = int(time.time())
         data = [
             {
@@ -327,7 +341,10 @@ def app_from_environment() -> ASGIApp:
     records to `POINTSMAN_DB` when set."""
     import os
 
+    from pointsman.inbound import configure
+
     router = Router.from_config(os.environ["POINTSMAN_CONFIG"], db=os.environ.get("POINTSMAN_DB"))
+    configure(router.config.server.timeouts)
     return create_app(router)
 
 
@@ -340,17 +357,22 @@ class ServerThread:
 
         import uvicorn
 
+        from pointsman.inbound import protocol_class
+
         self.router = router
         self._socket = socket.socket()
         self._socket.bind((host, port))
         self.host, self.port = self._socket.getsockname()[:2]
+        timeouts = router.config.server.timeouts
+        options: dict[str, Any] = {"timeout_keep_alive": timeouts.keep_alive}  # uvicorn types it int
         config = uvicorn.Config(
             create_app(router),
             log_level="warning",
             access_log=False,
             lifespan="on",
             loop="uvloop" if _has_uvloop() else "asyncio",
-            http="httptools",
+            http=protocol_class(timeouts),
+            **options,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -122,14 +122,17 @@ class MemoryState:
         return True
 
     def release(self, deployment: str, ok: bool, *, health_failure: bool | None = None) -> None:
-        """Report a call's end. `health_failure` (default: not ok) says whether it counts
-        against the circuit: a request the upstream rejected as invalid does not."""
+        """Report a call's end. `health_failure` (default: not ok) says whether a failed call
+        counts against the circuit: one that does not (a request the upstream rejected as the
+        client's fault, a cancelled call) leaves the deployment's health as it was."""
         load = self._l(deployment)
         load.in_flight = max(0, load.in_flight - 1)
         health = self._h(deployment)
         if health.state == HALF_OPEN:
             health.probes_in_flight = max(0, health.probes_in_flight - 1)
         failed = (not ok) if health_failure is None else health_failure
+        if not ok and not failed:
+            return
         if not failed:
             health.consecutive_failures = 0
             if health.state != CLOSED:

@@ -46,6 +46,9 @@ COLUMNS = (
     # and what a hit saved (the cost of the answer when it was made).
     ("cache", "TEXT"),
     ("saved_cost", "REAL"),
+    # Where the token counts came from: "upstream" (its usage report) or "estimate" (none came,
+    # e.g. a stream the client left: the prompt's estimate and the output relayed).
+    ("usage_source", "TEXT"),
 )
 # Audit queries filter on these.
 INDEXES = ("ts", "key_id", "requested_model", "deployment", "reason", "region", "team", "user", "language")
@@ -58,7 +61,7 @@ WINDOW_FIELDS = (
     "request_id", "ts", "api_key", "key_id", "team", "user", "requested_model", "route", "reason",
     "decision", "attempts", "deployment", "status", "error", "prompt_tokens", "completion_tokens",
     "cost", "latency_ms", "upstream_ms", "first_token_ms", "overhead_ms", "language",
-    "cache", "saved_cost",
+    "cache", "saved_cost", "usage_source",
 )  # fmt: skip
 
 

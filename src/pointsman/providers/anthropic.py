@@ -30,6 +30,14 @@ from pointsman.providers.openai import DONE
 API_VERSION = "2023-06-01"
 
 
+def is_anthropic_message(message: Any) -> bool:
+    """A cheap shape check of a 200's body: an object whose `content` is a list of blocks."""
+    if not isinstance(message, dict):
+        return False
+    content = message.get("content")
+    return isinstance(content, list) and all(isinstance(block, dict) for block in content)
+
+
 def _error(status: int, raw: bytes, retry_after: str | None) -> UpstreamError:
     message = raw[:300].decode("utf-8", "replace")
     try:
@@ -87,9 +95,10 @@ class AnthropicProvider(Provider):
         if response.status != 200:
             raise _error(response.status, raw, response.headers.get("retry-after"))
         try:
-            answer = from_anthropic_response(
-                orjson.loads(raw), str(body.get("model") or self.deployment.model)
-            )
+            message = orjson.loads(raw)
+            if not is_anthropic_message(message):
+                raise TypeError
+            answer = from_anthropic_response(message, str(body.get("model") or self.deployment.model))
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise UpstreamError(
                 "protocol", "upstream answered 200 with an unreadable message"

@@ -84,10 +84,16 @@ class Provider:
                 connect_s=t.connect,
                 read_s=self.stream_read_s if stream else self.read_s,
                 total_s=t.total,
+                # A stream's first chunk is bounded by dispatch; an answer's head here.
+                head_s=None if stream else min(t.first_byte, t.total),
                 proxy=self.deployment.proxy,
             )
         except TimeoutError:
-            raise UpstreamError("timeout", "timed out waiting for the upstream") from None
+            if stream:
+                raise UpstreamError("timeout", "timed out waiting for the upstream") from None
+            raise UpstreamError(
+                "timeout", f"no response head within first_byte {t.first_byte:g}s"
+            ) from None
 
 
 def client_error(exc: BaseException) -> UpstreamError:

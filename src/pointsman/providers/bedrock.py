@@ -230,6 +230,14 @@ def from_converse_response(answer: Json, model: str) -> Json:
     }
 
 
+def is_converse_answer(answer: Any) -> bool:
+    """A cheap shape check of a 200's body: `output.message.content`, a list of blocks."""
+    output = answer.get("output") if isinstance(answer, dict) else None
+    message = output.get("message") if isinstance(output, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    return isinstance(content, list) and all(isinstance(block, dict) for block in content)
+
+
 def error_from_bedrock(status: int, raw: bytes, headers: dict[str, str]) -> UpstreamError:
     """An UpstreamError for a Bedrock error answer (`x-amzn-errortype` and `{"message": ...}`)."""
     message = raw[:300].decode("utf-8", "replace")
@@ -391,9 +399,10 @@ class BedrockProvider(Provider):
         if response.status != 200:
             raise error_from_bedrock(response.status, raw, response.headers)
         try:
-            answer = from_converse_response(
-                orjson.loads(raw), str(body.get("model") or self.deployment.model)
-            )
+            native = orjson.loads(raw)
+            if not is_converse_answer(native):
+                raise TypeError
+            answer = from_converse_response(native, str(body.get("model") or self.deployment.model))
         except (orjson.JSONDecodeError, AttributeError, TypeError):
             raise UpstreamError("protocol", "Bedrock answered 200 with an unreadable body") from None
         usage = answer["usage"]

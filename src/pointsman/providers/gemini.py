@@ -258,6 +258,17 @@ def from_gemini_response(answer: Json, model: str) -> Json:
     }
 
 
+def is_gemini_answer(answer: Any) -> bool:
+    """A cheap shape check of a 200's body: candidates (a list of objects), or none with the
+    prompt feedback that says why (a blocked prompt)."""
+    if not isinstance(answer, dict):
+        return False
+    candidates = answer.get("candidates")
+    if isinstance(candidates, list) and candidates:
+        return all(isinstance(candidate, dict) for candidate in candidates)
+    return candidates in (None, []) and isinstance(answer.get("promptFeedback"), dict)
+
+
 def error_from_gemini(status: int, raw: bytes, retry_after: str | None) -> UpstreamError:
     """An UpstreamError for a Gemini error answer (`{"error": {code, message, status, details}}`)."""
     message = raw[:300].decode("utf-8", "replace")
@@ -391,7 +402,10 @@ class GeminiProvider(Provider):
         if response.status != 200:
             raise error_from_gemini(response.status, raw, response.headers.get("retry-after"))
         try:
-            answer = from_gemini_response(orjson.loads(raw), str(body.get("model") or self.deployment.model))
+            native = orjson.loads(raw)
+            if not is_gemini_answer(native):
+                raise TypeError
+            answer = from_gemini_response(native, str(body.get("model") or self.deployment.model))
         except (orjson.JSONDecodeError, AttributeError, TypeError):
             raise UpstreamError("protocol", "Gemini answered 200 with an unreadable body") from None
         usage = answer["usage"]

@@ -25,6 +25,10 @@ from urllib.request import getproxies, proxy_bypass_environment  # type: ignore[
 
 import httptools
 
+# Upstream answers caused by the request itself: another deployment would say the same, and
+# they say nothing about this deployment's health (see docs/upstream-errors.md).
+CLIENT_FAULT_STATUSES = frozenset({400, 404, 413, 422})
+
 
 class UpstreamError(Exception):
     """An upstream call that did not produce an answer.
@@ -49,13 +53,23 @@ class UpstreamError(Exception):
         self.body = body
 
     @property
+    def client_fault(self) -> bool:
+        """The request itself is at fault (an upstream 400/404/413/422): it goes back to the
+        client as it is, without failover, and the deployment's health is left alone."""
+        return self.kind == "http" and self.status in CLIENT_FAULT_STATUSES
+
+    @property
     def retryable(self) -> bool:
-        """Worth trying again (here or elsewhere): not a fault of the request itself."""
-        if self.kind in ("timeout", "connect", "protocol", "context_length"):
-            return True
-        return self.status is not None and (
-            self.status == 429 or self.status >= 500 or self.status in (401, 403, 404, 408)
-        )
+        """Worth trying again (here or elsewhere): not a fault of the request itself. Every
+        other status (401/403/408/409/429/5xx, a 402 or 405 too), timeouts, broken
+        connections and protocol errors are the deployment's."""
+        return not self.client_fault
+
+    @property
+    def health_failure(self) -> bool:
+        """Counts against the deployment's circuit: a fault of the deployment, not of the
+        request (a context window too small for the request is neither)."""
+        return not self.client_fault and self.kind != "context_length"
 
     def describe(self) -> str:
         return f"{self.status} {self.message}" if self.status else f"{self.kind}: {self.message}"
@@ -374,9 +388,11 @@ class HTTPClient:
         connect_s: float,
         read_s: float,
         total_s: float,
+        head_s: float | None = None,
         proxy: str | None = None,
     ) -> Response:
         """POST `payload`; returns once the answer's status line and headers have arrived.
+        `head_s`: the longest wait for them (default `read_s`), `read_s` for each later read.
         `proxy`: a proxy URL, "none" to go direct, or None to follow the environment.
         Raises UpstreamError (kind connect or timeout) when there is no answer head;
         TimeoutError when a deadline passes first."""
@@ -394,7 +410,7 @@ class HTTPClient:
         # No second try on a pooled connection the upstream dropped, as with aiohttp: a POST
         # may have been acted on; dispatch decides about retries and failover.
         conn = await self._connection(origin, min(connect_s, total_s), route)
-        response = Response(conn, read_s, deadline)
+        response = Response(conn, read_s if head_s is None else head_s, deadline)
         conn.response = response
         assert conn.transport is not None
         conn.transport.write(data)
@@ -403,6 +419,7 @@ class HTTPClient:
         except BaseException:
             response.close()
             raise
+        response._read_s = read_s
         if response.status == 407 and route is not None:
             # The proxy, not the upstream, refused: a fault of this deployment's network path.
             response.close()

@@ -45,6 +45,17 @@ def error_from_response(status: int, raw: bytes, retry_after: str | None) -> Ups
     )
 
 
+def is_chat_completion(answer: Any) -> bool:
+    """A cheap shape check of a 200's body (on the hot path: no schema validation): an object
+    whose `choices` are a non-empty list of objects, each with a `message` object."""
+    if not isinstance(answer, dict):
+        return False
+    choices = answer.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return False
+    return all(isinstance(choice, dict) and isinstance(choice.get("message"), dict) for choice in choices)
+
+
 class OpenAIProvider(Provider):
     def __init__(self, deployment: Deployment, client: HTTPClient) -> None:
         super().__init__(deployment, client)
@@ -68,12 +79,24 @@ class OpenAIProvider(Provider):
         if response.status != 200:
             raise error_from_response(response.status, raw, response.headers.get("retry-after"))
         try:
-            usage = orjson.loads(raw).get("usage") or {}
-        except (orjson.JSONDecodeError, AttributeError):
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             raise UpstreamError(
                 "protocol", "upstream answered 200 with a body that is not JSON"
             ) from None
+        if not self._is_answer(answer):
+            what = self.answer_name
+            raise UpstreamError("protocol", f"upstream answered 200 with a body that is not {what}")
+        usage = answer.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
         return Completion(raw, usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+
+    answer_name = "a chat completion"
+
+    @staticmethod
+    def _is_answer(answer: Any) -> bool:
+        return is_chat_completion(answer)
 
     async def stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncGenerator[bytes, None]:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -129,6 +152,12 @@ class OpenAIEmbeddingsProvider(OpenAIProvider):
     def __init__(self, deployment: Deployment, client: HTTPClient) -> None:
         super().__init__(deployment, client)
         self.url = deployment.api_base.rstrip("/") + "/embeddings"
+
+    answer_name = "an embeddings list"
+
+    @staticmethod
+    def _is_answer(answer: Any) -> bool:
+        return isinstance(answer, dict) and isinstance(answer.get("data"), list)
 
     async def stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncGenerator[bytes, None]:
         raise UpstreamError("protocol", "embeddings cannot be streamed")

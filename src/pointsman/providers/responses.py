@@ -67,6 +67,8 @@ class ResponsesProvider(Provider):
             raise error_from_response(response.status, raw, response.headers.get("retry-after"))
         try:
             answer = orjson.loads(raw)
+            if not isinstance(answer, dict) or not isinstance(answer.get("output"), list):
+                raise TypeError
             chat = to_chat_completion(answer)
         except (orjson.JSONDecodeError, AttributeError, TypeError):
             raise UpstreamError(

@@ -221,6 +221,8 @@ class BedrockUpstream(LoopbackServer):
         if refusal is not None:
             return refusal
         await self.wait_as_told(request, behaviour)
+        if behaviour.body is not None:
+            return web.Response(body=behaviour.body, status=behaviour.status, content_type="application/json")
         if behaviour.status != 200:
             message = f"Simulated error {behaviour.status} from model {model}."
             return _error(behaviour.status, message, retry_after=behaviour.retry_after)

@@ -159,6 +159,8 @@ class GeminiUpstream(LoopbackServer):
                 ),
             )
         await self.wait_as_told(request, behaviour)
+        if behaviour.body is not None:
+            return _json(behaviour.status, behaviour.body)
         if behaviour.status != 200:
             details = None
             if behaviour.retry_after is not None:

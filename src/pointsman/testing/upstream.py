@@ -35,6 +35,7 @@ class Behaviour:
     tokens_per_s: streaming pace between chunks (0 = as fast as possible).
     reply: the answer text (default: a short text naming the deployment, echoing a short prompt).
     status: if not 200, answer with this status and an error body in the API's own shape.
+    body: answer with exactly these bytes (as JSON, with `status`) instead of a generated answer.
     retry_after: seconds sent as a `Retry-After` header on error answers.
     hang: accept the request and never answer.
     reset: abort the TCP connection without any response.
@@ -50,6 +51,7 @@ class Behaviour:
     tokens_per_s: float = 0.0
     reply: str | None = None
     status: int = 200
+    body: bytes | None = None
     retry_after: float | None = None
     hang: bool = False
     reset: bool = False
@@ -882,6 +884,8 @@ class FakeUpstream:
         if behaviour.latency_s > 0:
             await asyncio.sleep(behaviour.latency_s)
         status = behaviour.failure_status if failing else behaviour.status
+        if behaviour.body is not None:
+            return _json(status, behaviour.body)
         if status != 200:
             return self._error(dialect, status, name, behaviour.retry_after)
         if endpoint == _MODELS:
