@@ -324,11 +324,6 @@ def test_static_client_keys_work_beside_the_master_key(upstream, serve, monkeypa
     assert "1 static client key (server.api_keys) admit the API" in checked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with static keys alone, /v1/messages checks no key: anthropic_api.py (edge-validation's "
-    "to change) must authenticate like /v1/responses does; remove this mark with that fix",
-)
 def test_static_client_keys_guard_the_anthropic_face_too(upstream, serve):
     server = serve(two(upstream, server={"api_keys": ["sk-static-client"]}))
     conn = http.client.HTTPConnection(server.thread.host, server.thread.port, timeout=10)
@@ -343,6 +338,10 @@ def test_static_client_keys_guard_the_anthropic_face_too(upstream, serve):
     claude = anthropic.Anthropic(base_url=server.url, api_key="sk-static-client", max_retries=0)
     assert claude.messages.create(model="auto", max_tokens=50, messages=HELLO).content
     assert upstream.calls("a") == 1
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=server.url, api_key="sk-not-a-key", max_retries=0).messages.count_tokens(
+            model="auto", messages=HELLO
+        )
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from pointsman.errors import InvalidRequest, PermissionDenied, PointsmanError
 from pointsman.providers.anthropic_request import TranslationError, from_anthropic_request
 from pointsman.providers.anthropic_response import to_anthropic_response
 from pointsman.providers.anthropic_stream import OpenAIToAnthropicStream
+from pointsman.responses_api import Authenticate
 from pointsman.router import Router, new_request_id
 from pointsman.schemas import validate_messages
 from pointsman.signals import Signals
@@ -49,7 +50,9 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-def anthropic_routes(router: Router) -> list[Route]:
+def anthropic_routes(router: Router, authenticate: Authenticate) -> list[Route]:
+    """`authenticate` is the server's check of static keys (a no-op when virtual keys are on:
+    the router checks those)."""
     limit = router.config.server.max_body_bytes
 
     def credentials(request: Request) -> str | None:
@@ -75,6 +78,7 @@ def anthropic_routes(router: Router) -> list[Route]:
         request.state.request_id, request.state.started = request_id, started
         key = credentials(request)
         try:
+            authenticate({"x-api-key": key} if key else {})
             body, chat = await read(request)
         except PointsmanError as exc:
             router.record_rejection(exc, request_id=request_id, started=started, key=key)
@@ -128,6 +132,7 @@ def anthropic_routes(router: Router) -> list[Route]:
         request.state.request_id, request.state.started = request_id, started
         secret = credentials(request)
         try:
+            authenticate({"x-api-key": secret} if secret else {})
             _, chat = await read(request, count_tokens=True)
             if router.access.enabled:
                 key = await router.access.aauthenticate(secret)

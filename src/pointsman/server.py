@@ -318,7 +318,7 @@ def create_app(router: Router) -> ASGIApp:
             Route("/openapi.json", openapi, methods=["GET"]),
             *feedback_routes(router),
             *admin_routes(router),
-            *anthropic_routes(router),
+            *anthropic_routes(router, authenticate),
             *responses_routes(router, authenticate),
             *embeddings_routes(router, authenticate),
             *dashboard_routes(router),
