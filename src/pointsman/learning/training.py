@@ -513,9 +513,10 @@ def train_router(
     expert (selected on that dataset alone) and its own calibrated knob, and a gate learns
     which route a prompt belongs to; otherwise one predictor is selected for all rows.
     """
-    from pointsman.learning.artifact import MULTI_MODEL, TWO_MODEL, RouterArtifact
+    from pointsman.learning.artifact import MULTI_MODEL, THRESHOLD, TWO_MODEL, UTILITY, RouterArtifact
     from pointsman.learning.calibration import Target, knob_for, multi_model_table, two_model_table
-    from pointsman.learning.datasets import DEFAULT_OUTPUT_TOKENS
+    from pointsman.learning.costs import CostModel, estimate_from_calls, warn_missing
+    from pointsman.learning.datasets import DEFAULT_OUTPUT_TOKENS, estimate_prompt_tokens, with_prices
     from pointsman.learning.predictors import GatedPredictor
 
     _require_sklearn()
@@ -530,6 +531,25 @@ def train_router(
     data, index = combine(kept)
     kind = TWO_MODEL if data.two_model else MULTI_MODEL
     say = progress or (lambda _: None)
+    # One cost model in dollars: list prices when known (costing every row from them), else
+    # per-model costs learned from the rows' recorded per-call dollars, else a warning.
+    if data.cost_unit != "$" and data.prices and all(m in data.prices for m in data.models):
+        data = with_prices(data, data.prices)
+    prices = dict(data.prices)
+    call_costs: dict[str, float] = {}
+    cost_warning = None
+    if data.cost_unit == "$" and not all(m in prices for m in data.models):
+        tokens_in = np.array([estimate_prompt_tokens(p) for p in data.prompts], dtype=np.float64)
+        learned_prices, call_costs = estimate_from_calls(data.models, data.cost, tokens_in, data.output_tokens)
+        prices = {m: prices.get(m) or learned_prices[m] for m in data.models if m in prices or m in learned_prices}
+        call_costs = {m: v for m, v in call_costs.items() if m not in prices}
+        say(
+            "no price table: expected cost per call learned from the rows' recorded costs "
+            f"({', '.join(sorted(prices))} per token; {', '.join(sorted(call_costs)) or 'none'} per call)"
+        )
+    elif data.cost_unit != "$":
+        cost_warning = warn_missing("train", data.models)
+    decision = UTILITY if (kind == MULTI_MODEL or data.cost_unit == "$") else THRESHOLD
     say(f"encoding {len(data)} prompts with {', '.join(encoders)}")
     enc = fit_encoders(data.prompts, encoders)
     feats = encode(enc, data.prompts)
@@ -540,11 +560,20 @@ def train_router(
         if not pool:
             raise SystemExit(f"no candidate matches {sorted(wanted)}")
     two = kind == TWO_MODEL
+    if data.output_tokens is not None:
+        out_tokens = {m: float(np.median(data.output_tokens[:, j])) for j, m in enumerate(data.models)}
+    else:
+        out_tokens = {m: float(DEFAULT_OUTPUT_TOKENS) for m in data.models}
+    cost_model = CostModel(list(data.models), prices, call_costs, out_tokens)
+    # What the router will see when serving: expected dollars from the cost model, per row.
+    serve_cost = np.stack([cost_model.expected(estimate_prompt_tokens(p)) for p in data.prompts])
+    cost_ref = float(serve_cost.max(axis=1).mean()) if decision == UTILITY else 1.0
+    cost_ref = cost_ref if cost_ref > 0 else 1.0
 
     def make_table(pred: np.ndarray, rows: np.ndarray) -> dict[str, Any]:
-        if two:
+        if decision == THRESHOLD:
             return two_model_table(pred[:, 1] - pred[:, 0], data.quality[rows])
-        return multi_model_table(pred, data.cost[rows], data.quality[rows])
+        return multi_model_table(pred, data.cost[rows], data.quality[rows], serve_cost[rows], cost_ref)
 
     route_names: list[str] = []
     route_info: dict[str, Any] = {}
@@ -595,24 +624,24 @@ def train_router(
     table = make_table(selection.oof, np.arange(len(data)))
     if tables:
         table["routes"] = tables
-    cost_ref = 1.0 if two else float(data.cost.max(axis=1).mean())
-    key = "threshold" if two else "lambda"
+    key = "threshold" if decision == THRESHOLD else "lambda"
     presets: dict[str, Any] = {}
     for name, share in PRESETS.items():
         target = Target(quality=share)
         try:
-            preset = knob_for(kind, table, target)
+            preset = knob_for(decision, table, target)
             if tables:
-                preset["routes"] = {r: knob_for(kind, t, target) for r, t in tables.items()}
+                preset["routes"] = {r: knob_for(decision, t, target) for r, t in tables.items()}
         except ValueError:
             continue
         preset["target"] = {"quality": share}
         presets[name] = preset
-    knob = dict(presets["balanced"]) if "balanced" in presets else {key: 0.0}
-    if data.output_tokens is not None:
-        out_tokens = {m: float(np.median(data.output_tokens[:, j])) for j, m in enumerate(data.models)}
+    if "balanced" in presets:
+        knob = dict(presets["balanced"])
     else:
-        out_tokens = {m: float(DEFAULT_OUTPUT_TOKENS) for m in data.models}
+        # No knob keeps 95% at the stated confidence: the most accurate one the table has.
+        knob = knob_for(decision, table, Target(quality=_best_lower(table)))
+        knob["target"] = {"quality": "best reachable"}
     # Ship only the encoders the chosen predictor reads: an unused one would still run on
     # every request.
     used = predictor.inputs()
@@ -629,20 +658,37 @@ def train_router(
         "weights": selection.weights,
         "routes": route_info,
         "selection_metric": "mean APGR over datasets" if two else "mean AIQ over datasets",
+        "cost_unit": "$ per call" if decision == UTILITY else "strong-call share",
+        "cost_source": "prices"
+        if prices and not call_costs
+        else "recorded per-call costs"
+        if call_costs
+        else "none",
+        "calibration": "out-of-fold predictions; targets met on one-sided 90% bootstrap bounds",
         "mean_quality": {m: float(v) for m, v in zip(data.models, data.quality.mean(axis=0), strict=True)},
     }
+    if cost_warning:
+        info["warnings"] = [cost_warning]
     info.update(meta or {})
     artifact = RouterArtifact(
         kind=kind,
         models=data.models,
         encoders={name: e for name, e in enc.items() if name in used},
         predictor=predictor,
-        prices=dict(data.prices),
+        prices=prices,
         output_tokens=out_tokens,
         cost_ref=cost_ref,
         knob=knob,
         calibration=table,
         presets=presets,
         meta=info,
+        call_costs=call_costs,
+        decision=decision,
     )
     return artifact, selection
+
+
+def _best_lower(table: dict[str, Any]) -> float:
+    """The highest quality ratio the table promises at its confidence bound."""
+    lower = table.get("quality_ratio_lower", table["quality_ratio"])
+    return float(max(lower)) - 1e-9
