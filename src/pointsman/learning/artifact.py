@@ -82,7 +82,9 @@ class RouterArtifact:
             raise ArtifactError("a two-model router needs exactly two models (weak, strong)")
         if not self.decision:
             self.decision = THRESHOLD if self.kind == TWO_MODEL else UTILITY
-        if self.decision not in (UTILITY, THRESHOLD) or (self.kind == MULTI_MODEL and self.decision != UTILITY):
+        if self.decision not in (UTILITY, THRESHOLD) or (
+            self.kind == MULTI_MODEL and self.decision != UTILITY
+        ):
             raise ArtifactError(f"unknown decision rule {self.decision!r} for a {self.kind} router")
 
     @property
@@ -92,7 +94,9 @@ class RouterArtifact:
 
     @property
     def costs(self) -> CostModel:
-        return CostModel(list(self.models), dict(self.prices), dict(self.call_costs), dict(self.output_tokens))
+        return CostModel(
+            list(self.models), dict(self.prices), dict(self.call_costs), dict(self.output_tokens)
+        )
 
     def missing_costs(self, prices: dict[str, tuple[float, float]] | None = None) -> list[str]:
         """Models whose cost per call this router does not know (with `prices` added)."""
@@ -101,7 +105,9 @@ class RouterArtifact:
         known = {**self.prices, **(prices or {})}
         return [m for m in self.models if m not in known and m not in self.call_costs]
 
-    def warn_missing_costs(self, where: str, prices: dict[str, tuple[float, float]] | None = None) -> str | None:
+    def warn_missing_costs(
+        self, where: str, prices: dict[str, tuple[float, float]] | None = None
+    ) -> str | None:
         """Log a warning naming models without a known cost; the message, or None."""
         return warn_missing(where, self.missing_costs(prices))
 

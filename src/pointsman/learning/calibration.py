@@ -29,9 +29,7 @@ CONFIDENCE = 0.90
 RESAMPLES = 200
 
 
-def _bounds(
-    picked: np.ndarray, reference: np.ndarray, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def _bounds(picked: np.ndarray, reference: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One-sided `CONFIDENCE` (lower, upper) bounds of mean(picked[:, k]) / mean(reference) for
     each column k, over bootstrap resamples of the rows."""
     n = len(reference)

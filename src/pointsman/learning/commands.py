@@ -220,6 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "route_selection": artifact.meta.get("routes", {}),
         "knob": artifact.knob,
         "presets": artifact.presets,
+        "warnings": artifact.meta.get("warnings", []),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -478,6 +479,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         target = Target(strong_share=args.strong_share, cost_share=args.cost_share, quality=args.quality)
         folder = resolve_artifact(args.router)
         artifact = RouterArtifact.load(folder)
+        cost_warning = artifact.warn_missing_costs("calibrate")
         table = artifact.calibration
         source = "stored tables (out-of-fold predictions on the training data)"
         if args.data:
@@ -517,6 +519,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         "target": target.describe(),
         "source": source,
         **knob,
+        "warnings": [w for w in (cost_warning,) if w],
     }
     if args.write:
         if args.preset:

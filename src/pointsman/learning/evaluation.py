@@ -103,7 +103,9 @@ def _thin(curve: metrics.Curve, points: int = 201) -> metrics.Curve:
     return metrics.Curve(curve.cost[idx], curve.quality[idx])
 
 
-def _numbers(curve: metrics.Curve, data: OutcomeData, cost_curve: metrics.Curve | None = None) -> dict[str, Any]:
+def _numbers(
+    curve: metrics.Curve, data: OutcomeData, cost_curve: metrics.Curve | None = None
+) -> dict[str, Any]:
     """APGR and CPT from `curve` (two models: x is the strong-call share); cost figures from
     `cost_curve` (x in the data's cost unit, dollars where known; default `curve`)."""
     q, c = data.quality, data.cost
@@ -304,7 +306,9 @@ def _report(
         models=list(data.models),
         two_model=data.two_model,
         cost_unit=data.cost_unit,
-        routers=[RouterResult(name, dollars if not data.two_model else curve, _numbers(curve, data, dollars))],
+        routers=[
+            RouterResult(name, dollars if not data.two_model else curve, _numbers(curve, data, dollars))
+        ],
         references=references(data),
         singles={m: {"quality": float(ys[j]), "cost": float(xs[j])} for j, m in enumerate(data.models)},
         operating_point=operating_point(artifact, predicted, routes, data, knob),

@@ -540,8 +540,12 @@ def train_router(
     cost_warning = None
     if data.cost_unit == "$" and not all(m in prices for m in data.models):
         tokens_in = np.array([estimate_prompt_tokens(p) for p in data.prompts], dtype=np.float64)
-        learned_prices, call_costs = estimate_from_calls(data.models, data.cost, tokens_in, data.output_tokens)
-        prices = {m: prices.get(m) or learned_prices[m] for m in data.models if m in prices or m in learned_prices}
+        learned_prices, call_costs = estimate_from_calls(
+            data.models, data.cost, tokens_in, data.output_tokens
+        )
+        prices = {
+            m: prices.get(m) or learned_prices[m] for m in data.models if m in prices or m in learned_prices
+        }
         call_costs = {m: v for m, v in call_costs.items() if m not in prices}
         say(
             "no price table: expected cost per call learned from the rows' recorded costs "
@@ -624,7 +628,6 @@ def train_router(
     table = make_table(selection.oof, np.arange(len(data)))
     if tables:
         table["routes"] = tables
-    key = "threshold" if decision == THRESHOLD else "lambda"
     presets: dict[str, Any] = {}
     for name, share in PRESETS.items():
         target = Target(quality=share)

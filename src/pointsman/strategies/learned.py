@@ -17,9 +17,10 @@ models included) rank models by predicted quality minus lambda times expected do
 never passed over. Two-model routers trained without any cost (tiers ``weak`` and ``strong``)
 send a prompt to the strong tier when its predicted quality gain over the weak tier exceeds the
 threshold (reasons ``strong_needed`` and ``weak_ok``). A model whose cost is unknown (no price in
-the artifact nor on its mapped deployment) is logged as a warning at start-up. The chosen tier's deployments come first,
-the rest follow as fallbacks. numpy and the encoders load when the strategy is built, once per
-artifact per process, never per request and never on `import pointsman`.
+the artifact nor on its mapped deployment) is logged as a warning at start-up. The chosen tier's
+deployments come first, the rest follow as fallbacks. numpy and the encoders load when the
+strategy is built, once per artifact per process, never per request and never on `import
+pointsman`.
 """
 
 from __future__ import annotations
@@ -163,7 +164,9 @@ class LearnedStrategy(Strategy):
                 dep = known.get(names[0]) if names else None
                 if model and dep is not None and (dep.price.input or dep.price.output):
                     self._prices[model] = (dep.price.input, dep.price.output)
-        mapped = {self._abstract[a] for a, names in self.options.mapping.items() if names and a in self._abstract}
+        mapped = {
+            self._abstract[a] for a, names in self.options.mapping.items() if names and a in self._abstract
+        }
         missing = [m for m in art.missing_costs(self._prices) if m in mapped]
         if missing:
             from pointsman.learning.costs import warn_missing
