@@ -6,11 +6,13 @@ single model) are computed from out-of-fold predictions when a router is trained
 artifact, and read back to turn a target into a knob without touching data again.
 
 Promises are made on a confidence bound, not on the table's mean: each knob value's quality
-ratio also gets a one-sided 90% lower bound (``quality_ratio_lower``, the 10th percentile over
-200 bootstrap resamples of the prompts) and its cost ratio a one-sided 90% upper bound
-(``cost_ratio_upper``). A quality target picks the cheapest knob whose *lower bound* reaches it, a
-cost target the best knob whose *upper bound* stays under it, so a stated target holds on new
-prompts like the ones calibrated on about 9 times in 10 or better.
+ratio also gets a one-sided 90% lower prediction bound (``quality_ratio_lower``) for the mean
+over the next `HORIZON` (1,000) prompts drawn like the calibration ones, and its cost ratio the
+matching upper bound (``cost_ratio_upper``). The bound is the mean minus sqrt(1 + n / HORIZON)
+times the distance from the mean to the 10th percentile over 200 bootstrap resamples of the n
+calibration prompts: the resamples measure the uncertainty of the calibration mean, the factor
+adds that of a new batch of HORIZON prompts. A quality target picks the cheapest knob whose
+lower bound reaches it, a cost target the best knob whose upper bound stays under it.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ LAMBDAS = np.concatenate([[0.0], np.logspace(-3, 1.5, 91)])
 # The promise's confidence: one-sided, from this many bootstrap resamples of the prompts.
 CONFIDENCE = 0.90
 RESAMPLES = 200
+# The traffic a promise is made for: the mean over this many new prompts.
+HORIZON = 1000
 
 
 def _bounds(picked: np.ndarray, reference: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """One-sided `CONFIDENCE` (lower, upper) bounds of mean(picked[:, k]) / mean(reference) for
-    each column k, over bootstrap resamples of the rows."""
+    """One-sided `CONFIDENCE` (lower, upper) prediction bounds of mean(picked[:, k]) /
+    mean(reference) over `HORIZON` new rows, for each column k (see the module doc)."""
     n = len(reference)
     if n == 0:
         return np.zeros(picked.shape[1]), np.zeros(picked.shape[1])
@@ -41,7 +45,11 @@ def _bounds(picked: np.ndarray, reference: np.ndarray, seed: int = 0) -> tuple[n
     ratio = (weights @ picked) / np.where(ref > 0, ref, np.nan)[:, None]
     ratio = np.nan_to_num(ratio, nan=0.0)
     tail = (1.0 - CONFIDENCE) * 100
-    return np.percentile(ratio, tail, axis=0), np.percentile(ratio, 100 - tail, axis=0)
+    mean = picked.mean(axis=0) / (reference.mean() or 1.0)
+    widen = np.sqrt(1.0 + n / HORIZON)
+    lower = mean - widen * (mean - np.percentile(ratio, tail, axis=0))
+    upper = mean + widen * (np.percentile(ratio, 100 - tail, axis=0) - mean)
+    return lower, upper
 
 
 class CalibrationError(ValueError):

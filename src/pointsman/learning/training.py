@@ -635,9 +635,19 @@ def train_router(
             preset = knob_for(decision, table, target)
             if tables:
                 preset["routes"] = {r: knob_for(decision, t, target) for r, t in tables.items()}
+            preset["target"] = {"quality": share}
         except ValueError:
-            continue
-        preset["target"] = {"quality": share}
+            if share < 1.0:
+                continue
+            # `best` when 100% is out of reach at the stated confidence: the most the router
+            # can promise, and the promise says so.
+            reach = Target(quality=_best_lower(table))
+            preset = knob_for(decision, table, reach)
+            if tables:
+                preset["routes"] = {
+                    r: knob_for(decision, t, Target(quality=_best_lower(t))) for r, t in tables.items()
+                }
+            preset["target"] = {"quality": round(float(reach.quality or 0.0), 4), "wanted": share}
         presets[name] = preset
     if "balanced" in presets:
         knob = dict(presets["balanced"])
