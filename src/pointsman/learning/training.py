@@ -34,6 +34,7 @@ from pointsman.learning.predictors import (
     MlpPredictor,
     Predictor,
     Standardizer,
+    TaskPredictor,
     TreesPredictor,
     _unit_rows,
 )
@@ -307,6 +308,29 @@ def default_candidates(encoders: Sequence[str]) -> list[Candidate]:
 CLUSTER_SIZES = (10, 20, 40)
 
 
+def task_candidate(name: str, labels: Sequence[str], strength: float = 10.0) -> Candidate:
+    """The task signal (see `TaskPredictor`): a multinomial logistic regression from the prompt
+    to its task label (`labels`, one per row of the whole table), and per-task mean outcomes."""
+
+    def fit(feats: Features, y: np.ndarray, idx: np.ndarray, w: np.ndarray | None) -> Predictor:
+        names = sorted({labels[i] for i in idx})
+        code = {t: k for k, t in enumerate(names)}
+        own = np.array([code[labels[i]] for i in idx], dtype=np.int64)
+        quality = y[idx]
+        overall = quality.mean(axis=0)
+        sums = np.zeros((len(names), y.shape[1]))
+        np.add.at(sums, own, quality)
+        sizes = np.bincount(own, minlength=len(names)).astype(np.float64)[:, None]
+        table = (sums + strength * overall) / (sizes + strength)
+        if len(names) < 2:
+            gate = fit_gate(feats.subset(idx), np.zeros(len(idx), dtype=np.int64), 1)
+        else:
+            gate = fit_gate(feats.subset(idx), own, len(names))
+        return TaskPredictor(gate, table, names)
+
+    return Candidate(name, (), fit)
+
+
 # --------------------------------------------------------------------------- selection
 
 
@@ -441,8 +465,12 @@ def combine(datasets: Sequence[OutcomeData]) -> tuple[OutcomeData, list[np.ndarr
             if sorted(d.models) != sorted(models):
                 raise SystemExit(f"{d.name}: models {d.models} differ from {parts[0].name}: {models}")
     quality, cost, prompts, tokens = [], [], [], []
+    groups: list[str] = []
     index, start = [], 0
     for d in parts:
+        # Task labels: each row's group, else (several datasets) its dataset's name.
+        fallback = d.name if len(parts) > 1 else ""
+        groups.extend([g or fallback for g in d.groups] if d.groups is not None else [fallback] * len(d))
         order = [d.models.index(m) for m in models] if not two else [0, 1]
         quality.append(d.quality[:, order])
         cost.append(d.cost[:, order])
@@ -464,6 +492,7 @@ def combine(datasets: Sequence[OutcomeData]) -> tuple[OutcomeData, list[np.ndarr
         strong=parts[0].strong,
         weak=parts[0].weak,
         cost_unit=parts[0].cost_unit,
+        groups=groups if any(groups) else None,
     )
     return data, index
 
@@ -476,6 +505,19 @@ def fit_gate(feats: Features, labels: np.ndarray, routes: int, c: float = 2.0) -
     sparse = next(iter(feats.sparse), None)
     dense = [] if sparse else list(feats.dense)
     scaler = Standardizer.fit(feats.stack(dense)) if dense else None
+    if routes == 1:  # one label: a constant gate
+        width = feats.sparse[sparse].width if sparse else 0
+        n_dense = 0 if sparse else feats.stack(dense).shape[1]
+        return LinearPredictor(
+            dense,
+            sparse,
+            scaler,
+            1.0,
+            np.zeros((n_dense, 1)),
+            np.zeros((width, 1)) if sparse else None,
+            np.zeros(1),
+            link="softmax",
+        )
     x = feats.sparse[sparse].to_scipy() if sparse else scaler(feats.stack(dense))  # type: ignore[misc]
     model = LogisticRegression(C=c, max_iter=5000).fit(x, labels)
     coef, bias = model.coef_.T, model.intercept_
@@ -558,6 +600,9 @@ def train_router(
     enc = fit_encoders(data.prompts, encoders)
     feats = encode(enc, data.prompts)
     pool = default_candidates(list(enc))
+    if data.groups is not None and len(set(data.groups)) >= 2:
+        # The task signal, where the data name tasks: compared by CV like every other learner.
+        pool.append(task_candidate(f"task({next(iter(enc))})", data.groups))
     if candidates:
         wanted = set(candidates)
         pool = [c for c in pool if c.name in wanted or c.name.split("(")[0] in wanted]
@@ -592,12 +637,17 @@ def train_router(
             say(f"route {name}: selecting on its {len(rows)} prompts")
             part = feats.subset(rows)
             scorer = Scorer(two, [(np.arange(len(rows)), data.quality[rows], data.cost[rows])])
+            # The task signal of a route reads that route's own labels.
+            route_pool = [c for c in pool if not c.name.startswith("task(")]
+            route_labels = [data.groups[i] for i in rows] if data.groups is not None else []
+            if len(set(route_labels)) >= 2 and len(route_pool) < len(pool):
+                route_pool.append(task_candidate(f"task({next(iter(enc))})", route_labels))
             chosen = select(
                 part,
                 data.quality[rows],
                 [data.prompts[i] for i in rows],
                 scorer,
-                pool,
+                route_pool,
                 folds,
                 seed,
                 progress=say,
