@@ -224,3 +224,19 @@ def test_a_router_without_costs_warns_at_start_up(
     messages = [r.message for r in caplog.records if r.message.startswith("learned router")]
     # `b` is priced by its deployment; `a` has no cost anywhere (`c` is not mapped).
     assert messages and "for a;" in messages[0]
+
+
+def test_eval_reports_two_model_cost_in_the_dollars_serving_weighs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = better_and_cheaper(tmp_path / "two.jsonl")
+    folder = _train(path).save(tmp_path / "router")
+    assert learning_main(["eval", str(path), "--router", str(folder), "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)["datasets"]
+    assert report["cost_unit"] == "$"
+    op = report["operating_point"]
+    # The default knob keeps (nearly) every call on the better, cheaper model: no "9564x".
+    assert op["calls"]["sharp"] >= 0.95
+    assert op["cost_ratio"] <= 1.05 and op["quality_ratio"] >= 0.97
+    router = report["routers"][0]
+    assert router["cost_to_95"] is not None and router["cost_to_95"] <= 1.05

@@ -334,6 +334,9 @@ def render(reports: Sequence[DatasetReport], console: Any, groups: bool = False)
                 ("CPT80", "cpt80", _pct),
                 ("CPT95", "cpt95", _pct),
             ]
+            if rep.cost_unit == "$":
+                # The same dollars serving weighs: cost to reach the best single model's quality.
+                columns += [("$@95%", "cost_to_95", _x), ("$@100%", "cost_to_100", _x)]
         else:
             columns = [
                 ("cost@95%", "cost_to_95", _x),
