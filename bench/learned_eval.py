@@ -108,7 +108,9 @@ def paired(
     }
 
 
-def run_dataset(name: str, full: bool, seed: int, resamples: int, say: Any) -> dict[str, Any]:
+def run_dataset(
+    name: str, full: bool, seed: int, resamples: int, say: Any, save: str | None = None
+) -> dict[str, Any]:
     data = load_bundled(name)
     splits = standard_splits(data, seed)
     started = time.perf_counter()
@@ -120,6 +122,11 @@ def run_dataset(name: str, full: bool, seed: int, resamples: int, say: Any) -> d
         progress=say,
     )
     trained_s = time.perf_counter() - started
+    if save:
+        mode = "--full" if full else "(quick)"
+        artifact.meta["command"] = f"python -m bench.learned_eval {mode} --seed {seed} --save DIR ({name})"
+        artifact.meta["split"] = f"train split (test_fraction=0.2, seed={seed}, by prompt)"
+        artifact.save(Path(save) / name)
     test = align(splits.test, artifact)
     if test.cost_unit != "$" and artifact.prices:
         from pointsman.learning.datasets import with_prices
@@ -178,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=500, help="paired bootstrap resamples")
     ap.add_argument("--out", help="write the JSON result here")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--save", metavar="DIR", help="also write each trained router to DIR/<dataset>")
     args = ap.parse_args(argv)
 
     def say(message: str) -> None:
@@ -187,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in [d for d in args.datasets.split(",") if d]:
         print(f"{name}: training on the train split (seed {args.seed}) ...", flush=True)
-        results.append(run_dataset(name, args.full, args.seed, args.bootstrap, say))
+        results.append(run_dataset(name, args.full, args.seed, args.bootstrap, say, args.save))
     doc = {"mode": "full" if args.full else "quick", "results": results}
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

@@ -308,6 +308,12 @@ def default_candidates(encoders: Sequence[str]) -> list[Candidate]:
 CLUSTER_SIZES = (10, 20, 40)
 
 
+def _task_name(encoders: dict[str, Encoder]) -> str:
+    """The task learner's name: the block its classifier reads (the sparse one if any)."""
+    sparse = [n for n, e in encoders.items() if e.sparse]
+    return f"task({sparse[0] if sparse else '+'.join(encoders)})"
+
+
 def task_candidate(name: str, labels: Sequence[str], strength: float = 10.0) -> Candidate:
     """The task signal (see `TaskPredictor`): a multinomial logistic regression from the prompt
     to its task label (`labels`, one per row of the whole table), and per-task mean outcomes."""
@@ -602,7 +608,7 @@ def train_router(
     pool = default_candidates(list(enc))
     if data.groups is not None and len(set(data.groups)) >= 2:
         # The task signal, where the data name tasks: compared by CV like every other learner.
-        pool.append(task_candidate(f"task({next(iter(enc))})", data.groups))
+        pool.append(task_candidate(_task_name(enc), data.groups))
     if candidates:
         wanted = set(candidates)
         pool = [c for c in pool if c.name in wanted or c.name.split("(")[0] in wanted]
@@ -641,7 +647,7 @@ def train_router(
             route_pool = [c for c in pool if not c.name.startswith("task(")]
             route_labels = [data.groups[i] for i in rows] if data.groups is not None else []
             if len(set(route_labels)) >= 2 and len(route_pool) < len(pool):
-                route_pool.append(task_candidate(f"task({next(iter(enc))})", route_labels))
+                route_pool.append(task_candidate(_task_name(enc), route_labels))
             chosen = select(
                 part,
                 data.quality[rows],
