@@ -240,3 +240,30 @@ def test_eval_reports_two_model_cost_in_the_dollars_serving_weighs(
     assert op["cost_ratio"] <= 1.05 and op["quality_ratio"] >= 0.97
     router = report["routers"][0]
     assert router["cost_to_95"] is not None and router["cost_to_95"] <= 1.05
+
+
+def test_calibrate_takes_a_dollar_cost_share_for_a_two_model_router(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(11)
+    rows = []
+    for topic, prompt in _prompts(400, 12):
+        hard = topic in ("maths", "code")
+        rows.append(
+            {
+                "prompt": prompt,
+                "scores": {
+                    "cheap": int(rng.random() < (0.3 if hard else 0.9)),
+                    "dear": int(rng.random() < 0.9),
+                },
+                "costs": {"cheap": 0.001, "dear": 0.01},
+            }
+        )
+    artifact = _train(_write(tmp_path / "two.jsonl", rows))
+    folder = artifact.save(tmp_path / "router")
+    assert learning_main(["calibrate", "--router", str(folder), "--cost-share", "0.6", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert "lambda" in result
+    assert result["expected"]["cost_ratio_upper"] <= 0.6
+    # The strong share is still reported, as a view.
+    assert 0.0 < result["expected"]["strong_share"] < 1.0
