@@ -267,3 +267,17 @@ def test_calibrate_takes_a_dollar_cost_share_for_a_two_model_router(
     assert result["expected"]["cost_ratio_upper"] <= 0.6
     # The strong share is still reported, as a view.
     assert 0.0 < result["expected"]["strong_share"] < 1.0
+
+
+def test_a_threshold_router_never_passes_over_a_strong_tier_that_is_cheaper() -> None:
+    artifact = RouterArtifact.load("default")  # threshold rule: trained before the cost model
+    assert artifact.decision == "threshold"
+    weak, strong = artifact.models
+    text = "What is the capital of France?"
+    knob = artifact.resolve_knob(threshold=0.9)  # far above any gain: always weak, as priced
+    assert artifact.decide(text, knob).model == weak
+    gain = artifact.decide(text, knob).scores["strong_gain"]
+    assert gain > 0
+    # Deployed so that the strong tier is the cheaper one: predicted better and cheaper wins.
+    swapped = {strong: (0.1, 0.1), weak: (5.0, 15.0)}
+    assert artifact.decide(text, knob, prices=swapped).model == strong

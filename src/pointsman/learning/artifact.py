@@ -105,6 +105,13 @@ class RouterArtifact:
         known = {**self.prices, **(prices or {})}
         return [m for m in self.models if m not in known and m not in self.call_costs]
 
+    def _strong_cheaper(self, prices: dict[str, tuple[float, float]] | None) -> bool:
+        """Threshold rule with serving prices for both tiers: is the strong tier the cheaper?"""
+        if not prices or not all(m in prices for m in self.models):
+            return False
+        weak, strong = self.models
+        return sum(prices[strong]) < sum(prices[weak])
+
     def warn_missing_costs(
         self, where: str, prices: dict[str, tuple[float, float]] | None = None
     ) -> str | None:
@@ -221,6 +228,9 @@ class RouterArtifact:
             weak, strong = self.models
             gain = float(pred[1] - pred[0])
             wanted = strong if gain > knob else weak
+            if gain > 0 and self._strong_cheaper(prices):
+                # Dominance: predicted better and cheaper (by the deployments' prices) wins.
+                wanted = strong
             other = weak if wanted == strong else strong
             reason = "strong_needed" if wanted == strong else "weak_ok"
             if wanted not in allowed_set and other in allowed_set:
