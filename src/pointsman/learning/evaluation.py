@@ -371,6 +371,10 @@ def render(reports: Sequence[DatasetReport], console: Any, groups: bool = False)
                 f"{op['quality']:.3f} = {op['quality_ratio']:.1%} of best single at "
                 f"{op['cost_ratio']:.2f}x its cost{share}"
             )
+            promised = (op.get("promised") or {}).get("quality_ratio_lower")
+            if promised is not None:
+                met = "met" if op["quality_ratio"] >= promised - 1e-12 else "NOT met"
+                console.print(f"  promised (one-sided 90% bound): {promised:.1%} of best single: {met}")
         for note in rep.notes:
             console.print(f"  note: {note}")
         if groups and rep.groups:
