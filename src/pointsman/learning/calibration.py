@@ -204,15 +204,14 @@ def knob_for(rule: str, table: dict[str, Any], target: Target) -> dict[str, Any]
                 )
             k = int(hit[0])
         k = max(k, 0)
-        return {
-            "threshold": table["threshold"][k],
-            "expected": {
-                "strong_share": table["share"][k],
-                "quality_ratio": float(kept[k]),
-                "quality_ratio_lower": float(lower[k]),
-                "pgr": table["pgr"][k],
-            },
+        expected = {
+            "strong_share": table["share"][k],
+            "quality_ratio": float(kept[k]),
+            "pgr": table["pgr"][k],
         }
+        if "quality_ratio_lower" in table:  # tables written before the bounds have none
+            expected["quality_ratio_lower"] = float(lower[k])
+        return {"threshold": table["threshold"][k], "expected": expected}
     lambdas = np.array(table["lambda"])
     cost = np.array(table["cost_ratio"])
     kept = np.array(table["quality_ratio"])
@@ -243,12 +242,9 @@ def knob_for(rule: str, table: dict[str, Any], target: Target) -> dict[str, Any]
                 f"{CONFIDENCE:.0%} confidence (at least {upper.min():.1%})"
             )
         k = int(ok[np.argmax(kept[ok])])
-    expected = {
-        "cost_ratio": float(cost[k]),
-        "cost_ratio_upper": float(upper[k]),
-        "quality_ratio": float(kept[k]),
-        "quality_ratio_lower": float(lower[k]),
-    }
+    expected = {"cost_ratio": float(cost[k]), "quality_ratio": float(kept[k])}
+    if "quality_ratio_lower" in table:  # tables written before the bounds have none
+        expected.update({"cost_ratio_upper": float(upper[k]), "quality_ratio_lower": float(lower[k])})
     if share is not None:
         expected["strong_share"] = float(share[k])
     return {"lambda": float(lambdas[k]), "expected": expected}
