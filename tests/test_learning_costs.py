@@ -281,3 +281,25 @@ def test_a_threshold_router_never_passes_over_a_strong_tier_that_is_cheaper() ->
     # Deployed so that the strong tier is the cheaper one: predicted better and cheaper wins.
     swapped = {strong: (0.1, 0.1), weak: (5.0, 15.0)}
     assert artifact.decide(text, knob, prices=swapped).model == strong
+
+
+def test_per_call_costs_with_token_counts_become_per_token_prices(tmp_path: Path) -> None:
+    rng = np.random.default_rng(13)
+    true = {"mini": (0.15, 0.6), "maxi": (2.5, 10.0)}
+    rows = []
+    for _, prompt in _prompts(200, 14):
+        tokens_in = -(-len(prompt) // 4)
+        out = {m: int(rng.integers(50, 400)) for m in true}
+        rows.append(
+            {
+                "prompt": prompt,
+                "scores": {"mini": int(rng.random() < 0.6), "maxi": int(rng.random() < 0.8)},
+                "costs": {m: (tokens_in * p[0] + out[m] * p[1]) / 1e6 for m, p in true.items()},
+                "output_tokens": out,
+            }
+        )
+    artifact = _train(_write(tmp_path / "tokens.jsonl", rows))
+    assert artifact.call_costs == {}
+    for model, (pin, pout) in true.items():
+        assert artifact.prices[model][1] == pytest.approx(pout, rel=0.02)
+        assert artifact.prices[model][0] == pytest.approx(pin, rel=0.25, abs=0.05)
