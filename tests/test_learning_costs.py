@@ -303,3 +303,21 @@ def test_per_call_costs_with_token_counts_become_per_token_prices(tmp_path: Path
     for model, (pin, pout) in true.items():
         assert artifact.prices[model][1] == pytest.approx(pout, rel=0.02)
         assert artifact.prices[model][0] == pytest.approx(pin, rel=0.25, abs=0.05)
+
+
+def test_eval_never_reads_a_strong_share_as_dollars(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        json.dumps({"mistralai/Mixtral-8x7B-Instruct-v0.1": [0.6, 0.6], "gpt-4-1106-preview": [10, 30]})
+    )
+    assert learning_main(["eval", "gsm8k", "--prices", str(prices), "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)["datasets"]
+    assert report["cost_unit"] == "$"
+    for row in report["routers"] + report["references"]:
+        for key in ("cost_to_95", "cost_to_100"):
+            # Multiples of the best single model's dollars: never thousands (issue: "9564x").
+            assert row[key] is None or row[key] <= 1.0 + 1e-9, (row["name"], key, row[key])
+    oracle = next(r for r in report["references"] if r["name"] == "oracle")
+    assert oracle["cost_to_100"] < 0.5

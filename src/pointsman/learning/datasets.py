@@ -252,7 +252,8 @@ def load_dataset(
     (`ingest`: column options for CSV and JSONL files)."""
     text = str(spec)
     if text in BUNDLED:
-        return load_bundled(text)
+        bundled = load_bundled(text)
+        return with_prices(bundled, read_prices(Path(prices))) if prices is not None else bundled
     path = Path(spec)
     if not path.exists():
         raise DatasetError(f"{spec}: no such file or folder, and not a bundled set ({', '.join(BUNDLED)})")

@@ -159,22 +159,33 @@ def cost_curve(
 
 
 def references(data: OutcomeData) -> list[RouterResult]:
+    """Random, the best single model and the oracle on the same prompts. For two models the
+    APGR/CPT view sweeps the strong share; cost figures are in the data's own unit (dollars
+    where it has costs), never a share read as dollars."""
     q, c = data.quality, data.cost
-    if data.two_model:
-        rand = metrics.threshold_curve(np.zeros(len(data)), q)
-        oracle = metrics.threshold_curve(metrics.oracle_scores(q), q)
-    else:
-        rand = metrics.random_curve(c, q)
-        oracle = metrics.lambda_curve(q, c, q)
     xs, ys = metrics.single_points(c, q)
     b = int(np.argmax(ys))
     best = metrics.Curve(np.array([xs[b]]), np.array([ys[b]]))
-    out = [
+    if data.two_model:
+        rand = metrics.threshold_curve(np.zeros(len(data)), q)
+        oracle = metrics.threshold_curve(metrics.oracle_scores(q), q)
+        best_share = metrics.Curve(np.array([float(b)]), np.array([ys[b]]))
+        if data.cost_unit == "$":
+            rand_cost, oracle_cost = metrics.random_curve(c, q), metrics.lambda_curve(q, c, q)
+        else:
+            rand_cost, oracle_cost = rand, oracle
+        return [
+            RouterResult("random", rand, _numbers(rand, data, rand_cost)),
+            RouterResult(f"best single ({data.models[b]})", best, _numbers(best_share, data, best)),
+            RouterResult("oracle", oracle, _numbers(oracle, data, oracle_cost)),
+        ]
+    rand = metrics.random_curve(c, q)
+    oracle = metrics.lambda_curve(q, c, q)
+    return [
         RouterResult("random", rand, _numbers(rand, data)),
         RouterResult(f"best single ({data.models[b]})", best, _numbers(best, data)),
         RouterResult("oracle", oracle, _numbers(oracle, data)),
     ]
-    return out
 
 
 def operating_point(
