@@ -110,7 +110,13 @@ def paired(
 
 
 def run_dataset(
-    name: str, full: bool, seed: int, resamples: int, say: Any, save: str | None = None
+    name: str,
+    full: bool,
+    seed: int,
+    resamples: int,
+    say: Any,
+    save: str | None = None,
+    nested: bool = False,
 ) -> dict[str, Any]:
     data = load_bundled(name)
     splits = standard_splits(data, seed)
@@ -121,6 +127,7 @@ def run_dataset(
         candidates=None if full else QUICK_CANDIDATES,
         seed=seed,
         progress=say,
+        nested=nested,
     )
     trained_s = time.perf_counter() - started
     if save:
@@ -187,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the JSON result here")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--save", metavar="DIR", help="also write each trained router to DIR/<dataset>")
+    ap.add_argument(
+        "--nested", action="store_true", help="calibrate presets on nested out-of-fold predictions"
+    )
     args = ap.parse_args(argv)
 
     def say(message: str) -> None:
@@ -196,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in [d for d in args.datasets.split(",") if d]:
         print(f"{name}: training on the train split (seed {args.seed}) ...", flush=True)
-        results.append(run_dataset(name, args.full, args.seed, args.bootstrap, say, args.save))
-    doc = {"mode": "full" if args.full else "quick", "results": results}
+        results.append(run_dataset(name, args.full, args.seed, args.bootstrap, say, args.save, args.nested))
+    doc = {"mode": "full" if args.full else "quick", "nested": args.nested, "results": results}
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     for r in results:

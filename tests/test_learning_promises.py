@@ -49,3 +49,13 @@ def test_calibrating_on_training_rows_warns_loudly(
     clean = json.loads(capsys.readouterr().out)
     assert clean["warnings"] == []
     assert "one-sided 90%" in clean["confidence"]
+
+
+def test_nested_calibration_trains_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "router"
+    args = ["train", "gsm8k", "--out", str(out), "--encoders", "tfidf", "--candidates", "linear(tfidf)"]
+    assert learning_main([*args, "--folds", "3", "--nested-calibration", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["presets"]
+    artifact = RouterArtifact.load(out)
+    assert artifact.meta["calibration"].startswith("nested out-of-fold predictions")
+    assert "balanced" in artifact.presets

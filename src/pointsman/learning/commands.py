@@ -42,6 +42,12 @@ def register(subparsers: Any) -> None:
         help="one route per dataset: its own expert and knob, and a gate that picks the route",
     )
     t.add_argument("--prices", help="JSON {model: {input_price, output_price}} in $ per million tokens")
+    t.add_argument(
+        "--nested-calibration",
+        action="store_true",
+        help="calibrate presets on nested out-of-fold predictions (learner selection redone in "
+        "each outer fold; about FOLDS times the training time)",
+    )
     _ingest_arguments(t)
     logs = t.add_argument_group(
         "from logs",
@@ -274,6 +280,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             routes=args.routes,
             progress=show_progress,
             meta=meta,
+            nested=args.nested_calibration,
         )
     folder = artifact.save(args.out)
     report = {

@@ -553,6 +553,7 @@ def train_router(
     progress: Progress | None = None,
     meta: dict[str, Any] | None = None,
     routes: bool = False,
+    nested: bool = False,
 ) -> tuple[Any, Selection]:
     """Train a router artifact on `datasets` (their training splits: nothing here holds out
     a test set). Returns the artifact and the selection report.
@@ -681,7 +682,12 @@ def train_router(
         selection = select(feats, data.quality, data.prompts, scorer, pool, folds, seed, progress=say)
         predictor = selection.predictor
         tables = {}
-    table = make_table(selection.oof, np.arange(len(data)))
+    calibration_oof = selection.oof
+    if nested and not route_names:
+        # Calibrate on predictions of the whole procedure (selection included) for prompts it
+        # never saw: the plain out-of-fold blend was chosen on those same predictions.
+        calibration_oof = _nested_oof(feats, data, index, two, pool, folds, seed, say)
+    table = make_table(calibration_oof, np.arange(len(data)))
     if tables:
         table["routes"] = tables
     presets: dict[str, Any] = {}
@@ -733,7 +739,12 @@ def train_router(
         else "recorded per-call costs"
         if call_costs
         else "none",
-        "calibration": "out-of-fold predictions; targets met on one-sided 90% bootstrap bounds",
+        "calibration": (
+            "nested out-of-fold predictions (selection redone in each outer fold)"
+            if nested and not route_names
+            else "out-of-fold predictions"
+        )
+        + "; targets met on one-sided 90% bootstrap prediction bounds",
         "mean_quality": {m: float(v) for m, v in zip(data.models, data.quality.mean(axis=0), strict=True)},
     }
     if cost_warning:
@@ -755,6 +766,48 @@ def train_router(
         decision=decision,
     )
     return artifact, selection
+
+
+def _nested_oof(
+    feats: Features,
+    data: OutcomeData,
+    index: Sequence[np.ndarray],
+    two: bool,
+    pool: Sequence[Candidate],
+    folds: int,
+    seed: int,
+    say: Progress,
+) -> np.ndarray:
+    """Predictions for every row by the whole selection procedure (cross-validation, greedy
+    ensemble, refit) run without that row's outer fold."""
+    outer = fold_ids(data.prompts, folds, seed + 1)
+    position = np.full(len(data), -1)
+    out = np.zeros_like(data.quality, dtype=np.float64)
+    for k in range(folds):
+        fit_rows, held = np.flatnonzero(outer != k), np.flatnonzero(outer == k)
+        position[:] = -1
+        position[fit_rows] = np.arange(len(fit_rows))
+        parts = [
+            (position[i[outer[i] != k]], data.quality[i[outer[i] != k]], data.cost[i[outer[i] != k]])
+            for i in index
+        ]
+        say(f"nested calibration: outer fold {k + 1}/{folds}")
+        # The task learner reads labels by row: give it this fold's.
+        inner_pool = [c for c in pool if not c.name.startswith("task(")]
+        for c in pool:
+            if c.name.startswith("task(") and data.groups is not None:
+                inner_pool.append(task_candidate(c.name, [data.groups[i] for i in fit_rows]))
+        inner = select(
+            feats.subset(fit_rows),
+            data.quality[fit_rows],
+            [data.prompts[i] for i in fit_rows],
+            Scorer(two, parts),
+            inner_pool,
+            folds,
+            seed,
+        )
+        out[held] = inner.predictor.predict(feats.subset(held))
+    return out
 
 
 def _best_lower(table: dict[str, Any]) -> float:
