@@ -124,9 +124,11 @@ def test_a_strong_share_target_holds_on_held_out_prompts(dataset: str) -> None:
 
 def test_targets_that_do_not_fit_the_router_are_refused() -> None:
     artifact = RouterArtifact.load("default")
-    with pytest.raises(CalibrationError, match="use strong_share"):
-        artifact.resolve_knob(target=Target(cost_share=0.3))
-    with pytest.raises(ArtifactError, match="use threshold"):
+    # The shipped two-model router predates the cost model: its cost axis is the strong share,
+    # so a cost share is read as one.
+    by_cost = artifact.resolve_knob(target=Target(cost_share=0.3))
+    assert by_cost.value == artifact.resolve_knob(target=Target(strong_share=0.3)).value
+    with pytest.raises(ArtifactError, match="takes a threshold"):
         artifact.resolve_knob(lam=0.5)
     with pytest.raises(CalibrationError, match="exactly one target"):
         Target(strong_share=0.3, quality=0.9)
@@ -162,7 +164,9 @@ def test_routed_router_gives_each_route_its_own_expert_and_knob(tmp_path: Path) 
     word_problem = "Tom has 3 boxes of 12 pencils and gives away 7. How many pencils are left?"
     choice = artifact.decide(word_problem, knob)
     assert choice.route == "gsm8k"
-    assert choice.scores["threshold"] == knob.routes["gsm8k"]
+    # Trained with the bundled sets' list prices, the router weighs dollars: its knob is lambda.
+    assert artifact.decision == "utility"
+    assert choice.scores["lambda"] == knob.routes["gsm8k"]
     artifact.save(tmp_path / "routed")
     again = RouterArtifact.load(tmp_path / "routed")
     prompts = maths.prompts[:30] + exams.prompts[:30]

@@ -111,8 +111,8 @@ def test_no_user_text_sends_strongest_first() -> None:
         ({"mapping": {"strong": ["huge"], "weak": ["small"]}}, "unknown deployment 'huge'"),
         ({"mapping": MAPPING, "threshold": 0.1, "target": {"strong_share": 0.3}}, "at most one of"),
         (
-            {"mapping": MAPPING, "target": {"cost_share": 0.3}},
-            "models.auto.options.target: cost_share applies",
+            {"mapping": MAPPING, "target": {"quality": 1.4}},
+            "models.auto.options.target: no threshold keeps 140%",
         ),
         ({"mapping": MAPPING, "target": {"strong_share": 0.3, "quality": 0.9}}, "exactly one of"),
         ({"mapping": MAPPING, "artifact": "/no/such/router"}, "models.auto.options.artifact:"),

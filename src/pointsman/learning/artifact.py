@@ -1,13 +1,17 @@
 """A trained router on disk: ``router.json`` (everything readable) beside ``arrays.npz`` (the
 numbers), loaded without pickle and run with numpy alone.
 
-Two kinds:
+Two kinds: ``two_model`` (abstract tiers ``weak`` and ``strong``, the strong one the more
+accurate in training) and ``multi_model`` (any number of named models). Two decision rules:
 
-- ``two_model``: abstract tiers ``weak`` and ``strong``; the score is the predicted quality
-  gained by calling the strong model (``strong_gain``); above the threshold, strong.
-- ``multi_model``: any number of named models with prices; the choice is
-  argmax(predicted quality - lambda x expected cost / cost_ref), expected cost from prices,
-  the prompt's tokens and each model's expected output length.
+- ``utility`` (every router whose models' costs are known, and every many-model router): the
+  choice is argmax(predicted quality - lambda x expected dollars per call / cost_ref), expected
+  dollars from `pointsman.learning.costs` (prices, the prompt's tokens and each model's expected
+  output length, or a per-call cost learned from recorded costs). With lambda >= 0 a model that
+  is predicted both better and cheaper always wins over the other.
+- ``threshold`` (two-model routers trained without any cost, and artifacts written before the
+  cost model): strong when its predicted quality gain over weak exceeds the threshold; the cost
+  axis is then the share of strong calls.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from pointsman.learning.calibration import Knob, Target, knob_for
+from pointsman.learning.costs import CostModel, warn_missing
 from pointsman.learning.datasets import CHARS_PER_TOKEN
 from pointsman.learning.encoders import CachedEncoder, Encoder, build_encoder
 from pointsman.learning.predictors import ArtifactError as ArtifactError  # re-exported
@@ -37,6 +42,8 @@ FORMAT = "pointsman-router"
 VERSION = 1
 TWO_MODEL = "two_model"
 MULTI_MODEL = "multi_model"
+UTILITY = "utility"
+THRESHOLD = "threshold"
 
 
 @dataclass
@@ -65,12 +72,51 @@ class RouterArtifact:
     calibration: dict[str, Any] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    call_costs: dict[str, float] = field(default_factory=dict)
+    decision: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in (TWO_MODEL, MULTI_MODEL):
             raise ArtifactError(f"unknown router kind {self.kind!r}")
         if self.kind == TWO_MODEL and len(self.models) != 2:
             raise ArtifactError("a two-model router needs exactly two models (weak, strong)")
+        if not self.decision:
+            self.decision = THRESHOLD if self.kind == TWO_MODEL else UTILITY
+        if self.decision not in (UTILITY, THRESHOLD) or (
+            self.kind == MULTI_MODEL and self.decision != UTILITY
+        ):
+            raise ArtifactError(f"unknown decision rule {self.decision!r} for a {self.kind} router")
+
+    @property
+    def knob_key(self) -> str:
+        """``threshold`` (threshold rule) or ``lambda`` (utility rule)."""
+        return "threshold" if self.decision == THRESHOLD else "lambda"
+
+    @property
+    def costs(self) -> CostModel:
+        return CostModel(
+            list(self.models), dict(self.prices), dict(self.call_costs), dict(self.output_tokens)
+        )
+
+    def missing_costs(self, prices: dict[str, tuple[float, float]] | None = None) -> list[str]:
+        """Models whose cost per call this router does not know (with `prices` added)."""
+        if self.decision == THRESHOLD:
+            return []  # the threshold rule never weighs cost: its cost axis is the strong share
+        known = {**self.prices, **(prices or {})}
+        return [m for m in self.models if m not in known and m not in self.call_costs]
+
+    def _strong_cheaper(self, prices: dict[str, tuple[float, float]] | None) -> bool:
+        """Threshold rule with serving prices for both tiers: is the strong tier the cheaper?"""
+        if not prices or not all(m in prices for m in self.models):
+            return False
+        weak, strong = self.models
+        return sum(prices[strong]) < sum(prices[weak])
+
+    def warn_missing_costs(
+        self, where: str, prices: dict[str, tuple[float, float]] | None = None
+    ) -> str | None:
+        """Log a warning naming models without a known cost; the message, or None."""
+        return warn_missing(where, self.missing_costs(prices))
 
     # ------------------------------------------------------------------ prediction
 
@@ -118,12 +164,9 @@ class RouterArtifact:
         prices: dict[str, tuple[float, float]] | None = None,
     ) -> np.ndarray:
         """Expected dollars of one call to each model: prompt tokens plus the expected output
-        length, at `prices` where given, else the artifact's."""
-        out = np.empty(len(self.models))
-        for j, m in enumerate(self.models):
-            pin, pout = (prices or {}).get(m) or self.prices.get(m, (0.0, 0.0))
-            out[j] = (prompt_tokens * pin + self.output_tokens.get(m, 256.0) * pout) / 1e6
-        return out
+        length, at `prices` where given, else the artifact's prices, else its per-call costs
+        (0 where none is known: see `missing_costs`)."""
+        return self.costs.expected(prompt_tokens, prices)
 
     def resolve_knob(
         self,
@@ -135,11 +178,14 @@ class RouterArtifact:
         """The threshold (two models) or lambda (many) to use, per route where the router has
         routes: explicit (the same for every route), from a target via the stored calibration
         tables, from a named preset, or the artifact's default."""
-        key = "threshold" if self.kind == TWO_MODEL else "lambda"
-        if self.kind == TWO_MODEL and lam is not None:
-            raise ArtifactError("lambda applies to many-model routers; use threshold")
-        if self.kind == MULTI_MODEL and threshold is not None:
-            raise ArtifactError("threshold applies to two-model routers; use lambda")
+        key = self.knob_key
+        if key == "threshold" and lam is not None:
+            raise ArtifactError("lambda applies to routers that weigh cost; this one takes a threshold")
+        if key == "lambda" and threshold is not None:
+            raise ArtifactError(
+                "threshold applies to two-model routers trained without costs; this one weighs "
+                "dollars: use lambda, a target or a preset"
+            )
         if threshold is not None:
             return Knob(float(threshold))
         if lam is not None:
@@ -149,8 +195,8 @@ class RouterArtifact:
                 raise ArtifactError("this artifact has no calibration table; give the knob explicitly")
             tables = self.calibration.get("routes", {})
             return Knob(
-                float(knob_for(self.kind, self.calibration, target)[key]),
-                {r: float(knob_for(self.kind, t, target)[key]) for r, t in tables.items()},
+                float(knob_for(self.decision, self.calibration, target)[key]),
+                {r: float(knob_for(self.decision, t, target)[key]) for r, t in tables.items()},
             )
         chosen = self.knob
         if preset is not None:
@@ -178,10 +224,13 @@ class RouterArtifact:
             knob = knob.for_route(route)
         predicted = {m: float(p) for m, p in zip(self.models, pred, strict=True)}
         allowed_set = set(self.models if allowed is None else allowed)
-        if self.kind == TWO_MODEL:
+        if self.decision == THRESHOLD:
             weak, strong = self.models
             gain = float(pred[1] - pred[0])
             wanted = strong if gain > knob else weak
+            if gain > 0 and self._strong_cheaper(prices):
+                # Dominance: predicted better and cheaper (by the deployments' prices) wins.
+                wanted = strong
             other = weak if wanted == strong else strong
             reason = "strong_needed" if wanted == strong else "weak_ok"
             if wanted not in allowed_set and other in allowed_set:
@@ -206,6 +255,10 @@ class RouterArtifact:
         reason = "best_quality" if predicted[chosen] >= best_quality - 1e-12 else "cheaper_enough"
         scores = {m: float(utility[j]) for j, m in enumerate(self.models)}
         scores["lambda"] = knob
+        for j, m in enumerate(self.models):
+            scores[f"cost:{m}"] = float(cost[j])
+        if self.kind == TWO_MODEL:
+            scores["strong_gain"] = float(pred[1] - pred[0])
         return Choice(chosen, ranking, reason, predicted, scores, route)
 
     def decide_batch(
@@ -226,7 +279,7 @@ class RouterArtifact:
         """Chosen model index per row from predictions already made."""
         k = knob if isinstance(knob, Knob) else Knob(float(knob))
         values = np.array([k.for_route(r) for r in routes])
-        if self.kind == TWO_MODEL:
+        if self.decision == THRESHOLD:
             picks: np.ndarray = (pred[:, 1] - pred[:, 0] > values).astype(np.int64)
             return picks
         if cost is None:
@@ -257,7 +310,9 @@ class RouterArtifact:
             "models": self.models,
             "tiers": self.tiers,
             "routes": self.routes,
+            "decision": self.decision,
             "prices": {m: list(p) for m, p in self.prices.items()},
+            "call_costs": self.call_costs,
             "output_tokens": self.output_tokens,
             "cost_ref": self.cost_ref,
             "knob": self.knob,
@@ -304,6 +359,8 @@ class RouterArtifact:
             calibration=dict(doc.get("calibration", {})),
             presets=dict(doc.get("presets", {})),
             meta=dict(doc.get("meta", {})),
+            call_costs={m: float(v) for m, v in doc.get("call_costs", {}).items()},
+            decision=str(doc.get("decision", "")),
         )
 
 

@@ -42,6 +42,13 @@ def register(subparsers: Any) -> None:
         help="one route per dataset: its own expert and knob, and a gate that picks the route",
     )
     t.add_argument("--prices", help="JSON {model: {input_price, output_price}} in $ per million tokens")
+    t.add_argument(
+        "--nested-calibration",
+        action="store_true",
+        help="calibrate presets on nested out-of-fold predictions (learner selection redone in "
+        "each outer fold; about FOLDS times the training time)",
+    )
+    _ingest_arguments(t)
     logs = t.add_argument_group(
         "from logs",
         "--from-logs trains on the router's own records joined to their feedback (POST /v1/feedback): "
@@ -80,6 +87,7 @@ def register(subparsers: Any) -> None:
     e.add_argument("--groups", action="store_true", help="print per-group (e.g. per-subject) results")
     e.add_argument("--plot", help="write a PNG of the curves here (needs matplotlib)")
     e.add_argument("--prices", help="JSON prices for datasets without costs")
+    _ingest_arguments(e)
     e.add_argument("--curves", action="store_true", help="include the curves in --json output")
     e.add_argument(
         "--bootstrap", type=int, default=0, metavar="N", help="90%% intervals from N resamples of the prompts"
@@ -99,7 +107,10 @@ def register(subparsers: Any) -> None:
         "--strong-share", type=float, help="two models: at most this share of calls to the strong model"
     )
     goal.add_argument(
-        "--cost-share", type=float, help="many models: at most this share of the best model's cost"
+        "--cost-share",
+        type=float,
+        help="at most this share of the best single model's cost (dollars where costs are known, "
+        "else the strong-call share)",
     )
     goal.add_argument(
         "--quality", type=float, help="keep this share of the best single model's quality at least cost"
@@ -115,6 +126,7 @@ def register(subparsers: Any) -> None:
     )
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--test-fraction", type=float, default=0.2)
+    _ingest_arguments(c)
     c.add_argument(
         "--write", action="store_true", help="store the knob in the artifact (as default, or under --preset)"
     )
@@ -131,16 +143,69 @@ def register(subparsers: Any) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
+def _ingest_arguments(parser: Any) -> None:
+    g = parser.add_argument_group(
+        "reading CSV/JSONL files",
+        "column options for your own outcome files (see docs/learned-routing.md: RouterBench and "
+        "RouterDC layouts)",
+    )
+    g.add_argument("--prompt-column", default="prompt", help="the column (JSONL: key) holding the prompt")
+    g.add_argument(
+        "--model-columns", default="", help="comma-separated model quality columns (default: all others)"
+    )
+    g.add_argument("--ignore-columns", default="", help="comma-separated columns that are not models")
+    g.add_argument("--group-column", default="group", help="the task/group column (e.g. eval_name, dataset)")
+    g.add_argument(
+        "--cost-columns",
+        default="{model}_cost",
+        help="per-call dollar cost column, {model} standing for the model column (e.g. '{model}|total_cost')",
+    )
+    g.add_argument(
+        "--quality-range",
+        help="LOW,HIGH: the range quality is given in (e.g. 1,10), scaled to 0..1; values outside "
+        "are clipped with a warning",
+    )
+
+
+def _ingest(args: argparse.Namespace) -> Any:
+    from pointsman.learning.datasets import DatasetError, Ingest
+
+    rng = None
+    if getattr(args, "quality_range", None):
+        try:
+            lo, hi = (float(v) for v in args.quality_range.split(","))
+        except ValueError:
+            raise DatasetError(f"--quality-range: expected LOW,HIGH, got {args.quality_range!r}") from None
+        rng = (lo, hi)
+    return Ingest(
+        prompt=args.prompt_column,
+        models=[m for m in args.model_columns.split(",") if m] or None,
+        ignore=[m for m in args.ignore_columns.split(",") if m],
+        group=args.group_column,
+        cost=args.cost_columns,
+        quality_range=rng,
+    )
+
+
+def _held_out_warning(spec: str, total: int, kept: int, what: str) -> str | None:
+    """The warning for a user's own file of which only part is used (None for bundled sets)."""
+    from pointsman.learning.datasets import BUNDLED
+
+    if spec in BUNDLED or kept == total:
+        return None
+    return f"{spec}: {what} {kept} of its {total} rows"
+
+
 def _err_console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
 
 
-def _load(spec: str, prices: str | None) -> Any:
+def _load(spec: str, prices: str | None, ingest: Any = None) -> Any:
     from pointsman.learning.datasets import load_dataset
 
-    return load_dataset(spec, prices)
+    return load_dataset(spec, prices, ingest)
 
 
 def _rows(data: Any, split: str, seed: int, fraction: float) -> Any:
@@ -174,11 +239,21 @@ def cmd_train(args: argparse.Namespace) -> int:
             "give the outcome data to train on (e.g. mmlu gsm8k, or a file), or --from-logs", args.json
         )
     console = _err_console()
+    warnings: list[str] = []
     try:
-        datasets = [
-            _rows(_load(d, args.prices), "all" if args.all_data else "train", args.seed, args.test_fraction)
-            for d in args.data
-        ]
+        ingest = _ingest(args)
+        datasets = []
+        for d in args.data:
+            whole = _load(d, args.prices, ingest)
+            part = _rows(whole, "all" if args.all_data else "train", args.seed, args.test_fraction)
+            warnings += [n[len("warning: ") :] for n in whole.notes if n.startswith("warning: ")]
+            held = _held_out_warning(d, len(whole), len(part), "training on the seeded train split:")
+            if held:
+                left = len(whole) - len(part)
+                held += f" ({left} held out for `pointsman eval`; --all-data trains on every row)"
+                warnings.append(held)
+                console.print(f"[yellow]warning:[/yellow] {held}")
+            datasets.append(part)
     except DatasetError as exc:
         return _fail(str(exc), args.json)
     meta = {
@@ -205,6 +280,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             routes=args.routes,
             progress=show_progress,
             meta=meta,
+            nested=args.nested_calibration,
         )
     folder = artifact.save(args.out)
     report = {
@@ -220,6 +296,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "route_selection": artifact.meta.get("routes", {}),
         "knob": artifact.knob,
         "presets": artifact.presets,
+        "warnings": warnings + artifact.meta.get("warnings", []),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -396,7 +473,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     reports = []
     cache: dict[str, Any] = {}
     try:
-        loaded = [_load(d, args.prices) for d in args.data]
+        ingest = _ingest(args)
+        loaded = [_load(d, args.prices, ingest) for d in args.data]
     except DatasetError as exc:
         return _fail(str(exc), args.json)
     with Progress(
@@ -407,9 +485,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         console=console,
         transient=True,
     ) as progress:
-        for data in loaded:
+        for spec, data in zip(args.data, loaded, strict=True):
             splits = standard_splits(data, args.seed, args.test_fraction)
             rows = {"test": splits.test, "train": splits.train, "all": data}[args.split]
+            held = _held_out_warning(
+                spec, len(data), len(rows), f"scoring only the seeded {args.split} split:"
+            )
+            if held:
+                held += " (--split all scores every row; only rows the router never trained on are honest)"
+                console.print(f"[yellow]warning:[/yellow] {held}")
+                data.notes.append(f"warning: {held}")
+                rows.notes.append(f"warning: {held}")
             try:
                 if args.router == "train":
                     from pointsman.learning.training import train_router
@@ -478,20 +564,46 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         target = Target(strong_share=args.strong_share, cost_share=args.cost_share, quality=args.quality)
         folder = resolve_artifact(args.router)
         artifact = RouterArtifact.load(folder)
+        cost_warning = artifact.warn_missing_costs("calibrate")
         table = artifact.calibration
         source = "stored tables (out-of-fold predictions on the training data)"
+        in_sample = None
         if args.data:
-            parts = [
-                align(_rows(_load(d, None), args.split, args.seed, args.test_fraction), artifact)
-                for d in args.data
-            ]
+            from pointsman.learning.datasets import with_prices
+            from pointsman.learning.evaluation import serving_costs
+
+            loaded = [_load(d, None, _ingest(args)) for d in args.data]
+            trained = {t.get("name") for t in artifact.meta.get("trained_on", [])}
+            all_rows = str(artifact.meta.get("split", "")).startswith("all")
+            overlap = [d.name for d in loaded if d.name in trained and (args.split != "test" or all_rows)]
+            if overlap:
+                in_sample = (
+                    f"calibrating on rows the router was trained on ({', '.join(overlap)}, {args.split} "
+                    "rows): its predictions there are in-sample and optimistic, so the knob will "
+                    "over-promise on new traffic. Use --split test, your own held-out traffic, or the "
+                    "stored out-of-fold tables (no --data)."
+                )
+                _err_console().print(f"[bold red]warning:[/bold red] {in_sample}")
+            parts = []
+            for d in loaded:
+                part = align(_rows(d, args.split, args.seed, args.test_fraction), artifact)
+                if (
+                    part.cost_unit != "$"
+                    and artifact.prices
+                    and all(m in artifact.prices for m in part.models)
+                ):
+                    part = with_prices(part, artifact.prices)
+                parts.append(part)
             data, _ = combine(parts)
             pred, routes = predict_all(artifact, data.prompts)
+            decide = serving_costs(artifact, data.prompts)
 
             def make(rows: Any) -> dict[str, Any]:
-                if artifact.kind == "two_model":
+                if artifact.decision == "threshold":
                     return two_model_table(pred[rows, 1] - pred[rows, 0], data.quality[rows])
-                return multi_model_table(pred[rows], data.cost[rows], data.quality[rows])
+                return multi_model_table(
+                    pred[rows], data.cost[rows], data.quality[rows], decide[rows], artifact.cost_ref
+                )
 
             import numpy as np
 
@@ -504,8 +616,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             if per_route:
                 table["routes"] = per_route
             source = f"{', '.join(args.data)} ({args.split} rows, {len(data)} prompts)"
-        knob = knob_for(artifact.kind, table, target)
-        route_knobs = {r: knob_for(artifact.kind, t, target) for r, t in table.get("routes", {}).items()}
+        knob = knob_for(artifact.decision, table, target)
+        route_knobs = {r: knob_for(artifact.decision, t, target) for r, t in table.get("routes", {}).items()}
     except (ArtifactError, CalibrationError, DatasetError) as exc:
         return _fail(str(exc), args.json)
     if route_knobs:
@@ -517,6 +629,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         "target": target.describe(),
         "source": source,
         **knob,
+        "confidence": "quality targets on a one-sided 90% bootstrap lower bound, cost targets on the upper",
+        "warnings": [w for w in (cost_warning, in_sample) if w],
     }
     if args.write:
         if args.preset:
@@ -530,7 +644,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        key = "threshold" if artifact.kind == "two_model" else "lambda"
+        key = artifact.knob_key
         print(f"{target.describe()}: {key} = {knob[key]:.6g}  (from {source})")
         print("expected: " + ", ".join(f"{k} {v:.3f}" for k, v in knob["expected"].items()))
         for r, k in route_knobs.items():
@@ -540,6 +654,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"config: options: {{artifact: {args.router}, target: {json.dumps(t)}}}")
         if args.write:
             print(f"wrote {result['written']}")
+        for warning in result["warnings"]:
+            print(f"WARNING: {warning}")
     return 0
 
 

@@ -13,6 +13,14 @@ Formats read (see docs/learned-routing.md for the generic ones):
   ``"costs"``, ``"output_tokens"`` (both ``{model: number}``) and ``"group"``;
 - generic CSV: ``prompt``, one quality column per model, optional ``group``, ``<model>_cost`` and
   ``<model>_output_tokens`` columns.
+
+Other layouts load with `Ingest` options (the CLI's ``--prompt-column``, ``--model-columns``,
+``--ignore-columns``, ``--group-column``, ``--cost-columns``, ``--quality-range``), e.g.
+RouterBench's CSV (``prompt``, ``eval_name``, ``<model>``, ``<model>|model_response``,
+``<model>|total_cost``) with ``--group-column eval_name --cost-columns '{model}|total_cost'
+--ignore-columns sample_id,oracle_model_to_route_to``, and RouterDC-style CSVs (``question``,
+one score column per model, a ``dataset`` task column) with ``--prompt-column question
+--group-column dataset``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import csv
 import gzip
 import hashlib
 import json
+import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -30,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger("pointsman.learning")
 
 # Characters per token, the same rule as `pointsman.signals.CHARS_PER_TOKEN`.
 CHARS_PER_TOKEN = 4
@@ -42,6 +53,78 @@ _RESERVED_COLUMNS = {"prompt", "group", "id"}
 
 class DatasetError(ValueError):
     """A dataset that cannot be read; the message names the file and what is wrong."""
+
+
+# Column suffixes that belong to a model column and are never models themselves.
+_DERIVED_SUFFIXES = ("_response", "_cost", "_output_tokens", "|model_response", "|total_cost")
+
+
+@dataclass
+class Ingest:
+    """How to read a user's CSV or JSONL: which column holds the prompt, which hold each
+    model's quality (default: every column not otherwise named), which to ignore, the task or
+    group column, where per-call costs are (``{model}`` stands for the model column) and the
+    range quality is given in (scaled to 0..1; values outside it are clipped with a warning)."""
+
+    prompt: str = "prompt"
+    models: list[str] | None = None
+    ignore: list[str] = field(default_factory=list)
+    group: str = "group"
+    cost: str = "{model}_cost"
+    quality_range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.quality_range is not None:
+            lo, hi = self.quality_range
+            if not hi > lo:
+                raise DatasetError(f"quality range must be LOW,HIGH with HIGH > LOW, got {lo},{hi}")
+
+    def model_columns(self, columns: Sequence[str], where: str) -> list[str]:
+        if self.models:
+            missing = [m for m in self.models if m not in columns]
+            if missing:
+                raise DatasetError(f"{where}: no column {', '.join(missing)} (columns: {', '.join(columns)})")
+            return list(self.models)
+        reserved = _RESERVED_COLUMNS | {self.prompt, self.group, *self.ignore}
+        found = [c for c in columns if c not in reserved and not c.endswith(_DERIVED_SUFFIXES)]
+        costs = {self.cost.format(model=m) for m in found}
+        return [c for c in found if c not in costs]
+
+
+class _Clipper:
+    """Scales raw quality to 0..1 by the ingest range and counts what had to be clipped."""
+
+    def __init__(self, ingest: Ingest | None) -> None:
+        self.range = ingest.quality_range if ingest else None
+        self.clipped = 0
+
+    def __call__(self, raw: Any, where: str) -> float:
+        if self.range is None:
+            return _quality_value(raw, where)
+        lo, hi = self.range
+        value = _number(raw, where)
+        scaled = (value - lo) / (hi - lo)
+        if not 0.0 <= scaled <= 1.0:
+            self.clipped += 1
+            scaled = min(1.0, max(0.0, scaled))
+        return scaled
+
+
+def _number(raw: Any, where: str) -> float:
+    if isinstance(raw, bool):
+        return 1.0 if raw else 0.0
+    text = str(raw).strip().lower()
+    if text in ("true", "yes"):
+        return 1.0
+    if text in ("false", "no"):
+        return 0.0
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: quality must be a number or True/False, got {raw!r}") from None
+    if math.isnan(value):
+        raise DatasetError(f"{where}: quality is NaN")
+    return value
 
 
 @dataclass
@@ -162,11 +245,15 @@ def standard_splits(data: OutcomeData, seed: int = 0, test_fraction: float = 0.2
 # --------------------------------------------------------------------------- loading
 
 
-def load_dataset(spec: str | Path, prices: str | Path | None = None) -> OutcomeData:
-    """Load a bundled set by name, or a file/folder in one of the formats in the module doc."""
+def load_dataset(
+    spec: str | Path, prices: str | Path | None = None, ingest: Ingest | None = None
+) -> OutcomeData:
+    """Load a bundled set by name, or a file/folder in one of the formats in the module doc
+    (`ingest`: column options for CSV and JSONL files)."""
     text = str(spec)
     if text in BUNDLED:
-        return load_bundled(text)
+        bundled = load_bundled(text)
+        return with_prices(bundled, read_prices(Path(prices))) if prices is not None else bundled
     path = Path(spec)
     if not path.exists():
         raise DatasetError(f"{spec}: no such file or folder, and not a bundled set ({', '.join(BUNDLED)})")
@@ -180,11 +267,11 @@ def load_dataset(spec: str | Path, prices: str | Path | None = None) -> OutcomeD
         else:
             raise DatasetError(f"{path}: folder holds no recognised outcome files")
     elif path.name.endswith((".jsonl", ".jsonl.gz")):
-        data = load_jsonl(path)
+        data = load_jsonl(path, ingest)
     elif path.suffix == ".json":
         data = load_llmrouter(path)
-    elif path.suffix == ".csv":
-        data = load_routellm_csvs([path], name=path.stem)
+    elif path.name.endswith((".csv", ".csv.gz")):
+        data = load_routellm_csvs([path], name=path.name.split(".")[0], ingest=ingest)
     else:
         raise DatasetError(f"{path}: unknown format (expected .jsonl, .jsonl.gz, .json or .csv)")
     if prices is not None:
@@ -216,7 +303,10 @@ def _quality_value(raw: Any, where: str) -> float:
                 f"{where}: quality must be a number in 0..1 or True/False, got {raw!r}"
             ) from None
     if not 0.0 <= value <= 1.0 or math.isnan(value):
-        raise DatasetError(f"{where}: quality must be in 0..1, got {raw!r}")
+        raise DatasetError(
+            f"{where}: quality must be in 0..1, got {raw!r} (give --quality-range LOW,HIGH to scale "
+            "another range; values outside it are clipped with a warning)"
+        )
     return value
 
 
@@ -233,10 +323,14 @@ def _contaminated(folder: Path) -> set[str]:
     return out
 
 
-def load_routellm_csvs(paths: Sequence[Path], name: str | None = None) -> OutcomeData:
-    """RouteLLM CSVs (also the generic CSV format). Contaminated prompts listed next to the
-    files are dropped; the group is the subject taken from ``mmlu_<subject>.csv``."""
+def load_routellm_csvs(
+    paths: Sequence[Path], name: str | None = None, ingest: Ingest | None = None
+) -> OutcomeData:
+    """RouteLLM CSVs (also the generic CSV format, and other layouts through `ingest`).
+    Contaminated prompts listed next to the files are dropped; the group is the subject taken
+    from ``mmlu_<subject>.csv``."""
     csv.field_size_limit(sys.maxsize)
+    cols = ingest or Ingest()
     models: list[str] | None = None
     rows: list[dict[str, Any]] = []
     dropped = 0
@@ -245,39 +339,43 @@ def load_routellm_csvs(paths: Sequence[Path], name: str | None = None) -> Outcom
         with _open_text(path) as f:
             reader = csv.DictReader(f)
             columns = reader.fieldnames or []
-            if "prompt" not in columns:
-                raise DatasetError(f"{path}: no 'prompt' column (columns: {', '.join(columns)})")
-            found = [
-                c
-                for c in columns
-                if c not in _RESERVED_COLUMNS and not c.endswith(("_response", "_cost", "_output_tokens"))
-            ]
+            if cols.prompt not in columns:
+                raise DatasetError(
+                    f"{path}: no {cols.prompt!r} column (columns: {', '.join(columns)}); "
+                    "name the prompt column with --prompt-column"
+                )
+            found = cols.model_columns(columns, str(path))
             if models is None:
                 models = found
             elif found != models:
                 raise DatasetError(f"{path}: model columns {found} differ from {models}")
             group = path.stem[5:] if path.stem.startswith("mmlu_") else None
             for line, rec in enumerate(reader, start=2):
+                rec["prompt"] = rec[cols.prompt]
                 if rec["prompt"] in drop:
                     dropped += 1
                     continue
                 rec["_where"] = f"{path}:{line}"
+                rec["group"] = rec.get(cols.group) or ""
                 if group is not None and not rec.get("group"):
                     rec["group"] = group
                 rows.append(rec)
     if not models:
         raise DatasetError(f"{', '.join(map(str, paths))}: no model columns")
+    clip = _Clipper(ingest)
     data = _from_rows(
         name or Path(paths[0]).stem,
         models,
         rows,
         quality=lambda r, m: r[m],
-        cost=lambda r, m: r.get(f"{m}_cost"),
+        cost=lambda r, m: r.get(cols.cost.format(model=m)),
         out_tokens=lambda r, m: (
             r.get(f"{m}_output_tokens")
             or (_response_tokens(r[f"{m}_response"]) if r.get(f"{m}_response") else None)
         ),
+        clip=clip,
     )
+    _note_clipped(data, clip)
     if dropped:
         data.notes.append(f"dropped {dropped} contaminated prompt(s)")
     return data
@@ -306,7 +404,18 @@ def load_llmrouter(path: Path) -> OutcomeData:
     return data
 
 
-def load_jsonl(path: Path) -> OutcomeData:
+def _note_clipped(data: OutcomeData, clip: _Clipper) -> None:
+    if clip.clipped:
+        lo, hi = clip.range  # type: ignore[misc]
+        message = f"{data.name}: {clip.clipped} quality value(s) outside {lo:g}..{hi:g} clipped to the range"
+        log.warning(message)
+        data.notes.append(f"warning: {message}")
+
+
+def load_jsonl(path: Path, ingest: Ingest | None = None) -> OutcomeData:
+    """Generic JSONL; with `ingest`, the prompt under another key and model scores either in
+    ``scores`` or as top-level keys (`ingest.models`)."""
+    cols = ingest or Ingest()
     rows: list[dict[str, Any]] = []
     models: list[str] | None = None
     with _open_text(path) as f:
@@ -317,23 +426,35 @@ def load_jsonl(path: Path) -> OutcomeData:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path}:{line_no}: not JSON ({exc.msg})") from None
-            if not isinstance(rec, dict) or "prompt" not in rec or not isinstance(rec.get("scores"), dict):
-                raise DatasetError(f"{path}:{line_no}: expected an object with 'prompt' and 'scores'")
+            if not isinstance(rec, dict) or cols.prompt not in rec:
+                raise DatasetError(f"{path}:{line_no}: expected an object with {cols.prompt!r} and 'scores'")
+            if not isinstance(rec.get("scores"), dict):
+                if not cols.models:
+                    raise DatasetError(
+                        f"{path}:{line_no}: no 'scores' object; name the score keys with --model-columns"
+                    )
+                rec["scores"] = {m: rec.get(m) for m in cols.models}
             if models is None:
-                models = list(rec["scores"])
+                models = list(cols.models or [m for m in rec["scores"] if m not in cols.ignore])
+            rec["prompt"] = rec[cols.prompt]
+            rec["group"] = rec.get(cols.group) or ""
             rec["_where"] = f"{path}:{line_no}"
             rows.append(rec)
     if not rows or not models:
         raise DatasetError(f"{path}: no rows")
     name = path.name.split(".")[0]
-    return _from_rows(
+    clip = _Clipper(ingest)
+    data = _from_rows(
         name,
         models,
         rows,
         quality=lambda r, m: r["scores"][m],
         cost=lambda r, m: (r.get("costs") or {}).get(m),
         out_tokens=lambda r, m: (r.get("output_tokens") or {}).get(m),
+        clip=clip,
     )
+    _note_clipped(data, clip)
+    return data
 
 
 def _from_rows(
@@ -343,8 +464,10 @@ def _from_rows(
     quality: Any,
     cost: Any = None,
     out_tokens: Any = None,
+    clip: Any = None,
 ) -> OutcomeData:
     n, m = len(rows), len(models)
+    value_of = clip or _quality_value
     q = np.zeros((n, m))
     c = np.full((n, m), np.nan)
     t = np.full((n, m), np.nan)
@@ -355,7 +478,7 @@ def _from_rows(
                 raw = quality(r, model)
             except KeyError:
                 raise DatasetError(f"{r['_where']}: no score for model {model!r}") from None
-            q[i, j] = _quality_value(raw, f"{r['_where']} ({model})")
+            q[i, j] = value_of(raw, f"{r['_where']} ({model})")
             if cost is not None and (v := cost(r, model)) not in (None, ""):
                 c[i, j] = float(v)
             if out_tokens is not None and (v := out_tokens(r, model)) not in (None, ""):

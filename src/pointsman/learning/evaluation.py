@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from pointsman.learning import metrics
-from pointsman.learning.artifact import TWO_MODEL, RouterArtifact
+from pointsman.learning.artifact import THRESHOLD, TWO_MODEL, RouterArtifact
 from pointsman.learning.calibration import Knob
-from pointsman.learning.datasets import DatasetError, OutcomeData
+from pointsman.learning.datasets import DatasetError, OutcomeData, estimate_prompt_tokens
 
 BATCH = 256
 
@@ -103,9 +103,13 @@ def _thin(curve: metrics.Curve, points: int = 201) -> metrics.Curve:
     return metrics.Curve(curve.cost[idx], curve.quality[idx])
 
 
-def _numbers(curve: metrics.Curve, data: OutcomeData) -> dict[str, Any]:
+def _numbers(
+    curve: metrics.Curve, data: OutcomeData, cost_curve: metrics.Curve | None = None
+) -> dict[str, Any]:
+    """APGR and CPT from `curve` (two models: x is the strong-call share); cost figures from
+    `cost_curve` (x in the data's cost unit, dollars where known; default `curve`)."""
     q, c = data.quality, data.cost
-    report = metrics.cost_quality_report(curve, data.models, c, q)
+    report = metrics.cost_quality_report(cost_curve or curve, data.models, c, q)
     out: dict[str, Any] = {}
     if data.two_model:
         # A single point (one model for every prompt) has no curve to average over.
@@ -122,28 +126,66 @@ def _numbers(curve: metrics.Curve, data: OutcomeData) -> dict[str, Any]:
 
 
 def router_curve(predicted: np.ndarray, data: OutcomeData) -> metrics.Curve:
+    """Two models: the strong-share view (sweep of the predicted gain); many: the lambda sweep."""
     if data.two_model:
         return metrics.threshold_curve(predicted[:, 1] - predicted[:, 0], data.quality)
     return metrics.lambda_curve(predicted, data.cost, data.quality)
 
 
+def serving_costs(artifact: RouterArtifact, prompts: Sequence[str]) -> np.ndarray:
+    """The expected dollars per call the artifact weighs when serving each prompt."""
+    if not prompts:
+        return np.zeros((0, len(artifact.models)))
+    return np.stack([artifact.expected_cost(estimate_prompt_tokens(p)) for p in prompts])
+
+
+def cost_curve(
+    artifact: RouterArtifact, predicted: np.ndarray, data: OutcomeData, decide: np.ndarray
+) -> metrics.Curve:
+    """The router's curve in the data's cost unit, deciding as it does when serving: the lambda
+    sweep over its expected costs (`decide`), or, for the threshold rule, the threshold sweep;
+    each choice charged at the row's recorded cost."""
+    if artifact.decision != THRESHOLD:
+        return metrics.lambda_curve(predicted, data.cost, data.quality, decide)
+    if data.cost_unit != "$":
+        return router_curve(predicted, data)
+    order = np.argsort(-(predicted[:, 1] - predicted[:, 0]), kind="stable")
+    n = len(data)
+    dc = (data.cost[order, 1] - data.cost[order, 0]) / n
+    dq = (data.quality[order, 1] - data.quality[order, 0]) / n
+    x = data.cost[:, 0].mean() + np.concatenate([[0.0], np.cumsum(dc)])
+    y = data.quality[:, 0].mean() + np.concatenate([[0.0], np.cumsum(dq)])
+    return metrics.Curve(x, y)
+
+
 def references(data: OutcomeData) -> list[RouterResult]:
+    """Random, the best single model and the oracle on the same prompts. For two models the
+    APGR/CPT view sweeps the strong share; cost figures are in the data's own unit (dollars
+    where it has costs), never a share read as dollars."""
     q, c = data.quality, data.cost
-    if data.two_model:
-        rand = metrics.threshold_curve(np.zeros(len(data)), q)
-        oracle = metrics.threshold_curve(metrics.oracle_scores(q), q)
-    else:
-        rand = metrics.random_curve(c, q)
-        oracle = metrics.lambda_curve(q, c, q)
     xs, ys = metrics.single_points(c, q)
     b = int(np.argmax(ys))
     best = metrics.Curve(np.array([xs[b]]), np.array([ys[b]]))
-    out = [
+    if data.two_model:
+        rand = metrics.threshold_curve(np.zeros(len(data)), q)
+        oracle = metrics.threshold_curve(metrics.oracle_scores(q), q)
+        best_share = metrics.Curve(np.array([float(b)]), np.array([ys[b]]))
+        if data.cost_unit == "$":
+            rand_cost, oracle_cost = metrics.random_curve(c, q), metrics.lambda_curve(q, c, q)
+        else:
+            rand_cost, oracle_cost = rand, oracle
+        return [
+            RouterResult("random", rand, _numbers(rand, data, rand_cost)),
+            RouterResult(f"best single ({data.models[b]})", best, _numbers(best_share, data, best)),
+            RouterResult("oracle", oracle, _numbers(oracle, data, oracle_cost)),
+        ]
+    rand = metrics.random_curve(c, q)
+    oracle = metrics.lambda_curve(q, c, q)
+    return [
         RouterResult("random", rand, _numbers(rand, data)),
         RouterResult(f"best single ({data.models[b]})", best, _numbers(best, data)),
         RouterResult("oracle", oracle, _numbers(oracle, data)),
     ]
-    return out
 
 
 def operating_point(
@@ -153,9 +195,10 @@ def operating_point(
     data: OutcomeData,
     knob: Knob,
 ) -> dict[str, Any]:
-    """What the artifact's calibrated knob actually gives on this held-out data."""
+    """What the artifact's calibrated knob actually gives on this held-out data: chosen as when
+    serving (the artifact's expected costs), charged at the data's recorded costs."""
     rows = np.arange(len(data))
-    pick = artifact.choose(predicted, routes, knob, data.cost)
+    pick = artifact.choose(predicted, routes, knob, serving_costs(artifact, data.prompts))
     xs, ys = metrics.single_points(data.cost, data.quality)
     b = int(np.argmax(ys))
     quality = float(data.quality[rows, pick].mean())
@@ -164,12 +207,17 @@ def operating_point(
         "knob": knob.value,
         "route_knobs": knob.routes,
         "target": artifact.knob.get("target"),
+        "promised": artifact.knob.get("expected"),
+        "cost_unit": data.cost_unit,
         "quality": quality,
         "quality_ratio": quality / ys[b] if ys[b] else None,
         "cost_ratio": cost / xs[b] if xs[b] else None,
     }
     if data.two_model:
         out["strong_share"] = float(pick.mean())
+    target = (artifact.knob.get("target") or {}).get("quality")
+    if isinstance(target, (int, float)) and out["quality_ratio"] is not None:
+        out["target_met"] = bool(out["quality_ratio"] >= target - 1e-12)
     out["calls"] = {m: float((pick == j).mean()) for j, m in enumerate(data.models)}
     if any(r is not None for r in routes):
         out["routed"] = {r: routes.count(r) / len(routes) for r in sorted({r for r in routes if r})}
@@ -209,7 +257,13 @@ def evaluate(
     `bootstrap`, the router's numbers also get 90% intervals from that many resamples."""
     data = align(test, artifact)
     predicted, routes = predict_all(artifact, data.prompts, advance)
-    reports = [_report(artifact, data, predicted, routes, name, list(test.notes))]
+    notes = list(test.notes)
+    warning = artifact.warn_missing_costs("eval")
+    if warning:
+        notes.append(f"warning: {warning}")
+    if data.cost_unit != "$":
+        notes.append("cost unit: calls (strong-call share for two models); give --prices for dollars")
+    reports = [_report(artifact, data, predicted, routes, name, notes)]
     parts = [(data, predicted)]
     if exclude_groups and data.groups is not None:
         keep = np.array([g not in exclude_groups for g in data.groups])
@@ -220,20 +274,25 @@ def evaluate(
         parts.append((sub, predicted[keep]))
     if bootstrap:
         for report, (rows, pred) in zip(reports, parts, strict=True):
-            report.routers[0].numbers["interval_90"] = _intervals(rows, pred, bootstrap, seed)
+            report.routers[0].numbers["interval_90"] = _intervals(artifact, rows, pred, bootstrap, seed)
     return reports
 
 
-def _intervals(data: OutcomeData, predicted: np.ndarray, resamples: int, seed: int) -> dict[str, list[float]]:
+def _intervals(
+    artifact: RouterArtifact, data: OutcomeData, predicted: np.ndarray, resamples: int, seed: int
+) -> dict[str, list[float]]:
     """5th and 95th percentiles of the router's numbers over prompt resamples (a number that
     is never reached in a resample counts as infinite)."""
     rng = np.random.default_rng(seed)
     keys = (["apgr"] if data.two_model else []) + ["cost_to_95", "cost_to_100", "aiq"]
     seen: dict[str, list[float]] = {k: [] for k in keys}
+    decide = serving_costs(artifact, data.prompts)
     for _ in range(resamples):
         idx = rng.integers(0, len(data), len(data))
         rows = data.subset(idx)
-        numbers = _numbers(router_curve(predicted[idx], rows), rows)
+        numbers = _numbers(
+            router_curve(predicted[idx], rows), rows, cost_curve(artifact, predicted[idx], rows, decide[idx])
+        )
         for k in keys:
             v = numbers.get(k)
             seen[k].append(float("inf") if v is None else float(v))
@@ -249,6 +308,7 @@ def _report(
     notes: list[str],
 ) -> DatasetReport:
     curve = router_curve(predicted, data)
+    dollars = cost_curve(artifact, predicted, data, serving_costs(artifact, data.prompts))
     xs, ys = metrics.single_points(data.cost, data.quality)
     knob = artifact.resolve_knob()
     return DatasetReport(
@@ -257,7 +317,9 @@ def _report(
         models=list(data.models),
         two_model=data.two_model,
         cost_unit=data.cost_unit,
-        routers=[RouterResult(name, curve, _numbers(curve, data))],
+        routers=[
+            RouterResult(name, dollars if not data.two_model else curve, _numbers(curve, data, dollars))
+        ],
         references=references(data),
         singles={m: {"quality": float(ys[j]), "cost": float(xs[j])} for j, m in enumerate(data.models)},
         operating_point=operating_point(artifact, predicted, routes, data, knob),
@@ -283,6 +345,9 @@ def render(reports: Sequence[DatasetReport], console: Any, groups: bool = False)
                 ("CPT80", "cpt80", _pct),
                 ("CPT95", "cpt95", _pct),
             ]
+            if rep.cost_unit == "$":
+                # The same dollars serving weighs: cost to reach the best single model's quality.
+                columns += [("$@95%", "cost_to_95", _x), ("$@100%", "cost_to_100", _x)]
         else:
             columns = [
                 ("cost@95%", "cost_to_95", _x),
@@ -317,6 +382,10 @@ def render(reports: Sequence[DatasetReport], console: Any, groups: bool = False)
                 f"{op['quality']:.3f} = {op['quality_ratio']:.1%} of best single at "
                 f"{op['cost_ratio']:.2f}x its cost{share}"
             )
+            promised = (op.get("promised") or {}).get("quality_ratio_lower")
+            if promised is not None:
+                met = "met" if op["quality_ratio"] >= promised - 1e-12 else "NOT met"
+                console.print(f"  promised (one-sided 90% bound): {promised:.1%} of best single: {met}")
         for note in rep.notes:
             console.print(f"  note: {note}")
         if groups and rep.groups:

@@ -290,7 +290,8 @@ def train_from_logs(
     price.update({mm: tuple(p) for mm, p in (prices or {}).items() if mm in models})
     tokens = np.array([-(-len(p) // CHARS_PER_TOKEN) for p in outcomes.prompts], dtype=np.float64)
     out_tokens = np.array([outcomes.output_tokens.get(mm, DEFAULT_OUTPUT_TOKENS) for mm in models])
-    if two or not all(mm in price for mm in models):
+    priced = all(mm in price for mm in models)
+    if not priced:
         if not two:
             missing = [mm for mm in models if mm not in price]
             raise LogsError(
@@ -317,7 +318,7 @@ def train_from_logs(
             quality=outcomes.quality.copy(),
             # Two models: the strong one costs 1 a call and the weak one 0 (the strong share).
             cost=cost
-            if not two
+            if priced
             else np.tile(np.eye(2)[int(np.argmax(outcomes.quality.mean(axis=0)))], (n, 1)),
             prices={mm: price[mm] for mm in models if mm in price},  # type: ignore[misc]
             output_tokens=np.tile(out_tokens, (len(outcomes.prompts), 1)),
@@ -365,17 +366,19 @@ def train_from_logs(
     predictor.w_dense, predictor.bias = predictor.w_dense[:, order], predictor.bias[order]
     if predictor.w_sparse is not None:
         predictor.w_sparse = predictor.w_sparse[:, order]
-    if two:
+    # With both deployments priced, two-model routers weigh dollars like every other router.
+    rule = "threshold" if two and not priced else "utility"
+    if rule == "threshold":
         cost = np.column_stack([np.zeros(n), np.ones(n)])
         calibration = two_model_table(oof[:, 1] - oof[:, 0], filled)
     else:
         calibration = multi_model_table(oof, cost, filled)
     kind = TWO_MODEL if two else MULTI_MODEL
-    key = "threshold" if two else "lambda"
+    key = "threshold" if rule == "threshold" else "lambda"
     presets: dict[str, Any] = {}
     for name, share in PRESETS.items():
         try:
-            preset = knob_for(kind, calibration, Target(quality=share))
+            preset = knob_for(rule, calibration, Target(quality=share))
         except CalibrationError:
             continue
         preset["target"] = {"quality": share}
@@ -400,11 +403,12 @@ def train_from_logs(
         predictor=predictor,
         prices={mm: price[mm] for mm in models if mm in price},  # type: ignore[misc]
         output_tokens={mm: float(outcomes.output_tokens.get(mm, DEFAULT_OUTPUT_TOKENS)) for mm in models},
-        cost_ref=1.0 if two else float(cost.max(axis=1).mean()),
+        cost_ref=1.0 if rule == "threshold" else float(cost.max(axis=1).mean()) or 1.0,
         knob=dict(presets["balanced"]) if "balanced" in presets else {key: 0.0},
         calibration=calibration,
         presets=presets,
         meta=info,
+        decision=rule,
     )
     report: dict[str, Any] = {"method": "partial", "selection": table, "chosen": [learner.name]}
     if best[0] >= baseline:

@@ -92,15 +92,20 @@ def _first_reaching(x: np.ndarray, y: np.ndarray, target: float) -> float | None
 # --------------------------------------------------------------------------- many models
 
 
-def lambda_curve(predicted: np.ndarray, cost: np.ndarray, quality: np.ndarray) -> Curve:
-    """Exact curve of argmax_j(predicted[i, j] - lambda * cost[i, j]) as lambda falls from
-    infinity to 0 (ties broken toward the cheaper model, then the lower index)."""
+def lambda_curve(
+    predicted: np.ndarray, cost: np.ndarray, quality: np.ndarray, decide_cost: np.ndarray | None = None
+) -> Curve:
+    """Exact curve of argmax_j(predicted[i, j] - lambda * decide_cost[i, j]) as lambda falls
+    from infinity to 0 (ties broken toward the cheaper model, then the lower index), each choice
+    charged at `cost`. `decide_cost` is what the router sees when serving (its expected costs);
+    it defaults to `cost`."""
     n, _ = predicted.shape
+    decide = cost if decide_cost is None else decide_cost
     start_cost = 0.0
     start_quality = 0.0
     events: list[tuple[float, float, float]] = []  # (lambda, delta cost, delta quality)
     for i in range(n):
-        path = _hull_path(predicted[i], cost[i])
+        path = _hull_path(predicted[i], decide[i])
         first = path[0][0]
         start_cost += cost[i, first]
         start_quality += quality[i, first]

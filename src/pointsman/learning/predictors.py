@@ -541,9 +541,46 @@ class GatedPredictor(Predictor):
         return cls(gate, [load_predictor(s, arrays) for s in spec["experts"]], spec["routes"])
 
 
+class TaskPredictor(Predictor):
+    """A task signal: a supervised classifier (softmax over the task labels of the training
+    data: MMLU subjects, a dataset's task column, dataset names) gives each prompt's probability
+    of each task, and the prediction is those probabilities times per-task mean outcomes (each
+    shrunk toward the overall mean by the task's size)."""
+
+    kind = "task"
+
+    def __init__(self, gate: LinearPredictor, table: np.ndarray, tasks: Sequence[str]) -> None:
+        if len(table) != len(tasks):
+            raise ArtifactError("a task predictor needs one table row per task")
+        self.gate = gate
+        self.table = np.asarray(table, dtype=np.float64)
+        self.tasks = list(tasks)
+
+    def inputs(self) -> set[str]:
+        return self.gate.inputs()
+
+    def task_probabilities(self, features: Features) -> np.ndarray:
+        return self.gate.predict(features)
+
+    def predict(self, features: Features) -> np.ndarray:
+        out: np.ndarray = self.task_probabilities(features) @ self.table
+        return out
+
+    def export(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        gate_spec, arrays = self.gate.export(f"{prefix}gate_")
+        arrays[f"{prefix}table"] = self.table
+        return {"kind": self.kind, "prefix": prefix, "tasks": self.tasks, "gate": gate_spec}, arrays
+
+    @classmethod
+    def load(cls, spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> TaskPredictor:
+        gate = LinearPredictor.load(spec["gate"], arrays)
+        return cls(gate, arrays[f"{spec['prefix']}table"], spec["tasks"])
+
+
 PREDICTORS: dict[str, type[Predictor]] = {
     c.kind: c
     for c in (
+        TaskPredictor,
         LinearPredictor,
         KnnPredictor,
         ClusterPredictor,

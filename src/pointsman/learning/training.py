@@ -34,6 +34,7 @@ from pointsman.learning.predictors import (
     MlpPredictor,
     Predictor,
     Standardizer,
+    TaskPredictor,
     TreesPredictor,
     _unit_rows,
 )
@@ -307,6 +308,35 @@ def default_candidates(encoders: Sequence[str]) -> list[Candidate]:
 CLUSTER_SIZES = (10, 20, 40)
 
 
+def _task_name(encoders: dict[str, Encoder]) -> str:
+    """The task learner's name: the block its classifier reads (the sparse one if any)."""
+    sparse = [n for n, e in encoders.items() if e.sparse]
+    return f"task({sparse[0] if sparse else '+'.join(encoders)})"
+
+
+def task_candidate(name: str, labels: Sequence[str], strength: float = 10.0) -> Candidate:
+    """The task signal (see `TaskPredictor`): a multinomial logistic regression from the prompt
+    to its task label (`labels`, one per row of the whole table), and per-task mean outcomes."""
+
+    def fit(feats: Features, y: np.ndarray, idx: np.ndarray, w: np.ndarray | None) -> Predictor:
+        names = sorted({labels[i] for i in idx})
+        code = {t: k for k, t in enumerate(names)}
+        own = np.array([code[labels[i]] for i in idx], dtype=np.int64)
+        quality = y[idx]
+        overall = quality.mean(axis=0)
+        sums = np.zeros((len(names), y.shape[1]))
+        np.add.at(sums, own, quality)
+        sizes = np.bincount(own, minlength=len(names)).astype(np.float64)[:, None]
+        table = (sums + strength * overall) / (sizes + strength)
+        if len(names) < 2:
+            gate = fit_gate(feats.subset(idx), np.zeros(len(idx), dtype=np.int64), 1)
+        else:
+            gate = fit_gate(feats.subset(idx), own, len(names))
+        return TaskPredictor(gate, table, names)
+
+    return Candidate(name, (), fit)
+
+
 # --------------------------------------------------------------------------- selection
 
 
@@ -441,8 +471,12 @@ def combine(datasets: Sequence[OutcomeData]) -> tuple[OutcomeData, list[np.ndarr
             if sorted(d.models) != sorted(models):
                 raise SystemExit(f"{d.name}: models {d.models} differ from {parts[0].name}: {models}")
     quality, cost, prompts, tokens = [], [], [], []
+    groups: list[str] = []
     index, start = [], 0
     for d in parts:
+        # Task labels: each row's group, else (several datasets) its dataset's name.
+        fallback = d.name if len(parts) > 1 else ""
+        groups.extend([g or fallback for g in d.groups] if d.groups is not None else [fallback] * len(d))
         order = [d.models.index(m) for m in models] if not two else [0, 1]
         quality.append(d.quality[:, order])
         cost.append(d.cost[:, order])
@@ -464,6 +498,7 @@ def combine(datasets: Sequence[OutcomeData]) -> tuple[OutcomeData, list[np.ndarr
         strong=parts[0].strong,
         weak=parts[0].weak,
         cost_unit=parts[0].cost_unit,
+        groups=groups if any(groups) else None,
     )
     return data, index
 
@@ -476,6 +511,19 @@ def fit_gate(feats: Features, labels: np.ndarray, routes: int, c: float = 2.0) -
     sparse = next(iter(feats.sparse), None)
     dense = [] if sparse else list(feats.dense)
     scaler = Standardizer.fit(feats.stack(dense)) if dense else None
+    if routes == 1:  # one label: a constant gate
+        width = feats.sparse[sparse].width if sparse else 0
+        n_dense = 0 if sparse else feats.stack(dense).shape[1]
+        return LinearPredictor(
+            dense,
+            sparse,
+            scaler,
+            1.0,
+            np.zeros((n_dense, 1)),
+            np.zeros((width, 1)) if sparse else None,
+            np.zeros(1),
+            link="softmax",
+        )
     x = feats.sparse[sparse].to_scipy() if sparse else scaler(feats.stack(dense))  # type: ignore[misc]
     model = LogisticRegression(C=c, max_iter=5000).fit(x, labels)
     coef, bias = model.coef_.T, model.intercept_
@@ -505,6 +553,7 @@ def train_router(
     progress: Progress | None = None,
     meta: dict[str, Any] | None = None,
     routes: bool = False,
+    nested: bool = False,
 ) -> tuple[Any, Selection]:
     """Train a router artifact on `datasets` (their training splits: nothing here holds out
     a test set). Returns the artifact and the selection report.
@@ -513,9 +562,10 @@ def train_router(
     expert (selected on that dataset alone) and its own calibrated knob, and a gate learns
     which route a prompt belongs to; otherwise one predictor is selected for all rows.
     """
-    from pointsman.learning.artifact import MULTI_MODEL, TWO_MODEL, RouterArtifact
+    from pointsman.learning.artifact import MULTI_MODEL, THRESHOLD, TWO_MODEL, UTILITY, RouterArtifact
     from pointsman.learning.calibration import Target, knob_for, multi_model_table, two_model_table
-    from pointsman.learning.datasets import DEFAULT_OUTPUT_TOKENS
+    from pointsman.learning.costs import CostModel, estimate_from_calls, warn_missing
+    from pointsman.learning.datasets import DEFAULT_OUTPUT_TOKENS, estimate_prompt_tokens, with_prices
     from pointsman.learning.predictors import GatedPredictor
 
     _require_sklearn()
@@ -530,21 +580,56 @@ def train_router(
     data, index = combine(kept)
     kind = TWO_MODEL if data.two_model else MULTI_MODEL
     say = progress or (lambda _: None)
+    # One cost model in dollars: list prices when known (costing every row from them), else
+    # per-model costs learned from the rows' recorded per-call dollars, else a warning.
+    if data.cost_unit != "$" and data.prices and all(m in data.prices for m in data.models):
+        data = with_prices(data, data.prices)
+    prices = dict(data.prices)
+    call_costs: dict[str, float] = {}
+    cost_warning = None
+    if data.cost_unit == "$" and not all(m in prices for m in data.models):
+        tokens_in = np.array([estimate_prompt_tokens(p) for p in data.prompts], dtype=np.float64)
+        learned_prices, call_costs = estimate_from_calls(
+            data.models, data.cost, tokens_in, data.output_tokens
+        )
+        prices = {
+            m: prices.get(m) or learned_prices[m] for m in data.models if m in prices or m in learned_prices
+        }
+        call_costs = {m: v for m, v in call_costs.items() if m not in prices}
+        say(
+            "no price table: expected cost per call learned from the rows' recorded costs "
+            f"({', '.join(sorted(prices))} per token; {', '.join(sorted(call_costs)) or 'none'} per call)"
+        )
+    elif data.cost_unit != "$":
+        cost_warning = warn_missing("train", data.models)
+    decision = UTILITY if (kind == MULTI_MODEL or data.cost_unit == "$") else THRESHOLD
     say(f"encoding {len(data)} prompts with {', '.join(encoders)}")
     enc = fit_encoders(data.prompts, encoders)
     feats = encode(enc, data.prompts)
     pool = default_candidates(list(enc))
+    if data.groups is not None and len(set(data.groups)) >= 2:
+        # The task signal, where the data name tasks: compared by CV like every other learner.
+        pool.append(task_candidate(_task_name(enc), data.groups))
     if candidates:
         wanted = set(candidates)
         pool = [c for c in pool if c.name in wanted or c.name.split("(")[0] in wanted]
         if not pool:
             raise SystemExit(f"no candidate matches {sorted(wanted)}")
     two = kind == TWO_MODEL
+    if data.output_tokens is not None:
+        out_tokens = {m: float(np.median(data.output_tokens[:, j])) for j, m in enumerate(data.models)}
+    else:
+        out_tokens = {m: float(DEFAULT_OUTPUT_TOKENS) for m in data.models}
+    cost_model = CostModel(list(data.models), prices, call_costs, out_tokens)
+    # What the router will see when serving: expected dollars from the cost model, per row.
+    serve_cost = np.stack([cost_model.expected(estimate_prompt_tokens(p)) for p in data.prompts])
+    cost_ref = float(serve_cost.max(axis=1).mean()) if decision == UTILITY else 1.0
+    cost_ref = cost_ref if cost_ref > 0 else 1.0
 
     def make_table(pred: np.ndarray, rows: np.ndarray) -> dict[str, Any]:
-        if two:
+        if decision == THRESHOLD:
             return two_model_table(pred[:, 1] - pred[:, 0], data.quality[rows])
-        return multi_model_table(pred, data.cost[rows], data.quality[rows])
+        return multi_model_table(pred, data.cost[rows], data.quality[rows], serve_cost[rows], cost_ref)
 
     route_names: list[str] = []
     route_info: dict[str, Any] = {}
@@ -559,12 +644,17 @@ def train_router(
             say(f"route {name}: selecting on its {len(rows)} prompts")
             part = feats.subset(rows)
             scorer = Scorer(two, [(np.arange(len(rows)), data.quality[rows], data.cost[rows])])
+            # The task signal of a route reads that route's own labels.
+            route_pool = [c for c in pool if not c.name.startswith("task(")]
+            route_labels = [data.groups[i] for i in rows] if data.groups is not None else []
+            if len(set(route_labels)) >= 2 and len(route_pool) < len(pool):
+                route_pool.append(task_candidate(_task_name(enc), route_labels))
             chosen = select(
                 part,
                 data.quality[rows],
                 [data.prompts[i] for i in rows],
                 scorer,
-                pool,
+                route_pool,
                 folds,
                 seed,
                 progress=say,
@@ -592,27 +682,41 @@ def train_router(
         selection = select(feats, data.quality, data.prompts, scorer, pool, folds, seed, progress=say)
         predictor = selection.predictor
         tables = {}
-    table = make_table(selection.oof, np.arange(len(data)))
+    calibration_oof = selection.oof
+    if nested and not route_names:
+        # Calibrate on predictions of the whole procedure (selection included) for prompts it
+        # never saw: the plain out-of-fold blend was chosen on those same predictions.
+        calibration_oof = _nested_oof(feats, data, index, two, pool, folds, seed, say)
+    table = make_table(calibration_oof, np.arange(len(data)))
     if tables:
         table["routes"] = tables
-    cost_ref = 1.0 if two else float(data.cost.max(axis=1).mean())
-    key = "threshold" if two else "lambda"
     presets: dict[str, Any] = {}
     for name, share in PRESETS.items():
         target = Target(quality=share)
         try:
-            preset = knob_for(kind, table, target)
+            preset = knob_for(decision, table, target)
             if tables:
-                preset["routes"] = {r: knob_for(kind, t, target) for r, t in tables.items()}
+                preset["routes"] = {r: knob_for(decision, t, target) for r, t in tables.items()}
+            preset["target"] = {"quality": share}
         except ValueError:
-            continue
-        preset["target"] = {"quality": share}
+            if share < 1.0:
+                continue
+            # `best` when 100% is out of reach at the stated confidence: the most the router
+            # can promise, and the promise says so.
+            reach = Target(quality=_best_lower(table))
+            preset = knob_for(decision, table, reach)
+            if tables:
+                preset["routes"] = {
+                    r: knob_for(decision, t, Target(quality=_best_lower(t))) for r, t in tables.items()
+                }
+            preset["target"] = {"quality": round(float(reach.quality or 0.0), 4), "wanted": share}
         presets[name] = preset
-    knob = dict(presets["balanced"]) if "balanced" in presets else {key: 0.0}
-    if data.output_tokens is not None:
-        out_tokens = {m: float(np.median(data.output_tokens[:, j])) for j, m in enumerate(data.models)}
+    if "balanced" in presets:
+        knob = dict(presets["balanced"])
     else:
-        out_tokens = {m: float(DEFAULT_OUTPUT_TOKENS) for m in data.models}
+        # No knob keeps 95% at the stated confidence: the most accurate one the table has.
+        knob = knob_for(decision, table, Target(quality=_best_lower(table)))
+        knob["target"] = {"quality": "best reachable"}
     # Ship only the encoders the chosen predictor reads: an unused one would still run on
     # every request.
     used = predictor.inputs()
@@ -629,20 +733,84 @@ def train_router(
         "weights": selection.weights,
         "routes": route_info,
         "selection_metric": "mean APGR over datasets" if two else "mean AIQ over datasets",
+        "cost_unit": "$ per call" if decision == UTILITY else "strong-call share",
+        "cost_source": "prices"
+        if prices and not call_costs
+        else "recorded per-call costs"
+        if call_costs
+        else "none",
+        "calibration": (
+            "nested out-of-fold predictions (selection redone in each outer fold)"
+            if nested and not route_names
+            else "out-of-fold predictions"
+        )
+        + "; targets met on one-sided 90% bootstrap prediction bounds",
         "mean_quality": {m: float(v) for m, v in zip(data.models, data.quality.mean(axis=0), strict=True)},
     }
+    if cost_warning:
+        info["warnings"] = [cost_warning]
     info.update(meta or {})
     artifact = RouterArtifact(
         kind=kind,
         models=data.models,
         encoders={name: e for name, e in enc.items() if name in used},
         predictor=predictor,
-        prices=dict(data.prices),
+        prices=prices,
         output_tokens=out_tokens,
         cost_ref=cost_ref,
         knob=knob,
         calibration=table,
         presets=presets,
         meta=info,
+        call_costs=call_costs,
+        decision=decision,
     )
     return artifact, selection
+
+
+def _nested_oof(
+    feats: Features,
+    data: OutcomeData,
+    index: Sequence[np.ndarray],
+    two: bool,
+    pool: Sequence[Candidate],
+    folds: int,
+    seed: int,
+    say: Progress,
+) -> np.ndarray:
+    """Predictions for every row by the whole selection procedure (cross-validation, greedy
+    ensemble, refit) run without that row's outer fold."""
+    outer = fold_ids(data.prompts, folds, seed + 1)
+    position = np.full(len(data), -1)
+    out = np.zeros_like(data.quality, dtype=np.float64)
+    for k in range(folds):
+        fit_rows, held = np.flatnonzero(outer != k), np.flatnonzero(outer == k)
+        position[:] = -1
+        position[fit_rows] = np.arange(len(fit_rows))
+        parts = [
+            (position[i[outer[i] != k]], data.quality[i[outer[i] != k]], data.cost[i[outer[i] != k]])
+            for i in index
+        ]
+        say(f"nested calibration: outer fold {k + 1}/{folds}")
+        # The task learner reads labels by row: give it this fold's.
+        inner_pool = [c for c in pool if not c.name.startswith("task(")]
+        for c in pool:
+            if c.name.startswith("task(") and data.groups is not None:
+                inner_pool.append(task_candidate(c.name, [data.groups[i] for i in fit_rows]))
+        inner = select(
+            feats.subset(fit_rows),
+            data.quality[fit_rows],
+            [data.prompts[i] for i in fit_rows],
+            Scorer(two, parts),
+            inner_pool,
+            folds,
+            seed,
+        )
+        out[held] = inner.predictor.predict(feats.subset(held))
+    return out
+
+
+def _best_lower(table: dict[str, Any]) -> float:
+    """The highest quality ratio the table promises at its confidence bound."""
+    lower = table.get("quality_ratio_lower", table["quality_ratio"])
+    return float(max(lower)) - 1e-9

@@ -11,12 +11,16 @@ models:
       target: {strong_share: 0.3}    # or threshold: 0.05 / lambda: 0.2 / preset: economy
 ```
 
-Two-model routers (tiers ``weak`` and ``strong``) send a prompt to the strong tier when its
-predicted quality gain over the weak tier exceeds the threshold (reasons ``strong_needed`` and
-``weak_ok``). Many-model routers rank models by predicted quality minus lambda times expected
-cost (reasons ``best_quality`` and ``cheaper_enough``). The chosen tier's deployments come first,
-the rest follow as fallbacks. numpy and the encoders load when the strategy is built, once per
-artifact per process, never per request and never on `import pointsman`.
+Routers whose models' costs are known (every router trained with prices or per-call costs, two
+models included) rank models by predicted quality minus lambda times expected dollars per call
+(reasons ``best_quality`` and ``cheaper_enough``): a model predicted both better and cheaper is
+never passed over. Two-model routers trained without any cost (tiers ``weak`` and ``strong``)
+send a prompt to the strong tier when its predicted quality gain over the weak tier exceeds the
+threshold (reasons ``strong_needed`` and ``weak_ok``). A model whose cost is unknown (no price in
+the artifact nor on its mapped deployment) is logged as a warning at start-up. The chosen tier's
+deployments come first, the rest follow as fallbacks. numpy and the encoders load when the
+strategy is built, once per artifact per process, never per request and never on `import
+pointsman`.
 """
 
 from __future__ import annotations
@@ -160,6 +164,14 @@ class LearnedStrategy(Strategy):
                 dep = known.get(names[0]) if names else None
                 if model and dep is not None and (dep.price.input or dep.price.output):
                     self._prices[model] = (dep.price.input, dep.price.output)
+        mapped = {
+            self._abstract[a] for a, names in self.options.mapping.items() if names and a in self._abstract
+        }
+        missing = [m for m in art.missing_costs(self._prices) if m in mapped]
+        if missing:
+            from pointsman.learning.costs import warn_missing
+
+            warn_missing(f"learned router {self.options.artifact!r}", missing)
 
     @property
     def artifact(self) -> RouterArtifact:
@@ -232,7 +244,7 @@ class LearnedStrategy(Strategy):
                 for name in mapping.get(to_abstract[model], ()):
                     scores.setdefault(name, round(choice.predicted[model], 4))
             via = f"route {choice.route}: " if choice.route else ""
-            if art.kind == "two_model":
+            if art.decision == "threshold":
                 notes = [
                     f"{via}strong_gain {choice.scores['strong_gain']:+.3f} "
                     f"vs threshold {choice.scores['threshold']:+.3f}",
