@@ -310,6 +310,10 @@ def test_static_client_keys_work_beside_the_master_key(upstream, serve, monkeypa
         server.client(api_key="sk-not-a-key").chat.completions.create(model="auto", messages=HELLO)
     status, body = admin(server, "GET", "/admin/keys", token="sk-static-client")
     assert status == 403 and body["error"]["code"] == "master_key_required"
+    status, body = admin(server, "GET", "/dashboard/api/summary", token="sk-static-client")
+    assert status == 403 and body["error"]["code"] == "dashboard_scope_required"
+    status, _ = admin(server, "GET", "/dashboard/api/summary", token=MASTER)
+    assert status == 200
     # What is in force is said, by `config check` (and `serve` at start-up).
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))

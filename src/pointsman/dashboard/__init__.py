@@ -38,8 +38,9 @@ PAGE_HEADERS = {
 def dashboard_routes(router: Router) -> list[BaseRoute]:
     access = router.access
 
-    def authorise(request: Request) -> None:
-        """The master key or an active key with the "dashboard" scope; else 401/403."""
+    async def authorise(request: Request) -> None:
+        """The master key or an active key with the "dashboard" scope; else 401/403. A key not
+        in the cache is read off the event loop."""
         if access.master_key is None:
             raise PermissionDenied(
                 f"the dashboard is off: set {router.config.auth.master_key_env} to enable it",
@@ -50,7 +51,13 @@ def dashboard_routes(router: Router) -> list[BaseRoute]:
             raise AuthenticationFailed("missing key: send 'Authorization: Bearer <master or read-only key>'")
         if access.is_master(token):
             return
-        key = router.keys.lookup(token) if router.keys is not None else None
+        if access.is_static(token):
+            raise PermissionDenied(
+                "a static client key (server.api_keys) admits the API, not the dashboard: use the "
+                "master key or a read-only key (pointsman keys create NAME --read-only)",
+                code="dashboard_scope_required",
+            )
+        key = await router.keys.alookup(token) if router.keys is not None else None
         if key is None:
             raise AuthenticationFailed("invalid API key")
         if not key.active():
@@ -77,7 +84,7 @@ def dashboard_routes(router: Router) -> list[BaseRoute]:
 
     async def summary(request: Request) -> Response:
         try:
-            authorise(request)
+            await authorise(request)
             since, until = window(request)
             store = router.store
             if store is None:
